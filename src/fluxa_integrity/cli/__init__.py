@@ -1,0 +1,1 @@
+"""Command line: Typer apps that call the domain packages and print with Rich."""

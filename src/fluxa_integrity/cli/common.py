@@ -1,0 +1,39 @@
+"""Conventions shared by every command: options, JSON output, errors and exit codes.
+
+Exit codes: 0 ok, 1 problems found, 2 error. With ``--json`` stdout carries exactly one JSON
+document (errors included, as ``{"error": ..., "hint": ...}``); everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Optional
+
+import typer
+from bson import json_util
+from rich.console import Console
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
+
+console = Console(stderr=True)  # human output never pollutes stdout used by --json
+out = Console()
+
+UriOpt = typer.Option(None, "--uri", help="MongoDB URI of the application database "
+                      "[default: $FLUXA_MONGODB_URI, config.yaml, then the running dev server]")
+DbOpt = typer.Option(None, "--db", help="Application database name [default: $FLUXA_DB, config.yaml, then 'fluxa']")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout and nothing else there.")
+
+
+def json_default(value: Any) -> Any:
+    return json.loads(json_util.dumps(value, json_options=json_util.RELAXED_JSON_OPTIONS))
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=json_default, indent=2, sort_keys=False) + "\n")
+
+
+def target_option_values(uri: Optional[str], db: Optional[str]):
+    from ..config import resolve_target
+
+    return resolve_target(uri, db)

@@ -1,0 +1,51 @@
+"""Entry point: ``fluxa-integrity``."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .. import __version__
+from ..errors import FluxaError
+from .common import EXIT_ERROR, console, emit_json
+from .devdb import app as devdb_app
+from .fluxa_cmd import app as fluxa_app
+
+cli = typer.Typer(
+    name="fluxa-integrity",
+    help="Keep a MongoDB application's data correct, and get it back when it is not.\n\n"
+    "Runs the Chatbot Fluxa data-integrity playbook: detect, contain, recover, verify, document.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+cli.add_typer(devdb_app, name="devdb")
+cli.add_typer(fluxa_app, name="fluxa")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"fluxa-integrity {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Keep a MongoDB application's data correct, and get it back when it is not."""
+
+
+def app() -> None:
+    """Console script. Click handles usage errors (exit 2) and typer.Exit; a FluxaError raised
+    by a command becomes a clear message, with its hint, and exit code 2 - never a traceback."""
+    try:
+        cli()
+    except FluxaError as exc:
+        if "--json" in sys.argv:
+            emit_json({"error": exc.message, "hint": exc.hint})
+        console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+        sys.exit(EXIT_ERROR)

@@ -1,0 +1,1 @@
+"""The Chatbot Fluxa data model, its dataset generator and fault injection."""

@@ -1,0 +1,277 @@
+"""Fault injection with ground truth: each kind breaks data the way the playbook describes
+and records exactly which documents it broke in the manifest.
+
+Targets are drawn with a seeded reservoir sample over ``_id`` order (deterministic on any
+server) and never reuse a document an earlier injection touched, so every fault stays
+attributable to one kind.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from bson import ObjectId
+from pymongo.database import Database
+
+from ..errors import FluxaError
+from . import model as m
+from .manifest import Injection, Manifest
+
+UTC = timezone.utc
+
+
+@dataclass
+class Context:
+    db: Database
+    manifest: Manifest
+    rng: random.Random
+    now: datetime
+
+    @property
+    def secondary(self) -> Database:
+        return self.db.client[m.secondary_db_name(self.db.name)]
+
+    def sample(self, coll: str, count: int, flt: dict | None = None, projection: dict | None = None,
+               db: Database | None = None, exclude_key: str | None = None) -> list[dict]:
+        """Reservoir-sample ``count`` documents matching ``flt`` not touched before."""
+        excluded = self.manifest.touched(exclude_key or coll)
+        picked: list[dict] = []
+        seen = 0
+        cursor = (db if db is not None else self.db)[coll].find(flt or {}, projection or {"_id": 1}).sort("_id", 1)
+        for doc in cursor:
+            if doc["_id"] in excluded:
+                continue
+            seen += 1
+            if len(picked) < count:
+                picked.append(doc)
+            else:
+                j = self.rng.randrange(seen)
+                if j < count:
+                    picked[j] = doc
+        if len(picked) < count:
+            raise FluxaError(
+                f"only {len(picked)} untouched documents in {coll!r} fit this fault, {count} asked",
+                "ask for fewer with --count, or generate a larger dataset",
+            )
+        picked.sort(key=lambda d: d["_id"])
+        return picked
+
+
+def _ids(docs: list[dict]) -> list:
+    return [d["_id"] for d in docs]
+
+
+def _rotate(variants: tuple[str, ...], n: int) -> list[str]:
+    return [variants[i % len(variants)] for i in range(n)]
+
+
+def orphan_messages(ctx: Context, count: int) -> list[Injection]:
+    """Messages whose conversation does not exist (a conversation removed, its messages left)."""
+    users = ctx.sample(m.USERS, 1, exclude_key="-")
+    docs = []
+    for i in range(count):
+        if i % 3 == 0:
+            ghost = ObjectId()
+        docs.append({"_id": ObjectId(), "conversationId": ghost, "userId": users[0]["_id"],
+                     "text": "orphaned message", "sender": "user", "timestamp": ctx.now})
+    ctx.db[m.MESSAGES].insert_many(docs)
+    return [Injection("orphan-messages", m.MESSAGES, _ids(docs), ctx.now,
+                      details={"missing_conversations": sorted({d["conversationId"] for d in docs})})]
+
+
+def orphan_conversations(ctx: Context, count: int) -> list[Injection]:
+    """Conversations whose user does not exist."""
+    docs = [{"_id": ObjectId(), "userId": ObjectId(), "title": "orphaned conversation",
+             "createdAt": ctx.now, "lastUpdated": ctx.now, "messageCount": 0,
+             "schemaVersion": m.CONVERSATION_SCHEMA_VERSION} for _ in range(count)]
+    ctx.db[m.CONVERSATIONS].insert_many(docs)
+    return [Injection("orphan-conversations", m.CONVERSATIONS, _ids(docs), ctx.now)]
+
+
+def null_parent(ctx: Context, count: int) -> list[Injection]:
+    """``parentId`` present but null (the playbook's ``{parentId: {$exists: true}, parentId: null}``)."""
+    docs = ctx.sample(m.MESSAGES, count, {"parentId": {"$exists": True, "$ne": None}}, {"parentId": 1})
+    ctx.db[m.MESSAGES].update_many({"_id": {"$in": _ids(docs)}}, {"$set": {"parentId": None}})
+    return [Injection("null-parent", m.MESSAGES, _ids(docs), ctx.now,
+                      details={"original_parentIds": [d["parentId"] for d in docs]})]
+
+
+def duplicate_emails(ctx: Context, count: int) -> list[Injection]:
+    """Users given another user's email; every other one differs only in letter case."""
+    docs = ctx.sample(m.USERS, 2 * count, projection={"email": 1})
+    ctx.rng.shuffle(docs)
+    originals, copies = docs[:count], docs[count:]
+    variants = _rotate(("exact", "case"), count)
+    for orig, copy, variant in zip(originals, copies, variants):
+        email = orig["email"] if variant == "exact" else orig["email"].upper()
+        ctx.db[m.USERS].update_one({"_id": copy["_id"]}, {"$set": {"email": email}})
+    return [Injection("duplicate-emails", m.USERS, _ids(copies), ctx.now, variants=variants,
+                      related=_ids(originals))]
+
+
+def wrong_type_createdat(ctx: Context, count: int) -> list[Injection]:
+    """``createdAt`` stored as an ISO string instead of a date."""
+    docs = ctx.sample(m.USERS, count, projection={"createdAt": 1})
+    for d in docs:
+        ctx.db[m.USERS].update_one({"_id": d["_id"]}, {"$set": {"createdAt": d["createdAt"].isoformat()}})
+    return [Injection("wrong-type-createdat", m.USERS, _ids(docs), ctx.now)]
+
+
+def wrong_type_lastlogin(ctx: Context, count: int) -> list[Injection]:
+    """``lastLogin`` stored as epoch milliseconds (a number) instead of a date."""
+    docs = ctx.sample(m.USERS, count, {"lastLogin": {"$exists": True}}, {"lastLogin": 1})
+    for d in docs:
+        ctx.db[m.USERS].update_one({"_id": d["_id"]},
+                                   {"$set": {"lastLogin": int(d["lastLogin"].timestamp() * 1000)}})
+    return [Injection("wrong-type-lastlogin", m.USERS, _ids(docs), ctx.now)]
+
+
+MALFORMED = (lambda e: e.replace("@", ".at."), lambda e: e.split(".")[0] + "@localhost",
+             lambda e: e.replace("@", "@@"), lambda e: " " + e)
+
+
+def malformed_email(ctx: Context, count: int) -> list[Injection]:
+    """Emails that are strings but not addresses: no @, no domain dot, two @, leading space."""
+    docs = ctx.sample(m.USERS, count, projection={"email": 1})
+    variants = _rotate(("no-at", "no-dot", "double-at", "whitespace"), count)
+    for i, d in enumerate(docs):
+        ctx.db[m.USERS].update_one({"_id": d["_id"]}, {"$set": {"email": MALFORMED[i % 4](d["email"])}})
+    return [Injection("malformed-email", m.USERS, _ids(docs), ctx.now, variants=variants)]
+
+
+def half_migration(ctx: Context, count: int) -> list[Injection]:
+    """Migration v2 (adds ``messageCount``) half applied: left at v1, or bumped without the field."""
+    docs = ctx.sample(m.CONVERSATIONS, count)
+    variants = _rotate(("not-migrated", "version-bumped-field-missing"), count)
+    for d, v in zip(docs, variants):
+        update = {"$unset": {m.CONVERSATION_MIGRATED_FIELD: ""}}
+        if v == "not-migrated":
+            update["$set"] = {"schemaVersion": m.CONVERSATION_SCHEMA_VERSION - 1}
+        ctx.db[m.CONVERSATIONS].update_one({"_id": d["_id"]}, update)
+    return [Injection("half-migration", m.CONVERSATIONS, _ids(docs), ctx.now, variants=variants)]
+
+
+def broken_counter(ctx: Context, count: int) -> list[Injection]:
+    """``messageCount`` no longer equal to the number of the conversation's messages."""
+    docs = ctx.sample(m.CONVERSATIONS, count, {"messageCount": {"$exists": True}}, {"messageCount": 1})
+    deltas = []
+    for d in docs:
+        delta = ctx.rng.choice([-2, -1, 1, 2, 3, 7]) if d["messageCount"] > 2 else ctx.rng.choice([1, 2, 5])
+        deltas.append(delta)
+        ctx.db[m.CONVERSATIONS].update_one({"_id": d["_id"]}, {"$inc": {"messageCount": delta}})
+    return [Injection("broken-counter", m.CONVERSATIONS, _ids(docs), ctx.now, details={"deltas": deltas})]
+
+
+def deleted_messages(ctx: Context, count: int) -> list[Injection]:
+    """Messages deleted the way the app deletes them: the last message of a conversation goes,
+    the counter follows, and the audit log keeps the document in ``before``."""
+    convs = ctx.sample(m.CONVERSATIONS, count, {"messageCount": {"$gt": 1}}, exclude_key=m.CONVERSATIONS)
+    deleted, audit = [], []
+    touched_msgs = ctx.manifest.touched(m.MESSAGES)
+    for c in convs:
+        last = ctx.db[m.MESSAGES].find({"conversationId": c["_id"]}).sort("timestamp", -1).limit(1)
+        last = next(iter(last), None)
+        if last is None or last["_id"] in touched_msgs:
+            continue
+        ctx.db[m.MESSAGES].delete_one({"_id": last["_id"]})
+        ctx.db[m.CONVERSATIONS].update_one({"_id": c["_id"]}, {"$inc": {"messageCount": -1}})
+        audit.append({"_id": ObjectId(), "operation": "delete", "collection": m.MESSAGES,
+                      "documentId": last["_id"], "timestamp": ctx.now,
+                      "actor": "admin:cleanup-script", "before": last})
+        deleted.append(last["_id"])
+    if audit:
+        ctx.db[m.AUDIT_LOG].insert_many(audit)
+    return [Injection("deleted-messages", m.MESSAGES, deleted, ctx.now,
+                      details={"audit_ids": _ids(audit), "conversations": _ids(convs)})]
+
+
+def soft_deleted_users(ctx: Context, count: int) -> list[Injection]:
+    """Users marked deleted with ``deletedAt`` (recoverable by unsetting it)."""
+    docs = ctx.sample(m.USERS, count)
+    ctx.db[m.USERS].update_many({"_id": {"$in": _ids(docs)}}, {"$set": {"deletedAt": ctx.now}})
+    return [Injection("soft-deleted-users", m.USERS, _ids(docs), ctx.now)]
+
+
+def corrupt_preferences(ctx: Context, count: int) -> list[Injection]:
+    """The playbook's preference corruption: invalid theme, non-boolean notifications, unknown keys."""
+    docs = ctx.sample(m.USERS, count)
+    variants = _rotate(("invalid-theme", "non-boolean-notifications", "unknown-key"), count)
+    sets = {"invalid-theme": {"preferences.theme": "purple"},
+            "non-boolean-notifications": {"preferences.notifications": "yes"},
+            "unknown-key": {"preferences.legacyColor": "#ff00ff"}}
+    for d, v in zip(docs, variants):
+        ctx.db[m.USERS].update_one({"_id": d["_id"]}, {"$set": sets[v]})
+    return [Injection("corrupt-preferences", m.USERS, _ids(docs), ctx.now, variants=variants)]
+
+
+def sync_drift(ctx: Context, count: int) -> list[Injection]:
+    """Drift against the secondary system's copy of users: ids missing there, extra ids there,
+    and users changed after the last synchronisation (``lastUpdated`` conflicts)."""
+    sec = ctx.secondary
+    state = sec[m.SYNC_STATE].find_one({"_id": m.USERS})
+    if state is None:
+        raise FluxaError(
+            f"no secondary system for {ctx.db.name!r} (database {sec.name!r} has no syncState)",
+            "generate the dataset with the secondary copy (the default; not --no-secondary)",
+        )
+    variants = _rotate(("missing-in-secondary", "extra-in-secondary", "conflicting-lastUpdated"), count)
+    n_missing, n_extra = variants.count("missing-in-secondary"), variants.count("extra-in-secondary")
+    n_conflict = variants.count("conflicting-lastUpdated")
+    picked = ctx.sample(m.USERS, n_missing + n_conflict)
+    missing, conflict = picked[:n_missing], picked[n_missing:]
+    if missing:
+        sec[m.USERS].delete_many({"_id": {"$in": _ids(missing)}})
+    extra = [{"_id": ObjectId(), "email": f"ghost{i}@crm.example.com", "lastUpdated": state["lastSyncAt"]}
+             for i in range(n_extra)]
+    if extra:
+        sec[m.USERS].insert_many(extra)
+    changed_at = max(ctx.now, state["lastSyncAt"].replace(tzinfo=UTC) + timedelta(minutes=5))
+    for d in conflict:
+        ctx.db[m.USERS].update_one({"_id": d["_id"]}, {"$set": {"lastUpdated": changed_at}})
+    ids = _ids(missing) + _ids(extra) + _ids(conflict)
+    kinds = (["missing-in-secondary"] * len(missing) + ["extra-in-secondary"] * len(extra)
+             + ["conflicting-lastUpdated"] * len(conflict))
+    return [Injection("sync-drift", m.USERS, ids, ctx.now, variants=kinds,
+                      details={"secondary_db": sec.name, "lastSyncAt": state["lastSyncAt"]})]
+
+
+KINDS: dict[str, Callable[[Context, int], list[Injection]]] = {
+    "orphan-messages": orphan_messages,
+    "orphan-conversations": orphan_conversations,
+    "null-parent": null_parent,
+    "duplicate-emails": duplicate_emails,
+    "wrong-type-createdat": wrong_type_createdat,
+    "wrong-type-lastlogin": wrong_type_lastlogin,
+    "malformed-email": malformed_email,
+    "half-migration": half_migration,
+    "broken-counter": broken_counter,
+    "deleted-messages": deleted_messages,
+    "soft-deleted-users": soft_deleted_users,
+    "corrupt-preferences": corrupt_preferences,
+    "sync-drift": sync_drift,
+}
+
+
+def inject(db: Database, manifest: Manifest, kind: str, count: int, seed: int = 1,
+           now: datetime | None = None) -> list[Injection]:
+    """Inject ``count`` faults of ``kind`` (or of every kind for ``all``) and record them."""
+    if count < 1:
+        raise FluxaError("--count must be at least 1")
+    kinds = list(KINDS) if kind == "all" else [kind]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise FluxaError(f"unknown fault kind {unknown[0]!r}", "known kinds: all, " + ", ".join(KINDS))
+    if db[m.USERS].estimated_document_count() == 0:
+        raise FluxaError(f"database {db.name!r} has no Fluxa data to break",
+                         "generate it first: fluxa-integrity fluxa generate --users N")
+    done: list[Injection] = []
+    for k in kinds:
+        when = (now or datetime.now(UTC)).replace(microsecond=0)  # BSON keeps milliseconds
+        ctx = Context(db, manifest, random.Random(f"{seed}:{k}:{len(manifest.injections)}"), when)
+        for inj in KINDS[k](ctx, count):
+            manifest.append(inj)
+            done.append(inj)
+    return done

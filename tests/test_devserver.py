@@ -1,0 +1,104 @@
+"""The local server: lifecycle, data kept across restarts, oplog tailing, clear errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+
+import pymongo
+import pytest
+
+from fluxa_integrity.errors import FluxaError
+from fluxa_integrity.mongo.devserver import DevServer, ferretdb_source_dir, free_port
+
+needs_own_server = pytest.mark.skipif(bool(os.environ.get("FLUXA_TEST_MONGODB_URI")),
+                                      reason="needs the project's own FerretDB")
+
+
+@needs_own_server
+def test_start_stop_restart_keeps_data(private_server):
+    st = private_server.status()
+    assert st.running and st.uri.endswith(f":{st.port}/")
+    c = pymongo.MongoClient(st.uri, serverSelectionTimeoutMS=3000)
+    c.keep.things.insert_many([{"_id": i, "v": i * i} for i in range(100)])
+    c.close()
+    assert private_server.stop() is True
+    assert private_server.status().running is False
+    assert private_server.stop() is False  # stopping twice is harmless
+    st2 = private_server.start()
+    assert st2.port == st.port  # restarts on the port it had
+    c = pymongo.MongoClient(st2.uri, serverSelectionTimeoutMS=3000)
+    assert c.keep.things.count_documents({}) == 100
+    assert c.keep.things.find_one({"_id": 7})["v"] == 49
+    assert "oplog.rs" in c.local.list_collection_names()
+    assert c.local.command("collStats", "oplog.rs").get("capped") is True
+    c.close()
+
+
+@needs_own_server
+def test_start_twice_returns_running_server(private_server):
+    again = private_server.start()
+    assert again.pid == private_server.status().pid
+
+
+@needs_own_server
+def test_busy_port_is_a_clear_error(tmp_path, ferretdb_binary):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(FluxaError) as err:
+            DevServer(tmp_path / "busy").start(port=port, progress=lambda m: None)
+    assert f"port {port}" in err.value.message and "--port" in err.value.hint
+
+
+def test_missing_go_is_a_clear_error(tmp_path, monkeypatch):
+    src = tmp_path / "ferretdb-src"
+    src.mkdir()
+    for name in ("go.mod", "go.sum", "main.go"):
+        shutil.copy(ferretdb_source_dir() / name, src / name)
+    monkeypatch.setenv("FLUXA_FERRETDB_SRC", str(src))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(FluxaError) as err:
+        DevServer(tmp_path / "h").start(port=free_port(), progress=lambda m: None)
+    assert "Go toolchain" in err.value.message and "golang" in err.value.hint
+
+
+def test_failed_build_is_a_clear_error(tmp_path, monkeypatch):
+    src = tmp_path / "ferretdb-src"
+    src.mkdir()
+    for name in ("go.mod", "go.sum"):
+        shutil.copy(ferretdb_source_dir() / name, src / name)
+    (src / "main.go").write_text("package main\n\nfunc main() { this is not go }\n")
+    monkeypatch.setenv("FLUXA_FERRETDB_SRC", str(src))
+    with pytest.raises(FluxaError) as err:
+        DevServer(tmp_path / "h").start(port=free_port(), progress=lambda m: None)
+    assert "building the local server failed" in err.value.message
+    assert "main.go" in err.value.message  # the compiler's complaint is shown
+    assert not list((src / "bin").glob("ferretdb-*"))  # no half-written binary left behind
+
+
+def test_oplog_records_insert_update_delete(client, db):
+    """Every write is tailable: open a tailable cursor, write, read the three entries back."""
+    oplog = client.local["oplog.rs"]
+    last = next(oplog.find().sort("$natural", -1).limit(1), None)
+    start = last["ts"] if last else None
+    db.items.insert_one({"_id": "a", "n": 1})
+    db.items.update_one({"_id": "a"}, {"$set": {"n": 2}})
+    db.items.delete_one({"_id": "a"})
+    flt = {"ns": f"{db.name}.items"}
+    if start is not None:
+        flt["ts"] = {"$gt": start}
+    cursor = oplog.find(flt, cursor_type=pymongo.CursorType.TAILABLE_AWAIT).max_await_time_ms(500)
+    ops, deadline = [], time.monotonic() + 10
+    while len(ops) < 3 and cursor.alive and time.monotonic() < deadline:
+        ops.extend(cursor)  # a tailable cursor stops at the end of what exists, and stays open
+    assert [e["op"] for e in ops] == ["i", "u", "d"]
+    assert ops[0]["o"] == {"_id": "a", "n": 1}
+    assert ops[1]["o2"] == {"_id": "a"}
+    # FerretDB writes {$v:1, $set: whole doc}; MongoDB 5+ writes {$v:2, diff: {u: {n: 2}}}
+    assert ops[1]["o"].get("$set", {}).get("n") == 2 or ops[1]["o"].get("diff", {}).get("u") == {"n": 2}
+    assert ops[2]["o"] == {"_id": "a"}
+    assert ops[0]["ts"] < ops[1]["ts"] < ops[2]["ts"]

@@ -1,0 +1,171 @@
+"""Each fault kind breaks exactly what its manifest entry says, checked by independent queries."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from bson import json_util
+
+from fluxa_integrity.errors import FluxaError
+from fluxa_integrity.fluxa import model as m
+from fluxa_integrity.fluxa.faults import KINDS, inject
+from fluxa_integrity.fluxa.generator import GenerateOptions, generate
+from fluxa_integrity.fluxa.manifest import Manifest
+
+EMAIL = re.compile(m.EMAIL_PATTERN)
+
+
+@pytest.fixture()
+def dataset(db, tmp_path):
+    generate(db, GenerateOptions(users=120, seed=3))
+    return db, Manifest(tmp_path / "manifest.json", db.name)
+
+
+def _docs(db, coll, ids):
+    return {d["_id"]: d for d in db[coll].find({"_id": {"$in": list(ids)}})}
+
+
+def check_orphan_messages(db, inj):
+    msgs = _docs(db, m.MESSAGES, inj.ids)
+    assert len(msgs) == len(inj.ids)
+    conv_ids = {d["conversationId"] for d in msgs.values()}
+    assert db[m.CONVERSATIONS].count_documents({"_id": {"$in": list(conv_ids)}}) == 0
+
+
+def check_orphan_conversations(db, inj):
+    convs = _docs(db, m.CONVERSATIONS, inj.ids)
+    assert len(convs) == len(inj.ids)
+    assert db[m.USERS].count_documents({"_id": {"$in": [c["userId"] for c in convs.values()]}}) == 0
+
+
+def check_null_parent(db, inj):
+    msgs = _docs(db, m.MESSAGES, inj.ids)
+    assert len(msgs) == len(inj.ids)
+    assert all("parentId" in d and d["parentId"] is None for d in msgs.values())
+
+
+def check_duplicate_emails(db, inj):
+    copies, originals = _docs(db, m.USERS, inj.ids), _docs(db, m.USERS, inj.related)
+    for copy_id, orig_id, variant in zip(inj.ids, inj.related, inj.variants):
+        a, b = copies[copy_id]["email"], originals[orig_id]["email"]
+        assert a.lower() == b.lower()
+        assert (a == b) == (variant == "exact")
+
+
+def check_wrong_type_createdat(db, inj):
+    assert all(isinstance(d["createdAt"], str) for d in _docs(db, m.USERS, inj.ids).values())
+
+
+def check_wrong_type_lastlogin(db, inj):
+    docs = _docs(db, m.USERS, inj.ids).values()
+    assert all(isinstance(d["lastLogin"], int) and not isinstance(d["lastLogin"], bool) for d in docs)
+
+
+def check_malformed_email(db, inj):
+    docs = _docs(db, m.USERS, inj.ids)
+    assert len(docs) == len(inj.ids)
+    assert all(isinstance(d["email"], str) and not EMAIL.match(d["email"]) for d in docs.values())
+
+
+def check_half_migration(db, inj):
+    docs = _docs(db, m.CONVERSATIONS, inj.ids)
+    for i, v in zip(inj.ids, inj.variants):
+        assert m.CONVERSATION_MIGRATED_FIELD not in docs[i]
+        expected = m.CONVERSATION_SCHEMA_VERSION - (1 if v == "not-migrated" else 0)
+        assert docs[i]["schemaVersion"] == expected
+
+
+def check_broken_counter(db, inj):
+    for cid, conv in _docs(db, m.CONVERSATIONS, inj.ids).items():
+        assert conv["messageCount"] != db[m.MESSAGES].count_documents({"conversationId": cid})
+
+
+def check_deleted_messages(db, inj):
+    assert inj.ids and db[m.MESSAGES].count_documents({"_id": {"$in": inj.ids}}) == 0
+    audits = list(db[m.AUDIT_LOG].find({"operation": "delete", "collection": m.MESSAGES,
+                                       "documentId": {"$in": inj.ids}}))
+    assert sorted(a["documentId"] for a in audits) == sorted(inj.ids)
+    assert all(a["before"]["_id"] == a["documentId"] for a in audits)
+    for cid in {a["before"]["conversationId"] for a in audits}:  # the app kept counters right
+        conv = db[m.CONVERSATIONS].find_one({"_id": cid})
+        assert conv["messageCount"] == db[m.MESSAGES].count_documents({"conversationId": cid})
+
+
+def check_soft_deleted_users(db, inj):
+    assert db[m.USERS].count_documents({"_id": {"$in": inj.ids}, "deletedAt": {"$gte": inj.time}}) == len(inj.ids)
+
+
+def check_corrupt_preferences(db, inj):
+    docs = _docs(db, m.USERS, inj.ids)
+    for i, v in zip(inj.ids, inj.variants):
+        p = docs[i]["preferences"]
+        if v == "invalid-theme":
+            assert p["theme"] not in m.THEMES
+        elif v == "non-boolean-notifications":
+            assert not isinstance(p["notifications"], bool)
+        else:
+            assert set(p) - set(m.PREFERENCE_KEYS)
+
+
+def check_sync_drift(db, inj):
+    sec = db.client[m.secondary_db_name(db.name)]
+    last_sync = sec[m.SYNC_STATE].find_one({"_id": m.USERS})["lastSyncAt"]
+    for i, v in zip(inj.ids, inj.variants):
+        in_primary = db[m.USERS].find_one({"_id": i})
+        in_secondary = sec[m.USERS].find_one({"_id": i})
+        if v == "missing-in-secondary":
+            assert in_primary and in_secondary is None
+        elif v == "extra-in-secondary":
+            assert in_primary is None and in_secondary
+        else:
+            assert in_primary["lastUpdated"] > last_sync and in_secondary
+
+
+CHECKS = {name: globals()["check_" + name.replace("-", "_")] for name in KINDS}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_each_kind_matches_its_manifest(dataset, kind):
+    db, manifest = dataset
+    before_other = db[m.ANALYTICS].count_documents({})
+    done = inject(db, manifest, kind, 4, seed=11)
+    assert len(done) == 1 and done[0].kind == kind and len(done[0].ids) == 4
+    reloaded = Manifest(manifest.path, db.name)  # what is on disk is what happened
+    assert [i.as_doc() for i in reloaded.injections] == [i.as_doc() for i in done]
+    CHECKS[kind](db, reloaded.injections[0])
+    assert db[m.ANALYTICS].count_documents({}) == before_other  # nothing else touched
+
+
+def test_all_kinds_never_share_a_target(dataset):
+    db, manifest = dataset
+    done = inject(db, manifest, "all", 3, seed=5)
+    assert {i.kind for i in done} == set(KINDS)
+    seen: dict = {}
+    for inj in done:
+        for _id in inj.ids + inj.related:
+            key = (inj.collection, _id)
+            assert key not in seen, f"{inj.kind} reused a target of {seen.get(key)}"
+            seen[key] = inj.kind
+    for inj in Manifest(manifest.path, db.name).injections:  # every check still holds together
+        CHECKS[inj.kind](db, inj)
+
+
+def test_manifest_is_extended_json(dataset):
+    db, manifest = dataset
+    inject(db, manifest, "null-parent", 2)
+    doc = json_util.loads(manifest.path.read_text())
+    assert doc["database"] == db.name
+    assert db[m.MESSAGES].count_documents({"_id": {"$in": doc["injections"][0]["ids"]}}) == 2
+
+
+def test_bad_requests_are_clear_errors(dataset):
+    db, manifest = dataset
+    with pytest.raises(FluxaError, match="unknown fault kind 'nope'"):
+        inject(db, manifest, "nope", 1)
+    with pytest.raises(FluxaError, match="untouched documents in 'users'"):
+        inject(db, manifest, "soft-deleted-users", 10_000)
+    assert manifest.injections == []  # nothing recorded for a refused request
+    empty = db.client[db.name + "_empty"]
+    with pytest.raises(FluxaError, match="no Fluxa data"):
+        inject(empty, manifest, "null-parent", 1)
