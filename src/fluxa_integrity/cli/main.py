@@ -11,6 +11,7 @@ from ..errors import FluxaError
 from .common import EXIT_ERROR, console, emit_json
 from .devdb import app as devdb_app
 from .fluxa_cmd import app as fluxa_app
+from .policy_cmd import app as policy_app
 
 cli = typer.Typer(
     name="fluxa-integrity",
@@ -21,6 +22,7 @@ cli = typer.Typer(
 )
 cli.add_typer(devdb_app, name="devdb")
 cli.add_typer(fluxa_app, name="fluxa")
+cli.add_typer(policy_app, name="policy")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,325 @@
+"""A check run: plan the passes from the policy, run them (in levels, optionally in worker
+processes), then decide the per-collection rules and label findings with their data class.
+
+Order: a collection whose rules look up another collection's ids or fields is scanned after
+it (users -> conversations -> messages). Collections of one level run in parallel with
+``workers > 1``. Collections are not split into ``_id`` ranges: FerretDB 1.24 does not push
+``_id`` range filters down to SQLite, so each range would cost a full scan (docs/checks.md).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue as queue_mod
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from ..errors import FluxaError
+from ..mongo.connection import connect
+from ..policy.durations import parse_duration
+from ..policy.models import Policy
+from ..policy.rules import (CopiedFieldRule, CorruptionRule, CountDropRule, CounterRule, DeletionsRule,
+                            FieldRule, MigrationRule, ReferenceRule, SyncRule, TimestampOrderRule)
+from .collection_rules import (audit_deletion_findings, corruption_findings, count_drop_findings,
+                               counter_findings, sync_extra_findings)
+from .findings import DEFAULT_SAMPLES, Findings, FindingResult
+from .scan import PassResult, PassSpec, run_pass
+
+UTC = timezone.utc
+DOC_LOCAL = (FieldRule, MigrationRule, ReferenceRule, DeletionsRule)  # what incremental runs evaluate
+
+
+@dataclass
+class RunOptions:
+    collections: list[str] | None = None
+    rules: list[str] | None = None
+    workers: int = 1
+    since: datetime | None = None
+    now: datetime | None = None
+    max_samples: int = DEFAULT_SAMPLES
+    keep_ids: bool = False
+    incremental: bool = False
+
+
+@dataclass
+class RunReport:
+    database: str
+    started_at: datetime
+    seconds: float
+    collections: list[str]
+    rules: list[str]  # ids evaluated: only their findings can be closed by this run
+    docs: dict[str, int]
+    findings: list[FindingResult]
+    warnings: list[str] = field(default_factory=list)
+    watermarks: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    incremental: bool = False
+
+    @property
+    def total_docs(self) -> int:
+        return sum(self.docs.values())
+
+
+class ProgressSink:
+    """What the CLI shows: a bar per collection."""
+
+    def start(self, collection: str, total: int) -> None: ...
+    def advance(self, collection: str, n: int) -> None: ...
+    def done(self, collection: str) -> None: ...
+
+
+def _user_field(policy: Policy, coll: str) -> str | None:
+    cp = policy.collections.get(coll)
+    return getattr(cp, "user_field", None) or ("_id" if coll == "users" else "userId")
+
+
+def _time_window(rule: DeletionsRule, opts: RunOptions, now: datetime) -> datetime:
+    return opts.since or now - parse_duration(rule.lookback)
+
+
+def plan(policy: Policy, existing: set[str], opts: RunOptions) -> tuple[dict[str, list], list[str]]:
+    """Active rules per collection in scope, and warnings about what cannot be checked."""
+    warnings: list[str] = []
+    known = list(policy.collections)
+    wanted = opts.collections or known
+    unknown = [c for c in wanted if c not in policy.collections]
+    if unknown:
+        raise FluxaError(f"unknown collection {unknown[0]!r}: the policy does not describe it",
+                         f"the policy's collections are: {', '.join(known)}")
+    all_ids = {r.id for _, r in policy.iter_rules()}
+    if opts.rules:
+        bad = [r for r in opts.rules if r not in all_ids]
+        if bad:
+            raise FluxaError(f"unknown rule {bad[0]!r}", "list them with `fluxa-integrity policy show --section rules`")
+    active: dict[str, list] = {}
+    for coll in wanted:
+        rules = [r for r in policy.collections[coll].rules if r.enabled and (not opts.rules or r.id in opts.rules)]
+        if opts.incremental:
+            rules = [r for r in rules if isinstance(r, DOC_LOCAL)]
+        if not rules:
+            continue
+        if coll not in existing:
+            warnings.append(f"collection {coll!r} does not exist in the database: its {len(rules)} rules were skipped")
+            continue
+        active[coll] = rules
+    return active, warnings
+
+
+def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None = None,
+               baselines: dict[str, int] | None = None, watermarks: dict[str, datetime] | None = None,
+               progress: ProgressSink | None = None) -> RunReport:
+    opts = opts or RunOptions()
+    progress = progress or ProgressSink()
+    began = time.perf_counter()
+    now = opts.now or datetime.now(UTC)
+    client = connect(uri)
+    db = client[db_name]
+    existing = set(db.list_collection_names())
+    active, warnings = plan(policy, existing, opts)
+    watermarks = watermarks or {}
+
+    # -- what each pass must provide to others ------------------------------------------------
+    keys_needed: dict[str, set[str]] = {}
+    facts_needed: dict[str, set[str]] = {}
+    counts_needed: dict[str, set[str]] = {}
+    deps: dict[str, set[str]] = {c: set() for c in active}
+    sync_cutoffs: dict[str, datetime] = {}
+    secondary_passes: list[tuple[str, SyncRule, str]] = []
+    for coll, rules in active.items():
+        for r in rules:
+            if isinstance(r, ReferenceRule) and r.to != coll:
+                keys_needed.setdefault(r.to, set()).add(r.to_field)
+                deps[coll].add(r.to)
+            elif isinstance(r, (TimestampOrderRule, CopiedFieldRule)):
+                facts_needed.setdefault(r.parent_collection, set()).add(r.parent_field)
+                if r.parent_collection != coll:
+                    deps[coll].add(r.parent_collection)
+            elif isinstance(r, CounterRule):
+                facts_needed.setdefault(coll, set()).add(r.field)
+                counts_needed.setdefault(r.child_collection, set()).add(r.child_field)
+            elif isinstance(r, SyncRule):
+                sec_db = r.secondary_db.replace("{db}", db_name)
+                state = client[sec_db][r.sync_state_collection].find_one({"_id": r.sync_state_id})
+                if state is None or r.secondary_collection not in client[sec_db].list_collection_names():
+                    warnings.append(f"rule {r.id}: no secondary system at {sec_db}.{r.secondary_collection} "
+                                    f"with {r.sync_state_collection}._id={r.sync_state_id!r}; skipped")
+                    continue
+                cutoff = state.get(r.sync_state_field)
+                if isinstance(cutoff, datetime):
+                    sync_cutoffs[r.id] = cutoff if cutoff.tzinfo else cutoff.replace(tzinfo=UTC)
+                secondary_passes.append((coll, r, sec_db))
+                keys_needed.setdefault(coll, set()).add("_id")
+    # collections others depend on but that are not checked themselves still need a keys pass
+    support = [c for c in set(keys_needed) | set(facts_needed) | set(counts_needed) if c not in active]
+    for c in support:
+        if c not in existing:
+            warnings.append(f"collection {c!r} is referenced but does not exist: references to it all dangle")
+        active[c] = []
+        deps[c] = set()
+    levels = _levels(deps)
+
+    since_of: dict[str, datetime | None] = {}
+    for coll, rules in active.items():
+        dels = [r for r in rules if isinstance(r, DeletionsRule)]
+        since_of[coll] = _time_window(dels[0], opts, now) if dels else opts.since
+
+    imports: dict = {}
+    results: dict[str, PassResult] = {}
+    # the secondary systems' id sets come first: the primary's pass checks against them
+    for coll, r, sec_db in secondary_passes:
+        res = run_pass(PassSpec(uri=uri, db=db_name, source_db=sec_db, collection=r.secondary_collection,
+                                export_keys=["_id"], user_field=None))
+        imports[("keys", "secondary:" + r.id, "_id")] = res.keys["_id"]
+
+    def spec_for(coll: str) -> PassSpec:
+        needs = {}
+        for r in active[coll]:
+            if isinstance(r, ReferenceRule) and r.to != coll:
+                needs[("keys", r.to, r.to_field)] = imports.get(("keys", r.to, r.to_field))
+            elif isinstance(r, (TimestampOrderRule, CopiedFieldRule)):
+                needs[("facts", r.parent_collection, r.parent_field)] = imports.get(
+                    ("facts", r.parent_collection, r.parent_field), {})
+            elif isinstance(r, SyncRule) and ("keys", "secondary:" + r.id, "_id") in imports:
+                needs[("keys", "secondary:" + r.id, "_id")] = imports[("keys", "secondary:" + r.id, "_id")]
+        flt = {}
+        wm_field = getattr(policy.collections.get(coll), "watermark_field", None)
+        if opts.incremental and wm_field and coll in watermarks:
+            flt = {wm_field: {"$gt": watermarks[coll]}}
+        return PassSpec(uri=uri, db=db_name, collection=coll, rules=active[coll],
+                        export_keys=sorted(keys_needed.get(coll, ())), export_facts=sorted(facts_needed.get(coll, ())),
+                        count_children=sorted(counts_needed.get(coll, ())), imports=needs,
+                        user_field=_user_field(policy, coll), filter=flt, since=since_of.get(coll),
+                        sync_cutoffs=sync_cutoffs, max_samples=opts.max_samples, keep_ids=opts.keep_ids)
+
+    for level in levels:
+        specs = [spec_for(c) for c in level if c in existing]
+        for s in specs:
+            progress.start(s.collection, db[s.collection].estimated_document_count())
+        for res in _execute(specs, opts.workers, progress):
+            results[res.collection] = res
+            for f, ks in res.keys.items():
+                imports[("keys", res.collection, f)] = ks
+            for f, facts in res.facts.items():
+                imports[("facts", res.collection, f)] = facts
+            progress.done(res.collection)
+        for c in level:  # a referenced collection that does not exist has no keys at all
+            for f in keys_needed.get(c, ()):
+                imports.setdefault(("keys", c, f), _empty_keyset())
+
+    # -- rules decided per collection --------------------------------------------------------
+    findings: list[FindingResult] = []
+    docs: dict[str, int] = {}
+    counts_now: dict[str, int] = {}
+    wm_out: dict[str, tuple[str, datetime]] = {}
+    for coll, rules in active.items():
+        if not rules or coll not in results:
+            continue
+        res = results[coll]
+        docs[coll] = res.docs
+        extra = Findings(coll, opts.max_samples, opts.keep_ids)
+        full_count = res.docs if not opts.incremental else db[coll].count_documents({})
+        counts_now[coll] = full_count
+        for r in rules:
+            if isinstance(r, CounterRule):
+                counter_findings(r, coll, res.facts.get(r.field, {}),
+                                 results[r.child_collection].child_counts.get(r.child_field, Counter())
+                                 if r.child_collection in results else Counter(), extra)
+            elif isinstance(r, CountDropRule):
+                count_drop_findings(r, coll, full_count, (baselines or {}).get(coll), extra)
+            elif isinstance(r, DeletionsRule):
+                audit_deletion_findings(db, r, coll, since_of[coll], _user_field(policy, coll), extra)
+            elif isinstance(r, CorruptionRule):
+                corruption_findings(db, r, coll, extra, warnings)
+            elif isinstance(r, SyncRule) and ("keys", coll, "_id") in imports and r.id in sync_cutoffs:
+                sync_extra_findings(client, r, coll, r.secondary_db.replace("{db}", db_name),
+                                    imports[("keys", coll, "_id")], extra)
+        findings.extend(res.findings)
+        findings.extend(extra.results())
+        warnings.extend(_never_present_warnings(rules, res))
+        wm_field = getattr(policy.collections.get(coll), "watermark_field", None)
+        if wm_field:
+            top = db[coll].find({wm_field: {"$type": "date"}}, {wm_field: 1}).sort(wm_field, -1).limit(1)
+            top = next(iter(top), None)
+            if top is not None:
+                wm_out[coll] = (wm_field, top[wm_field])
+    client.close()
+    rule_index = {r.id: r for _, r in policy.iter_rules()}
+    for f in findings:
+        r = rule_index.get(f.rule_id)
+        dc = policy.data_class_for(f.collection, getattr(r, "field", None))
+        if dc is not None:
+            f.data_class, f.criticality = dc.name, dc.criticality
+    findings.sort(key=lambda f: (f.collection, f.rule_id, f.variant))
+    evaluated = sorted(r.id for rules in active.values() for r in rules)
+    report = RunReport(database=db_name, started_at=now, seconds=time.perf_counter() - began,
+                       collections=sorted(c for c, r in active.items() if r), rules=evaluated, docs=docs,
+                       findings=findings, warnings=warnings, watermarks=wm_out, incremental=opts.incremental)
+    report.counts = counts_now  # type: ignore[attr-defined]
+    return report
+
+
+def _empty_keyset():
+    from .keyset import KeySet
+
+    return KeySet().freeze()
+
+
+def _never_present_warnings(rules: list, res: PassResult) -> list[str]:
+    """A field rule whose field no document has is probably a typo in the policy."""
+    out = []
+    if res.docs == 0:
+        return out
+    missing_everywhere = {f.rule_id for f in res.findings if f.variant == "missing" and f.count == res.docs}
+    for r in rules:
+        if isinstance(r, FieldRule) and r.id in missing_everywhere:
+            out.append(f"rule {r.id}: field {r.field!r} is missing from all {res.docs} documents of "
+                       f"{res.collection} - a typo in the policy?")
+    return out
+
+
+def _levels(deps: dict[str, set[str]]) -> list[list[str]]:
+    levels, done = [], set()
+    remaining = dict(deps)
+    while remaining:
+        ready = sorted(c for c, d in remaining.items() if d <= done | {c})
+        if not ready:
+            cycle = ", ".join(sorted(remaining))
+            raise FluxaError(f"the policy's cross-collection rules form a cycle among: {cycle}",
+                             "point references one way (child -> parent); docs/checks.md explains why")
+        levels.append(ready)
+        done.update(ready)
+        for c in ready:
+            remaining.pop(c)
+    return levels
+
+
+def _execute(specs: list[PassSpec], workers: int, progress: ProgressSink) -> list[PassResult]:
+    if workers <= 1 or len(specs) <= 1:
+        return [run_pass(s, progress.advance) for s in specs]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager:
+        q = manager.Queue()
+        with ProcessPoolExecutor(max_workers=min(workers, len(specs)), mp_context=ctx) as pool:
+            futures = [pool.submit(_run_pass_reporting, s, q) for s in specs]
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(q, progress)
+            _drain(q, progress)
+            return [f.result() for f in futures]
+
+
+def _run_pass_reporting(spec: PassSpec, q) -> PassResult:
+    return run_pass(spec, lambda coll, n: q.put((coll, n)))
+
+
+def _drain(q, progress: ProgressSink) -> None:
+    while True:
+        try:
+            coll, n = q.get_nowait()
+        except queue_mod.Empty:
+            return
+        progress.advance(coll, n)

@@ -1,0 +1,265 @@
+"""One streaming pass over one collection: every rule of the collection in a single read.
+
+A pass may run in a worker process, so its input (PassSpec) and output (PassResult) are plain
+picklable data. Cross-collection facts come in as ``imports`` (key sets and per-id facts built
+by earlier passes) and go out as ``keys``, ``facts`` and ``child_counts`` for later ones.
+Documents are read in batches; reference lookups are vectorised per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+import numpy as np
+
+from ..mongo.connection import connect
+from ..policy.rules import (CopiedFieldRule, DeletionsRule, ReferenceRule, SyncRule, TimestampOrderRule,
+                            UniqueRule)
+from .document_rules import compile_document_rule
+from .findings import DEFAULT_SAMPLES, Findings, FindingResult
+from .keyset import KeySet
+from .values import MISSING, doc_time, get_path, key_hash, normalise_key
+
+Progress = Callable[[str, int], None]
+
+
+@dataclass
+class PassSpec:
+    uri: str
+    db: str
+    collection: str
+    rules: list = field(default_factory=list)
+    export_keys: list[str] = field(default_factory=list)
+    export_facts: list[str] = field(default_factory=list)
+    count_children: list[str] = field(default_factory=list)
+    imports: dict = field(default_factory=dict)
+    user_field: str | None = "userId"
+    filter: dict = field(default_factory=dict)
+    since: datetime | None = None
+    sync_cutoffs: dict = field(default_factory=dict)  # sync rule id -> lastSyncAt
+    source_db: str | None = None  # read another database (the secondary system), keys only
+    max_samples: int = DEFAULT_SAMPLES
+    keep_ids: bool = False
+    batch_size: int = 2000
+
+
+@dataclass
+class PassResult:
+    collection: str
+    docs: int
+    seconds: float
+    findings: list[FindingResult]
+    keys: dict[str, KeySet]
+    facts: dict[str, dict]
+    child_counts: dict[str, Counter]
+
+
+@dataclass
+class _Pending:
+    """A self-reference whose target had not been seen yet when its document was read."""
+    rule: ReferenceRule
+    h: int
+    _id: object
+    value: object
+    user: int | None
+    when: datetime | None
+
+
+def run_pass(spec: PassSpec, progress: Progress | None = None) -> PassResult:
+    began = time.perf_counter()
+    client = connect(spec.uri)
+    try:
+        db = client[spec.source_db or spec.db]
+        cursor = db[spec.collection].find(spec.filter, batch_size=spec.batch_size)
+        scanner = _Scanner(spec)
+        batch: list[dict] = []
+        for doc in cursor:
+            batch.append(doc)
+            if len(batch) >= spec.batch_size:
+                scanner.batch(batch)
+                if progress:
+                    progress(spec.collection, len(batch))
+                batch = []
+        if batch:
+            scanner.batch(batch)
+            if progress:
+                progress(spec.collection, len(batch))
+        return scanner.finish(time.perf_counter() - began)
+    finally:
+        client.close()
+
+
+class _Scanner:
+    def __init__(self, spec: PassSpec):
+        self.spec = spec
+        coll = spec.collection
+        self.findings = Findings(coll, spec.max_samples, spec.keep_ids)
+        self.docs = 0
+        self.doc_checks = [(r, c) for r in spec.rules if (c := compile_document_rule(r, coll)) is not None]
+        self.refs = [r for r in spec.rules if isinstance(r, ReferenceRule)]
+        self.uniques = {r.id: (r, {}) for r in spec.rules if isinstance(r, UniqueRule)}
+        self.parent_rules = [r for r in spec.rules if isinstance(r, (TimestampOrderRule, CopiedFieldRule))]
+        self.soft_deletes = [r for r in spec.rules if isinstance(r, DeletionsRule) and r.soft_delete_field]
+        self.syncs = [r for r in spec.rules if isinstance(r, SyncRule)]
+        self.keys = {f: KeySet() for f in spec.export_keys}
+        self.facts: dict[str, dict] = {f: {} for f in spec.export_facts}
+        self.child_counts: dict[str, Counter] = {f: Counter() for f in spec.count_children}
+        self.pending: list[_Pending] = []
+        # a reference to this same collection checks against the ids seen so far, then again at the end
+        for r in self.refs:
+            if r.to == coll and r.to_field not in self.keys:
+                self.keys[r.to_field] = KeySet()
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _user(self, doc: dict) -> int | None:
+        uf = self.spec.user_field
+        if not uf:
+            return None
+        v = get_path(doc, uf)
+        return None if v is MISSING or v is None else key_hash(v)
+
+    def _add(self, rule, variant: str, message: str, doc: dict, value, extra: dict | None = None) -> None:
+        self.findings.get(rule, variant, message).add(doc.get("_id"), value, self._user(doc), doc_time(doc), extra)
+
+    # -- one batch ------------------------------------------------------------------------------
+    def batch(self, docs: list[dict]) -> None:
+        self.docs += len(docs)
+        for key_field, ks in self.keys.items():
+            ks.add_many(key_hash(v) for d in docs if (v := get_path(d, key_field)) is not MISSING)
+        for f, facts in self.facts.items():
+            for d in docs:
+                v = get_path(d, f)
+                if v is not MISSING:
+                    facts[key_hash(d["_id"])] = (d["_id"], v)
+        for f, counter in self.child_counts.items():
+            counter.update(key_hash(v) for d in docs if (v := get_path(d, f)) is not MISSING and v is not None)
+        for rule, check in self.doc_checks:
+            for d in docs:
+                for variant, value, message in check(d):
+                    self._add(rule, variant, message, d, value)
+        for rule in self.refs:
+            self._references(rule, docs)
+        for rule, seen in self.uniques.values():
+            self._unique(rule, seen, docs)
+        for rule in self.parent_rules:
+            self._parent_rule(rule, docs)
+        for rule in self.soft_deletes:
+            since = self.spec.since
+            for d in docs:
+                v = get_path(d, rule.soft_delete_field)
+                if isinstance(v, datetime) and (since is None or v > since):
+                    self._add(rule, "soft_deleted", f"{self.spec.collection} soft-deleted since {since:%Y-%m-%d %H:%M}Z"
+                              if since else f"{self.spec.collection} soft-deleted", d, v)
+        for rule in self.syncs:
+            self._sync(rule, docs)
+
+    def _references(self, rule: ReferenceRule, docs: list[dict]) -> None:
+        coll = self.spec.collection
+        where = f"{coll}.{rule.field} -> {rule.to}.{rule.to_field}"
+        hashes, owners = [], []
+        for d in docs:
+            v = get_path(d, rule.field)
+            if v is MISSING:
+                if rule.required:
+                    self._add(rule, "missing", f"{coll}.{rule.field} is missing", d, v)
+                continue
+            if v is None:
+                if not rule.allow_null:
+                    self._add(rule, "null", f"{coll}.{rule.field} is present but null", d, v)
+                continue
+            for item in (v if rule.array and isinstance(v, list) else [v]):
+                if item is None:
+                    if not rule.allow_null:
+                        self._add(rule, "null", f"{coll}.{rule.field} holds a null reference", d, item)
+                    continue
+                hashes.append(key_hash(item))
+                owners.append((d, item))
+        if not hashes:
+            return
+        self_ref = rule.to == coll
+        target = self.keys[rule.to_field] if self_ref else self.spec.imports.get(("keys", rule.to, rule.to_field))
+        if target is None:
+            raise RuntimeError(f"no key set for {rule.to}.{rule.to_field}")  # a planning bug, not user input
+        arr = np.fromiter(hashes, dtype=np.int64, count=len(hashes))
+        found = target.contains(arr)
+        for i in np.flatnonzero(~found):
+            d, item = owners[i]
+            if self_ref:  # maybe defined later in the same collection: decide at the end
+                self.pending.append(_Pending(rule, int(arr[i]), d.get("_id"), item, self._user(d), doc_time(d)))
+            else:
+                self.findings.get(rule, "dangling", f"{where}: no such document").add(
+                    d.get("_id"), item, self._user(d), doc_time(d))
+
+    def _unique(self, rule: UniqueRule, seen: dict, docs: list[dict]) -> None:
+        for d in docs:
+            vals = [get_path(d, f) for f in rule.fields]
+            if rule.ignore_missing and all(v is MISSING for v in vals):
+                continue
+            key = key_hash(tuple(None if v is MISSING else normalise_key(v, rule.case_insensitive) for v in vals)) \
+                if len(vals) > 1 else key_hash(None if vals[0] is MISSING else normalise_key(vals[0], rule.case_insensitive))
+            first = seen.get(key)
+            value = vals[0] if len(vals) == 1 else vals
+            if first is None:
+                seen[key] = (d.get("_id"), value, self._user(d), doc_time(d), False)
+                continue
+            acc = self.findings.get(rule, "duplicate",
+                                    f"{self.spec.collection}.{'+'.join(rule.fields)} is not unique"
+                                    + (" (case-insensitive)" if rule.case_insensitive else ""))
+            _id, fvalue, fuser, ftime, reported = first
+            if not reported:  # the first holder of the value is part of the duplicate group too
+                acc.add(_id, fvalue, fuser, ftime, {"group": str(key)})
+                seen[key] = (_id, fvalue, fuser, ftime, True)
+            acc.add(d.get("_id"), value, self._user(d), doc_time(d), {"group": str(key)})
+
+    def _parent_rule(self, rule, docs: list[dict]) -> None:
+        facts = self.spec.imports.get(("facts", rule.parent_collection, rule.parent_field), {})
+        coll = self.spec.collection
+        for d in docs:
+            ref = get_path(d, rule.parent_ref)
+            if ref is MISSING or ref is None:
+                continue
+            parent = facts.get(key_hash(ref))
+            if parent is None:
+                continue  # a missing parent is the reference rule's finding
+            pv = parent[1]
+            v = get_path(d, rule.field)
+            if isinstance(rule, TimestampOrderRule):
+                if isinstance(v, datetime) and isinstance(pv, datetime) and v < pv:
+                    self._add(rule, "before_parent",
+                              f"{coll}.{rule.field} is before {rule.parent_collection}.{rule.parent_field}", d, v,
+                              {"parent": pv})
+            elif v is not MISSING and v != pv:
+                self._add(rule, "mismatch",
+                          f"{coll}.{rule.field} differs from {rule.parent_collection}.{rule.parent_field}", d, v,
+                          {"parent": pv})
+
+    def _sync(self, rule: SyncRule, docs: list[dict]) -> None:
+        coll = self.spec.collection
+        cutoff = self.spec.sync_cutoffs.get(rule.id)
+        secondary = self.spec.imports.get(("keys", "secondary:" + rule.id, "_id"))
+        if secondary is not None:
+            arr = np.fromiter((key_hash(d["_id"]) for d in docs), dtype=np.int64, count=len(docs))
+            for i in np.flatnonzero(~secondary.contains(arr)):
+                self._add(rule, "missing_in_secondary", f"{coll} documents missing from the secondary system",
+                          docs[i], docs[i]["_id"])
+        if cutoff is not None:
+            for d in docs:
+                v = get_path(d, rule.timestamp_field)
+                if isinstance(v, datetime) and v > cutoff:
+                    self._add(rule, "changed_after_sync",
+                              f"{coll}.{rule.timestamp_field} is later than the last synchronisation", d, v,
+                              {"lastSyncAt": cutoff})
+
+    def finish(self, seconds: float) -> PassResult:
+        for p in self.pending:
+            if not self.keys[p.rule.to_field].contains(np.array([p.h], dtype=np.int64))[0]:
+                self.findings.get(p.rule, "dangling",
+                                  f"{self.spec.collection}.{p.rule.field} -> {p.rule.to}.{p.rule.to_field}: no such document"
+                                  ).add(p._id, p.value, p.user, p.when)
+        keys = {f: ks.freeze() for f, ks in self.keys.items() if f in self.spec.export_keys}
+        return PassResult(self.spec.collection, self.docs, seconds, self.findings.results(), keys,
+                          self.facts, self.child_counts)

@@ -1,0 +1,186 @@
+"""Rule declarations: what the checks must hold true, per collection, as policy data.
+
+Each rule has an ``id`` unique in the policy and a ``kind`` (the discriminator). Field paths are
+dotted (``preferences.theme``). The scanner (``checks/``) evaluates every rule of a collection in
+one pass; cross-collection rules (references, counters, timestamp order, copied fields, sync)
+need key sets built from the other collection, also in one pass each.
+
+Categories map rules to the playbook's check schedule (S39): ``schema`` (continuous),
+``referential`` (daily), ``consistency`` (weekly), plus ``data_loss``, ``corruption`` and
+``sync`` which the policy schedules too.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+BsonType = Literal["string", "int", "long", "double", "decimal", "bool", "date", "objectId",
+                   "array", "object", "null", "number", "timestamp", "binData"]
+# "number" is shorthand for int, long, double or decimal.
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Letters of either case: ids echo the (camelCase) field names, e.g. users.createdAt.type.
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", description="Unique in the policy; findings carry it.")
+    description: str = ""
+    enabled: bool = True
+
+
+class FieldRule(_Rule):
+    """Schema of one field (S5, S9): presence, BSON type, enum, pattern/format, range, length,
+    nullability, unknown keys in a sub-document. Every constraint given is checked."""
+
+    kind: Literal["field"] = "field"
+    category: Literal["schema"] = "schema"
+    field: str
+    required: bool = False
+    nullable: bool = True  # False: present-but-null is a violation
+    types: list[BsonType] | None = None
+    enum: list | None = None
+    pattern: str | None = None  # a Python regex searched in string values
+    format: Literal["email"] | None = None
+    min: float | None = None
+    max: float | None = None
+    max_length: int | None = None
+    allowed_keys: list[str] | None = None  # for sub-documents: any other key is a violation
+    only_if_present: bool = False  # skip documents lacking the field entirely (e.g. lastLogin)
+
+
+class UniqueRule(_Rule):
+    """Values that must be unique across the collection (S6); single or compound key."""
+
+    kind: Literal["unique"] = "unique"
+    category: Literal["referential"] = "referential"
+    fields: list[str] = Field(min_length=1)
+    case_insensitive: bool = False
+    ignore_missing: bool = True  # documents lacking every key field are not compared
+
+
+class ReferenceRule(_Rule):
+    """``field`` must match ``to_field`` of a document in ``to`` (S2). A present-but-null value
+    is its own finding (``<id>:null``) unless ``allow_null``; a missing field is fine unless
+    ``required``. ``array``: the field holds a list of references."""
+
+    kind: Literal["reference"] = "reference"
+    category: Literal["referential"] = "referential"
+    field: str
+    to: str
+    to_field: str = "_id"
+    array: bool = False
+    allow_null: bool = False
+    required: bool = False
+
+
+class CounterRule(_Rule):
+    """A denormalised counter equals the number of children pointing here (S3)."""
+
+    kind: Literal["counter"] = "counter"
+    category: Literal["consistency"] = "consistency"
+    field: str  # e.g. messageCount on conversations
+    child_collection: str  # e.g. messages
+    child_field: str  # e.g. conversationId
+    only_if_present: bool = True  # a missing counter is a migration finding, not this one
+
+
+class TimestampOrderRule(_Rule):
+    """A child's timestamp is not before its parent's (S3), e.g. message.timestamp >= conversation.createdAt."""
+
+    kind: Literal["timestamp_order"] = "timestamp_order"
+    category: Literal["consistency"] = "consistency"
+    field: str  # on this (child) collection
+    parent_ref: str  # field of this collection holding the parent id
+    parent_collection: str
+    parent_field: str
+
+
+class CopiedFieldRule(_Rule):
+    """A value copied from a parent equals its source (S3), e.g. message.userId == conversation.userId."""
+
+    kind: Literal["copied_field"] = "copied_field"
+    category: Literal["consistency"] = "consistency"
+    field: str
+    parent_ref: str
+    parent_collection: str
+    parent_field: str
+
+
+class MigrationRule(_Rule):
+    """Documents not at the expected schema version, or missing the fields the migration adds (S9)."""
+
+    kind: Literal["migration"] = "migration"
+    category: Literal["schema"] = "schema"
+    version_field: str = "schemaVersion"
+    expected_version: int
+    adds_fields: list[str] = Field(default_factory=list)
+
+
+class CountDropRule(_Rule):
+    """The document count dropped more than ``max_drop_percent`` since the last run (S10)."""
+
+    kind: Literal["count_drop"] = "count_drop"
+    category: Literal["data_loss"] = "data_loss"
+    max_drop_percent: float = Field(10.0, gt=0, le=100)
+
+
+class DeletionsRule(_Rule):
+    """Deletions since a time (S10): soft deletes (``soft_delete_field`` newer than the window
+    start) and audit-log ``delete`` entries for this collection. The window starts at
+    ``check run --since`` or else ``lookback`` before now."""
+
+    kind: Literal["deletions"] = "deletions"
+    category: Literal["data_loss"] = "data_loss"
+    soft_delete_field: str | None = None
+    audit_collection: str | None = None
+    audit_operation_field: str = "operation"
+    audit_collection_field: str = "collection"
+    audit_document_field: str = "documentId"
+    audit_timestamp_field: str = "timestamp"
+    lookback: str = "24h"  # duration: 15m, 1h, 24h, 7d
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if not self.soft_delete_field and not self.audit_collection:
+            raise ValueError("a deletions rule needs soft_delete_field, audit_collection or both")
+        return self
+
+
+class IndexSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    keys: list[tuple[str, int]]  # [["email", 1]]
+    unique: bool = False
+
+
+class CorruptionRule(_Rule):
+    """The server's ``validate`` verdict for the collection and the indexes that must exist (S7)."""
+
+    kind: Literal["corruption"] = "corruption"
+    category: Literal["corruption"] = "corruption"
+    validate_collection: bool = True
+    expected_indexes: list[IndexSpec] = Field(default_factory=list)
+
+
+class SyncRule(_Rule):
+    """Drift against a secondary system's copy (S8): ids missing there, ids only there, and
+    documents changed after the last synchronisation (``timestamp_field`` > the sync state)."""
+
+    kind: Literal["sync"] = "sync"
+    category: Literal["sync"] = "sync"
+    secondary_db: str  # "{db}" is replaced by the application database name
+    secondary_collection: str
+    timestamp_field: str = "lastUpdated"
+    sync_state_collection: str = "syncState"
+    sync_state_id: str
+    sync_state_field: str = "lastSyncAt"
+
+
+Rule = Annotated[
+    Union[FieldRule, UniqueRule, ReferenceRule, CounterRule, TimestampOrderRule, CopiedFieldRule,
+          MigrationRule, CountDropRule, DeletionsRule, CorruptionRule, SyncRule],
+    Field(discriminator="kind"),
+]
+
+RULE_CATEGORIES = ("schema", "referential", "consistency", "data_loss", "corruption", "sync")
