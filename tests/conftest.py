@@ -96,3 +96,44 @@ def cli(fluxa_home):
         return CliResult(proc)
 
     return run
+
+
+def _pg_bin(name: str) -> str | None:
+    import glob
+    import shutil as sh
+
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else sh.which(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """A PostgreSQL server of the test session's own (Debian's binaries), or FLUXA_TEST_POSTGRES_URL."""
+    if os.environ.get("FLUXA_TEST_POSTGRES_URL"):
+        yield os.environ["FLUXA_TEST_POSTGRES_URL"]
+        return
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.fail("PostgreSQL server binaries not found: ./dev test installs them (apt-get install postgresql)")
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="fluxa-pg-"))  # not under pytest's 0700 root-owned tree
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    port = free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root: use the postgres account the package made
+        import shutil as sh
+
+        sh.chown(base, "postgres")
+        sh.chown(sock, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "fluxa", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(base / "pg.log"), "-w", "start", "-o",
+                    f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"], check=True, capture_output=True)
+    yield f"postgresql+psycopg2://fluxa@127.0.0.1:{port}/postgres"
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+    import shutil as sh
+
+    sh.rmtree(base, ignore_errors=True)

@@ -3,7 +3,6 @@ with the file, line and what was expected. Pure unit tests plus the CLI; no serv
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from fluxa_integrity.errors import FluxaError
 from fluxa_integrity.policy import (PolicyError, Policy, default_policy, format_duration, load_policy,
                                     parse_duration, parse_policy)
-from fluxa_integrity.policy.loader import _default_text
+from fluxa_integrity.policy.loader import default_policy_text
 
 PLAYBOOK = Path(__file__).resolve().parents[1] / ".." / "shared" / "spec" / "data-integrity-playbook.md"
 
@@ -78,9 +77,11 @@ def test_data_class_for_picks_the_most_specific_cover(policy):
 
 
 def test_check_schedule_matches_the_appendix(policy):
-    rows = {cat: (s.title, s.frequency, s.description, s.action_on_failure) for cat, s in policy.check_schedule.items()}
+    rows = {cat: (s.title, s.frequency, s.description, s.action_on_failure)
+            for cat, s in policy.check_schedule.items()}
     assert rows["schema"] == ("Schema Validation", "continuous", "Validates documents against schema", "Log and alert")
-    assert rows["referential"] == ("Referential Integrity", "daily", "Checks for orphaned references", "Alert and report")
+    assert rows["referential"] == ("Referential Integrity", "daily", "Checks for orphaned references",
+                                   "Alert and report")
     assert rows["consistency"] == ("Consistency Check", "weekly", "Verifies data consistency across collections",
                                    "Alert and investigate")
     assert rows["backup_verification"] == ("Backup Verification", "weekly", "Restores sample data from backup",
@@ -196,7 +197,8 @@ def test_default_rules(policy):
     assert r("users.preferences.keys").allowed_keys == ["theme", "notifications", "language", "fontSize"]
     assert r("users.count_drop").max_drop_percent == 10
     deletions = r("users.deletions")
-    assert (deletions.soft_delete_field, deletions.audit_collection, deletions.lookback) == ("deletedAt", "auditLog", "24h")
+    assert (deletions.soft_delete_field, deletions.audit_collection, deletions.lookback) == (
+        "deletedAt", "auditLog", "24h")
     assert r("messages.deletions").soft_delete_field is None
     sync = r("users.sync")
     assert (sync.secondary_db, sync.secondary_collection, sync.timestamp_field, sync.sync_state_collection,
@@ -205,17 +207,30 @@ def test_default_rules(policy):
     parent = r("messages.parentId.ref")
     assert (parent.to, parent.allow_null, parent.required) == ("messages", False, False)
     assert r("conversations.userId.ref").required and r("messages.conversationId.ref").required
-    assert (r("conversations.migration").expected_version, r("conversations.migration").adds_fields) == (2, ["messageCount"])
+    migration = r("conversations.migration")
+    assert (migration.version_field, migration.expected_version, migration.adds_fields) == (
+        "schemaVersion", 2, ["messageCount"])
     counter = r("conversations.messageCount")
-    assert (counter.field, counter.child_collection, counter.child_field) == ("messageCount", "messages", "conversationId")
+    assert (counter.field, counter.child_collection, counter.child_field) == (
+        "messageCount", "messages", "conversationId")
     assert [i.keys for i in r("messages.corruption").expected_indexes] == [[("conversationId", 1), ("timestamp", 1)]]
     assert [i.keys for i in r("users.corruption").expected_indexes] == [[("email", 1)]]
     order = r("messages.timestamp.order")
-    assert (order.parent_ref, order.parent_collection, order.parent_field) == ("conversationId", "conversations", "createdAt")
+    assert (order.field, order.parent_ref, order.parent_collection, order.parent_field) == (
+        "timestamp", "conversationId", "conversations", "createdAt")
     copied = r("messages.userId.copied")
     assert (copied.parent_collection, copied.parent_field) == ("conversations", "userId")
-    assert r("logs.operation.enum").enum == ["message_sent", "message_received", "login", "logout", "preferences_updated"]
+    assert r("logs.operation.enum").enum == [
+        "message_sent", "message_received", "login", "logout", "preferences_updated"]
     assert r("auditLog.operation.enum").enum == ["insert", "update", "delete"]
+
+
+def test_lookups_raise_key_error(policy):
+    assert policy.data_class("chat_history").rto == "4h"
+    with pytest.raises(KeyError):
+        policy.data_class("nope")
+    with pytest.raises(KeyError):
+        policy.rule("nope")
 
 
 def test_default_policy_is_a_fresh_copy():
@@ -252,7 +267,7 @@ def _write(tmp_path: Path, text: str, name: str = "policy.yaml") -> Path:
 
 def _replace(old: str, new: str, count: int = 1) -> tuple[str, int]:
     """The default policy with ``old`` replaced, and the 1-based line of the first change."""
-    text = _default_text()
+    text = default_policy_text()
     index = text.index(old)
     return text.replace(old, new, count), text[:index].count("\n") + 1
 
@@ -351,14 +366,14 @@ def test_cross_section_and_value_checks(tmp_path, old, new, message):
 
 
 def test_duplicate_yaml_key(tmp_path):
-    text = _default_text() + "clocks:\n  acknowledge: 2h\n  resolve: 8h\n  warn_before: 15m\n"
+    text = default_policy_text() + "clocks:\n  acknowledge: 2h\n  resolve: 8h\n  warn_before: 15m\n"
     with pytest.raises(PolicyError) as err:
         load_policy(_write(tmp_path, text))
     assert "duplicate key" in err.value.message and err.value.problems[0].path == "clocks"
 
 
 def test_all_problems_are_reported_up_to_ten(tmp_path):
-    text = _default_text().replace("types: [", "types: [no")  # 11 field rules with types
+    text = default_policy_text().replace("types: [", "types: [no")  # 11 field rules with types
     with pytest.raises(PolicyError) as err:
         load_policy(_write(tmp_path, text))
     assert len(err.value.problems) == 10
@@ -382,7 +397,7 @@ def test_missing_file_has_a_hint(tmp_path):
 
 
 def test_a_team_can_change_its_policy_without_code(tmp_path):
-    text = _default_text().replace("when_criticality_in: [critical]", "when_criticality_in: [critical, high]")
+    text = default_policy_text().replace("when_criticality_in: [critical]", "when_criticality_in: [critical, high]")
     policy = load_policy(_write(tmp_path, text))
     assert policy.severity_for([("messages", None)]) == "P1"
 
@@ -416,7 +431,7 @@ def test_cli_show_json_is_a_valid_policy(cli, tmp_path):
 
 
 def test_cli_validate(cli, tmp_path):
-    good = _write(tmp_path, _default_text(), "good.yaml")
+    good = _write(tmp_path, default_policy_text(), "good.yaml")
     res = cli("policy", "validate", str(good), "--json")
     assert res.code == 0 and res.json() == {"valid": True, "file": str(good), "data_classes": 4,
                                             "collections": 6, "rules": 36}

@@ -1,3 +1,4 @@
 from .cli.main import app
 
-app()
+if __name__ == "__main__":  # spawned check workers import this module too
+    app()

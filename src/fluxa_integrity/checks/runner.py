@@ -73,7 +73,7 @@ class ProgressSink:
 
 def _user_field(policy: Policy, coll: str) -> str | None:
     cp = policy.collections.get(coll)
-    return getattr(cp, "user_field", None) or ("_id" if coll == "users" else "userId")
+    return cp.user_field if cp is not None else None
 
 
 def _time_window(rule: DeletionsRule, opts: RunOptions, now: datetime) -> datetime:
@@ -185,7 +185,7 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
             elif isinstance(r, SyncRule) and ("keys", "secondary:" + r.id, "_id") in imports:
                 needs[("keys", "secondary:" + r.id, "_id")] = imports[("keys", "secondary:" + r.id, "_id")]
         flt = {}
-        wm_field = getattr(policy.collections.get(coll), "watermark_field", None)
+        wm_field = policy.collections[coll].watermark_field if coll in policy.collections else None
         if opts.incremental and wm_field and coll in watermarks:
             flt = {wm_field: {"$gt": watermarks[coll]}}
         return PassSpec(uri=uri, db=db_name, collection=coll, rules=active[coll],
@@ -239,7 +239,7 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
         findings.extend(res.findings)
         findings.extend(extra.results())
         warnings.extend(_never_present_warnings(rules, res))
-        wm_field = getattr(policy.collections.get(coll), "watermark_field", None)
+        wm_field = policy.collections[coll].watermark_field if coll in policy.collections else None
         if wm_field:
             top = db[coll].find({wm_field: {"$type": "date"}}, {wm_field: 1}).sort(wm_field, -1).limit(1)
             top = next(iter(top), None)

@@ -111,5 +111,9 @@ def short_repr(value, limit: int = 120):
         return value if not isinstance(value, str) or len(value) <= limit else value[:limit] + "..."
     if isinstance(value, (datetime, ObjectId)):
         return value
+    if isinstance(value, dict) and len(value) <= 10:
+        return {str(k): short_repr(v, limit) for k, v in value.items()}
+    if isinstance(value, list) and len(value) <= 10:
+        return [short_repr(v, limit) for v in value]
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."

@@ -9,6 +9,7 @@ import typer
 from .. import __version__
 from ..errors import FluxaError
 from .common import EXIT_ERROR, console, emit_json
+from .check_cmd import app as check_app
 from .devdb import app as devdb_app
 from .fluxa_cmd import app as fluxa_app
 from .policy_cmd import app as policy_app
@@ -23,6 +24,7 @@ cli = typer.Typer(
 cli.add_typer(devdb_app, name="devdb")
 cli.add_typer(fluxa_app, name="fluxa")
 cli.add_typer(policy_app, name="policy")
+cli.add_typer(check_app, name="check")
 
 
 def _version(value: bool) -> None:

@@ -9,7 +9,7 @@ at the offending line of the YAML file.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Iterable, Literal
+from typing import Annotated, Iterable, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -29,6 +29,7 @@ class PolicyProblems(ValueError):
 
 
 def dotted(loc: Loc) -> str:
+    """``("collections", "users", "rules", 3)`` -> ``collections.users.rules[3]``."""
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
@@ -45,6 +46,8 @@ Criticality = Literal["critical", "high", "medium", "low"]
 Frequency = Literal["continuous", "hourly", "daily", "weekly", "monthly"]
 CheckCategory = Literal["schema", "referential", "consistency", "data_loss", "corruption", "sync",
                         "backup_verification"]
+# Every rule category must be schedulable; backup_verification is a check without rules.
+assert set(RULE_CATEGORIES) <= set(get_args(CheckCategory))
 BackupKind = Literal["full", "incremental", "point_in_time", "schema"]
 # Checklist steps the tool can carry out itself; the incident engine maps each name to code.
 Action = Literal["preserve_evidence", "read_only_mode", "pause_features", "first_communication",
@@ -261,6 +264,11 @@ class Templates(_Model):
 
 class CollectionPolicy(_Model):
     description: str = ""
+    # whose data a document is: findings count affected users by it ("_id" on a users collection)
+    user_field: str | None = "userId"
+    # a date set on every insert/update: `check run --incremental` reads only documents past the
+    # highest value the last run saw (none: the collection is always read whole)
+    watermark_field: str | None = None
     rules: list[Rule] = Field(default_factory=list)
 
 
@@ -290,7 +298,10 @@ class Policy(_Model):
     # lookups used by the rest of the tool
 
     def data_class(self, name: str) -> DataClass:
-        return next(dc for dc in self.data_classes if dc.name == name)
+        for dc in self.data_classes:
+            if dc.name == name:
+                return dc
+        raise KeyError(f"no data class {name!r}")
 
     def data_class_for(self, collection: str, field: str | None = None) -> DataClass | None:
         """The most specific class covering ``collection`` (or ``collection.field``); None when
@@ -315,7 +326,10 @@ class Policy(_Model):
                     yield name, rule
 
     def rule(self, rule_id: str) -> Rule:
-        return next(r for _, r in self.iter_rules() if r.id == rule_id)
+        for _, rule in self.iter_rules():
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(f"no rule {rule_id!r}")
 
     def checklist(self) -> list[tuple[Phase, ChecklistItem]]:
         return [(phase, item) for phase in self.phases for item in phase.items]

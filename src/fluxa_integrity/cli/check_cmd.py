@@ -1,0 +1,189 @@
+"""``fluxa-integrity check``: run the policy's integrity checks and browse their history."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+from pymongo.errors import PyMongoError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..checks.history import (baselines, get_finding, list_findings, list_runs, record_failed_run, record_run,
+                              watermarks)
+from ..checks.runner import ProgressSink, RunOptions, run_checks
+from ..config import load_config_file
+from ..errors import FluxaError
+from ..mongo.connection import first_line
+from ..policy import load_policy
+from ..store import open_store
+from .common import EXIT_PROBLEMS, DbOpt, JsonOpt, UriOpt, console, emit_json, target_option_values
+
+app = typer.Typer(help="Integrity checks from the policy: one streaming pass per collection, findings with "
+                  "evidence, history in the state store.", no_args_is_help=True)
+
+PolicyOpt = typer.Option(None, "--policy", help="Policy file [default: $FLUXA_POLICY, `policy:` in config.yaml, "
+                         "then the built-in Fluxa policy]")
+UTC = timezone.utc
+
+
+def policy_from(path: Optional[Path]):
+    path = path or os.environ.get("FLUXA_POLICY") or load_config_file().get("policy")
+    return load_policy(Path(path) if path else None)
+
+
+def _csv(value: Optional[str]) -> Optional[list[str]]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+class _Bars(ProgressSink):
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def start(self, collection: str, total: int) -> None:
+        self.tasks[collection] = self.progress.add_task(collection, total=max(total, 1))
+
+    def advance(self, collection: str, n: int) -> None:
+        if collection in self.tasks:
+            self.progress.advance(self.tasks[collection], n)
+
+    def done(self, collection: str) -> None:
+        task = self.tasks.get(collection)
+        if task is not None:
+            t = self.progress.tasks[[x.id for x in self.progress.tasks].index(task)]
+            self.progress.update(task, total=t.completed or 1, completed=t.completed or 1)
+
+
+@app.command()
+def run(
+    rules: Optional[str] = typer.Option(None, "--rules", help="Comma-separated rule ids [default: all]."),
+    collections: Optional[str] = typer.Option(None, "--collections", help="Comma-separated collections [default: all in the policy]."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes; collections of one dependency level run in parallel."),
+    since: Optional[datetime] = typer.Option(None, "--since", help="Start of the deletions window (UTC) [default: each rule's lookback]."),
+    incremental: bool = typer.Option(False, "--incremental", help="Only documents changed since the last run "
+                                     "(collections with a watermark field); per-document rules only; closes nothing."),
+    samples: int = typer.Option(20, "--samples", min=0, help="Sample documents kept per finding."),
+    policy: Optional[Path] = PolicyOpt, uri: Optional[str] = UriOpt, db: Optional[str] = DbOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Run the checks. Exit 0 when clean, 1 when there are findings, 2 on error."""
+    pol = policy_from(policy)
+    target = target_option_values(uri, db)
+    store = open_store()
+    opts = RunOptions(collections=_csv(collections), rules=_csv(rules), workers=workers,
+                      since=since.replace(tzinfo=UTC) if since and since.tzinfo is None else since,
+                      max_samples=samples, incremental=incremental)
+    started = datetime.now(UTC)
+    try:
+        with Progress(TextColumn("[bold]{task.description:>14}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, disable=json_out) as bars:
+            report = run_checks(target.uri, target.db, pol, opts, baselines=baselines(store, target.db),
+                                watermarks=watermarks(store, target.db) if incremental else None,
+                                progress=_Bars(bars))
+    except PyMongoError as exc:
+        run_id = record_failed_run(store, target.db, started, first_line(exc), opts.collections or [], opts.rules or [])
+        raise FluxaError(f"check run {run_id} failed: {first_line(exc)}",
+                         "the run is recorded as failed and no finding changed; check the server and run again") from exc
+    summary = record_run(store, report)
+    if json_out:
+        emit_json({"run_id": summary["run_id"], "database": report.database, "seconds": round(report.seconds, 3),
+                   "docs": report.docs, "rules": report.rules, "warnings": report.warnings,
+                   "history": {k: v for k, v in summary.items() if k != "run_id"},
+                   "findings": [f.as_dict() for f in report.findings]})
+    else:
+        for w in report.warnings:
+            console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        _findings_table(report.findings, f"run {summary['run_id']} on {report.database}: "
+                        f"{report.total_docs:,} documents in {report.seconds:.1f}s")
+        console.print(f"{summary['opened']} new, {summary['seen_again']} seen again, {summary['reopened']} reopened, "
+                      f"{summary['closed']} closed", highlight=False)
+    raise typer.Exit(EXIT_PROBLEMS if report.findings else 0)
+
+
+def _findings_table(findings, title: str) -> None:
+    if not findings:
+        console.print(f"[green]no findings[/] - {title}", highlight=False)
+        return
+    table = Table(title=title)
+    for col in ("rule", "variant", "criticality", "docs", "users", "first", "last"):
+        table.add_column(col, overflow="fold", justify="right" if col in ("docs", "users") else "left")
+    for f in findings:  # the message is in `check show`; the table stays readable at 80 columns
+        table.add_row(f.rule_id, f.variant, f.criticality or "-", str(f.count), str(f.affected_users),
+                      f"{f.first_doc_time:%Y-%m-%d}" if f.first_doc_time else "",
+                      f"{f.last_doc_time:%Y-%m-%d}" if f.last_doc_time else "")
+    console.print(table)
+
+
+@app.command()
+def history(db: Optional[str] = typer.Option(None, "--db", help="Only runs on this database."),
+            limit: int = typer.Option(20, "--limit", min=1), json_out: bool = JsonOpt) -> None:
+    """Past runs, newest first."""
+    runs = list_runs(open_store(), db, limit)
+    if json_out:
+        emit_json([{"id": r.id, "database": r.database, "started_at": r.started_at, "finished_at": r.finished_at,
+                    "status": r.status, "stats": r.stats, "error": r.error} for r in runs])
+        return
+    table = Table(title="check runs")
+    for col in ("run", "database", "started", "status", "documents", "findings", "seconds"):
+        table.add_column(col)
+    for r in runs:
+        st = r.stats or {}
+        table.add_row(str(r.id), r.database, f"{r.started_at:%Y-%m-%d %H:%M:%S}", r.status,
+                      str(sum((st.get("docs") or {}).values())), str(st.get("findings", "")), str(st.get("seconds", "")))
+    console.print(table)
+
+
+@app.command()
+def findings(status: str = typer.Option("open", "--status", help="open, closed or all"),
+             db: Optional[str] = typer.Option(None, "--db"), json_out: bool = JsonOpt) -> None:
+    """Findings in the state store (open ones by default). Exit 1 when any is open."""
+    rows = list_findings(open_store(), db, None if status == "all" else status)
+    if json_out:
+        emit_json([_finding_dict(r) for r in rows])
+    else:
+        table = Table(title=f"{status} findings")
+        for col in ("id", "fingerprint", "rule", "variant", "status", "count", "sightings run", "class"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(str(r.id), r.fingerprint[:12], r.rule_id, r.variant, r.status, str(r.count),
+                          f"{r.first_run_id}..{r.last_run_id}", r.data_class or "-")
+        console.print(table)
+    raise typer.Exit(EXIT_PROBLEMS if any(r.status == "open" for r in rows) else 0)
+
+
+def _finding_dict(r, sightings=None) -> dict:
+    d = {k: getattr(r, k) for k in ("id", "database", "fingerprint", "rule_id", "variant", "collection", "category",
+                                    "data_class", "criticality", "status", "message", "count", "affected_users",
+                                    "samples", "first_doc_time", "last_doc_time", "opened_at", "closed_at",
+                                    "first_run_id", "last_run_id")}
+    if sightings is not None:
+        d["sightings"] = [{"run_id": s.run_id, "seen_at": s.seen_at, "count": s.count} for s in sightings]
+    return d
+
+
+@app.command()
+def show(finding: str = typer.Argument(..., help="Finding id or fingerprint prefix."), json_out: bool = JsonOpt) -> None:
+    """One finding with its evidence and every sighting."""
+    got = get_finding(open_store(), finding)
+    if got is None:
+        raise FluxaError(f"no finding {finding!r}", "list them with `fluxa-integrity check findings --status all`")
+    row, sightings = got
+    if json_out:
+        emit_json(_finding_dict(row, sightings))
+        return
+    console.print(f"[bold]finding {row.id}[/] {row.fingerprint}  [{'red' if row.status == 'open' else 'green'}]{row.status}[/]")
+    console.print(f"{row.rule_id} / {row.variant} on {row.database}.{row.collection} "
+                  f"({row.data_class or 'unclassified'}, {row.criticality or '-'})\n{row.message}", highlight=False)
+    console.print(f"{row.count} documents, {row.affected_users} users, documents dated "
+                  f"{row.first_doc_time} .. {row.last_doc_time}", highlight=False)
+    table = Table(title="samples")
+    table.add_column("_id")
+    table.add_column("value")
+    for smp in row.samples:
+        table.add_row(str(smp.get("_id")), str({k: v for k, v in smp.items() if k != "_id"}))
+    console.print(table)
+    console.print("sightings: " + ", ".join(f"run {s.run_id} ({s.count})" for s in sightings), highlight=False)

@@ -1,0 +1,194 @@
+"""Detection against ground truth: every injected fault found, clean data clean, findings with
+history that survives restarts - on SQLite and PostgreSQL state stores."""
+
+from __future__ import annotations
+
+from bson.regex import Regex
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from fluxa_integrity.checks.history import baselines, list_findings, record_run
+from fluxa_integrity.checks.runner import RunOptions, run_checks
+from fluxa_integrity.errors import FluxaError
+from fluxa_integrity.fluxa import model as m
+from fluxa_integrity.fluxa.expectations import EXPECTED, score
+from fluxa_integrity.fluxa.faults import KINDS, inject
+from fluxa_integrity.fluxa.generator import GenerateOptions, generate
+from fluxa_integrity.fluxa.manifest import Manifest
+from fluxa_integrity.policy import default_policy
+from fluxa_integrity.store import open_store
+
+UTC = timezone.utc
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return default_policy()
+
+
+def _run(mongo_uri, db, policy, **kw):
+    return run_checks(mongo_uri, db.name, policy, RunOptions(keep_ids=True, **kw))
+
+
+@pytest.mark.parametrize("users,per_kind", [(120, 4), (700, 15)])
+def test_every_injected_fault_found_and_clean_data_is_clean(mongo_uri, db, policy, tmp_path, users, per_kind):
+    generate(db, GenerateOptions(users=users, seed=users))
+    clean = _run(mongo_uri, db, policy)
+    assert clean.findings == [], [(f.rule_id, f.variant, f.samples[:2]) for f in clean.findings]
+    assert clean.warnings == []
+    manifest = Manifest(tmp_path / "m.json", db.name)
+    inject(db, manifest, "all", per_kind, seed=users)
+    report = _run(mongo_uri, db, policy)
+    scores = score(manifest, report.findings)
+    assert set(scores) == set(KINDS)
+    for kind, row in scores.items():
+        assert row["recall"] == 1.0, f"{kind}: missed {row['missed']}"
+    # nothing is reported that the injections did not cause (no false positives on this data)
+    expected_rules = {rule for by_variant in EXPECTED.values() for rule, _ in by_variant.values()}
+    assert {f.rule_id for f in report.findings} <= expected_rules | {"conversations.messageCount"}
+
+
+def test_two_workers_find_the_same(mongo_uri, db, policy, tmp_path):
+    generate(db, GenerateOptions(users=150, seed=8))
+    inject(db, Manifest(tmp_path / "m.json", db.name), "all", 3, seed=2)
+    one = _run(mongo_uri, db, policy, workers=1)
+    two = _run(mongo_uri, db, policy, workers=2)
+    key = lambda r: sorted((f.rule_id, f.variant, f.count, sorted(map(str, f.ids))) for f in r.findings)  # noqa: E731
+    assert key(one) == key(two) and one.docs == two.docs
+
+
+def test_findings_carry_evidence(mongo_uri, db, policy, tmp_path):
+    generate(db, GenerateOptions(users=100, seed=4))
+    inj = inject(db, Manifest(tmp_path / "m.json", db.name), "wrong-type-createdat", 3)[0]
+    report = run_checks(mongo_uri, db.name, policy, RunOptions(max_samples=2))
+    (f,) = [f for f in report.findings if f.rule_id == "users.createdAt.type"]
+    assert f.count == 3 and len(f.samples) == 2 and f.affected_users == 3
+    assert f.data_class == "user_accounts" and f.criticality == "critical"
+    assert all(isinstance(s["value"], str) and s["_id"] in inj.ids for s in f.samples)
+    assert f.first_doc_time <= f.last_doc_time
+
+
+# -- the playbook's own queries, run by the server, agree with the scanner ----------------------
+
+def test_playbook_queries_agree_with_the_scanner(mongo_uri, db, policy, tmp_path):
+    generate(db, GenerateOptions(users=200, seed=6))
+    t0 = datetime.now(UTC) - timedelta(seconds=5)
+    inject(db, Manifest(tmp_path / "m.json", db.name), "all", 5, seed=6)
+    found = {(f.rule_id, f.variant): set(f.ids) for f in _run(mongo_uri, db, policy).findings}
+
+    def ids(cursor):
+        return {d["_id"] for d in cursor}
+
+    # orphaned references: parentId present but null
+    assert ids(db.messages.find({"parentId": {"$exists": True, "$eq": None}})) == found[("messages.parentId.ref", "null")]
+    # data types: createdAt not a date; lastLogin present and not a date
+    assert ids(db.users.find({"createdAt": {"$not": {"$type": "date"}}})) == found[("users.createdAt.type", "type")]
+    assert ids(db.users.find({"lastLogin": {"$exists": True, "$not": {"$type": "date"}}})) == \
+        found[("users.lastLogin.type", "type")]
+    # the playbook's email regex is looser than ours: everything it flags, we flag too
+    assert ids(db.users.find({"email": {"$type": "string", "$not": Regex(r"^.+@.+\..+$")}})) <= \
+        found[("users.email.format", "format")]
+    # schema migration: the field the migration adds is missing
+    assert ids(db.conversations.find({"messageCount": {"$exists": False}})) == \
+        found[("conversations.migration", "missing:messageCount")]
+    # data loss: soft deletes since the suspected time, and audit-log deletions
+    assert ids(db.users.find({"deletedAt": {"$gt": t0}})) == found[("users.deletions", "soft_deleted")]
+    audit = {d["documentId"] for d in db.auditLog.find({"operation": "delete", "collection": "messages",
+                                                        "timestamp": {"$gt": t0}})}
+    assert audit == found[("messages.deletions", "audit_delete")]
+    # duplicate keys: the playbook's $group (on the lower-cased email, as our rule is case-insensitive)
+    dup_groups = {}
+    for u in db.users.find({}, {"email": 1}):
+        dup_groups.setdefault(u["email"].casefold(), set()).add(u["_id"])
+    assert set().union(*(g for g in dup_groups.values() if len(g) > 1)) == found[("users.email.unique", "duplicate")]
+    # orphaned references (the $lookup example): messages whose conversation is gone
+    conv_ids = ids(db.conversations.find({}, {"_id": 1}))
+    assert {d["_id"] for d in db.messages.find({}, {"conversationId": 1}) if d["conversationId"] not in conv_ids} == \
+        found[("messages.conversationId.ref", "dangling")]
+
+
+# -- history ----------------------------------------------------------------------------------
+
+def _history_roundtrip(url, mongo_uri, db, policy, tmp_path):
+    generate(db, GenerateOptions(users=80, seed=2))
+    inj = inject(db, Manifest(tmp_path / "m.json", db.name), "null-parent", 3)[0]
+    store = open_store(url)
+    first = record_run(store, run_checks(mongo_uri, db.name, policy))
+    store.dispose()
+    store = open_store(url)  # a restart: a new engine on the same database
+    second = record_run(store, run_checks(mongo_uri, db.name, policy))
+    assert first["opened"] == 1 and second["opened"] == 0 and second["seen_again"] == 1
+    (f,) = [f for f in list_findings(store, db.name) if f.rule_id == "messages.parentId.ref"]
+    assert len(f.sightings) == 2 and f.first_run_id == first["run_id"] and f.last_run_id == second["run_id"]
+    assert f.count == 3 and f.status == "open"
+    # repair the fault: restore the original parents; the next run closes the finding
+    originals = inj.details["original_parentIds"]
+    for _id, parent in zip(inj.ids, originals):
+        db.messages.update_one({"_id": _id}, {"$set": {"parentId": parent}})
+    third = record_run(store, run_checks(mongo_uri, db.name, policy))
+    assert third["closed"] == 1
+    assert list_findings(store, db.name) == []
+    (closed,) = list_findings(store, db.name, "closed")
+    assert closed.closed_at is not None and len(closed.sightings) == 2
+    # a run restricted to other rules does not close or reopen anything
+    assert baselines(store, db.name)[m.MESSAGES] == db.messages.count_documents({})
+    store.dispose()
+
+
+def test_history_on_sqlite(mongo_uri, db, policy, tmp_path):
+    _history_roundtrip(f"sqlite:///{tmp_path / 'state.db'}", mongo_uri, db, policy, tmp_path)
+
+
+def test_history_on_postgresql(postgres_url, mongo_uri, db, policy, tmp_path):
+    from sqlalchemy import create_engine, text
+
+    name = "t_" + db.name[2:]
+    with create_engine(postgres_url, isolation_level="AUTOCOMMIT").connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    _history_roundtrip(postgres_url.rsplit("/", 1)[0] + "/" + name, mongo_uri, db, policy, tmp_path)
+
+
+def test_count_drop_is_measured_against_the_last_run(mongo_uri, db, policy, tmp_path):
+    generate(db, GenerateOptions(users=60, seed=1))
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    record_run(store, run_checks(mongo_uri, db.name, policy))
+    n = db.analytics.count_documents({})
+    doomed = [d["_id"] for d in db.analytics.find({}, {"_id": 1}).limit(n // 5 + 1)]
+    db.analytics.delete_many({"_id": {"$in": doomed}})
+    report = run_checks(mongo_uri, db.name, policy, baselines=baselines(store, db.name))
+    (f,) = [f for f in report.findings if f.rule_id == "analytics.count_drop"]
+    assert f.samples[0]["value"] == {"previous": n, "now": n - len(doomed)}
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+def test_unknown_collection_and_rule_are_errors(mongo_uri, db, policy):
+    with pytest.raises(FluxaError, match="unknown collection 'nope'"):
+        run_checks(mongo_uri, db.name, policy, RunOptions(collections=["nope"]))
+    with pytest.raises(FluxaError, match="unknown rule"):
+        run_checks(mongo_uri, db.name, policy, RunOptions(rules=["users.nope"]))
+
+
+def test_rule_on_a_field_that_never_exists_warns(mongo_uri, db, tmp_path):
+    from fluxa_integrity.policy import load_policy
+
+    text = (default_policy_path().read_text()
+            .replace("field: createdAt", "field: createdAtt", 1))
+    p = tmp_path / "typo.yaml"
+    p.write_text(text)
+    report = run_checks(mongo_uri, db.name, load_policy(p), RunOptions(collections=["users"])) \
+        if generate(db, GenerateOptions(users=20, seed=1)) else None
+    assert any("createdAtt" in w and "typo" in w for w in report.warnings), report.warnings
+
+
+def test_missing_collections_are_warnings_not_crashes(mongo_uri, db, policy):
+    db.users.insert_one({"_id": 1, "email": "a@b.co", "createdAt": datetime.now(UTC)})
+    report = run_checks(mongo_uri, db.name, policy)
+    assert any("'messages' does not exist" in w for w in report.warnings)
+
+
+def default_policy_path():
+    from importlib import resources
+
+    return resources.files("fluxa_integrity.policy") / "default_policy.yaml"
