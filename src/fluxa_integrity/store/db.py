@@ -43,7 +43,7 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+                command.upgrade(cfg, "heads")  # each feature area has its own migration branch
         except SQLAlchemyError as exc:
             raise FluxaError(f"cannot open the state store {self.engine.url!r}: {str(exc).splitlines()[0]}",
                              "check FLUXA_STATE_URL / state_url and that the database server is up") from exc
