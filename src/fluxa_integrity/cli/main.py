@@ -11,6 +11,7 @@ from ..errors import FluxaError
 from .common import EXIT_ERROR, console, emit_json
 from .check_cmd import app as check_app
 from .devdb import app as devdb_app
+from .schema_cmd import app as schema_app
 from .fluxa_cmd import app as fluxa_app
 from .policy_cmd import app as policy_app
 
@@ -25,6 +26,7 @@ cli.add_typer(devdb_app, name="devdb")
 cli.add_typer(fluxa_app, name="fluxa")
 cli.add_typer(policy_app, name="policy")
 cli.add_typer(check_app, name="check")
+cli.add_typer(schema_app, name="schema")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,1 @@
+"""Discovering the schema of an undocumented collection, to start a policy from."""
