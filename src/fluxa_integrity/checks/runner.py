@@ -184,14 +184,14 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
                     ("facts", r.parent_collection, r.parent_field), {})
             elif isinstance(r, SyncRule) and ("keys", "secondary:" + r.id, "_id") in imports:
                 needs[("keys", "secondary:" + r.id, "_id")] = imports[("keys", "secondary:" + r.id, "_id")]
-        flt = {}
+        changed_since = None
         wm_field = policy.collections[coll].watermark_field if coll in policy.collections else None
         if opts.incremental and wm_field and coll in watermarks:
-            flt = {wm_field: {"$gt": watermarks[coll]}}
+            changed_since = (wm_field, watermarks[coll])
         return PassSpec(uri=uri, db=db_name, collection=coll, rules=active[coll],
                         export_keys=sorted(keys_needed.get(coll, ())), export_facts=sorted(facts_needed.get(coll, ())),
                         count_children=sorted(counts_needed.get(coll, ())), imports=needs,
-                        user_field=_user_field(policy, coll), filter=flt, since=since_of.get(coll),
+                        user_field=_user_field(policy, coll), changed_since=changed_since, since=since_of.get(coll),
                         sync_cutoffs=sync_cutoffs, max_samples=opts.max_samples, keep_ids=opts.keep_ids)
 
     for level in levels:

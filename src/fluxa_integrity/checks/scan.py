@@ -39,6 +39,9 @@ class PassSpec:
     imports: dict = field(default_factory=dict)
     user_field: str | None = "userId"
     filter: dict = field(default_factory=dict)
+    # incremental: (watermark field, value) - only documents past it are checked; when the pass
+    # must also export keys for other collections it still reads everything, for the exports
+    changed_since: tuple[str, datetime] | None = None
     since: datetime | None = None
     sync_cutoffs: dict = field(default_factory=dict)  # sync rule id -> lastSyncAt
     source_db: str | None = None  # read another database (the secondary system), keys only
@@ -74,7 +77,13 @@ def run_pass(spec: PassSpec, progress: Progress | None = None) -> PassResult:
     client = connect(spec.uri)
     try:
         db = client[spec.source_db or spec.db]
-        cursor = db[spec.collection].find(spec.filter, batch_size=spec.batch_size)
+        flt = dict(spec.filter)
+        exports = (spec.export_keys or spec.export_facts or spec.count_children
+                   or any(isinstance(r, ReferenceRule) and r.to == spec.collection for r in spec.rules))
+        if spec.changed_since and not exports:
+            wm_field, wm_value = spec.changed_since
+            flt[wm_field] = {"$gt": wm_value}
+        cursor = db[spec.collection].find(flt, batch_size=spec.batch_size)
         scanner = _Scanner(spec)
         batch: list[dict] = []
         for doc in cursor:
@@ -127,7 +136,6 @@ class _Scanner:
 
     # -- one batch ------------------------------------------------------------------------------
     def batch(self, docs: list[dict]) -> None:
-        self.docs += len(docs)
         for key_field, ks in self.keys.items():
             ks.add_many(key_hash(v) for d in docs if (v := get_path(d, key_field)) is not MISSING)
         for f, facts in self.facts.items():
@@ -137,6 +145,10 @@ class _Scanner:
                     facts[key_hash(d["_id"])] = (d["_id"], v)
         for f, counter in self.child_counts.items():
             counter.update(key_hash(v) for d in docs if (v := get_path(d, f)) is not MISSING and v is not None)
+        if self.spec.changed_since:
+            wm_field, wm_value = self.spec.changed_since
+            docs = [d for d in docs if isinstance(v := get_path(d, wm_field), datetime) and v > wm_value]
+        self.docs += len(docs)
         for rule, check in self.doc_checks:
             for d in docs:
                 for variant, value, message in check(d):
