@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from ..errors import FluxaError
-from ..mongo.connection import connect
+from ..mongo.connection import connect, fast_count
 from ..policy.durations import parse_duration
 from ..policy.models import Policy
 from ..policy.rules import (CopiedFieldRule, CorruptionRule, CountDropRule, CounterRule, DeletionsRule,
@@ -188,7 +188,7 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
         wm_field = policy.collections[coll].watermark_field if coll in policy.collections else None
         if opts.incremental and wm_field and coll in watermarks:
             changed_since = (wm_field, watermarks[coll])
-        return PassSpec(uri=uri, db=db_name, collection=coll, rules=active[coll],
+        return PassSpec(uri=uri, db=db_name, collection=coll, rules=active[coll], watermark_field=wm_field,
                         export_keys=sorted(keys_needed.get(coll, ())), export_facts=sorted(facts_needed.get(coll, ())),
                         count_children=sorted(counts_needed.get(coll, ())), imports=needs,
                         user_field=_user_field(policy, coll), changed_since=changed_since, since=since_of.get(coll),
@@ -197,7 +197,7 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
     for level in levels:
         specs = [spec_for(c) for c in level if c in existing]
         for s in specs:
-            progress.start(s.collection, db[s.collection].estimated_document_count())
+            progress.start(s.collection, fast_count(db, s.collection))
         for res in _execute(specs, opts.workers, progress):
             results[res.collection] = res
             for f, ks in res.keys.items():
@@ -239,12 +239,9 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
         findings.extend(res.findings)
         findings.extend(extra.results())
         warnings.extend(_never_present_warnings(rules, res))
-        wm_field = policy.collections[coll].watermark_field if coll in policy.collections else None
-        if wm_field:
-            top = db[coll].find({wm_field: {"$type": "date"}}, {wm_field: 1}).sort(wm_field, -1).limit(1)
-            top = next(iter(top), None)
-            if top is not None:
-                wm_out[coll] = (wm_field, top[wm_field])
+        if res.watermark is not None:  # the pass saw every document (or every changed one)
+            prev = (watermarks or {}).get(coll)
+            wm_out[coll] = (policy.collections[coll].watermark_field, max(res.watermark, prev) if prev else res.watermark)
     client.close()
     rule_index = {r.id: r for _, r in policy.iter_rules()}
     for f in findings:

@@ -8,6 +8,8 @@ Documents are read in batches; reference lookups are vectorised per batch.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ class PassSpec:
     changed_since: tuple[str, datetime] | None = None
     since: datetime | None = None
     sync_cutoffs: dict = field(default_factory=dict)  # sync rule id -> lastSyncAt
+    watermark_field: str | None = None  # report the highest date in it (the next incremental start)
     source_db: str | None = None  # read another database (the secondary system), keys only
     max_samples: int = DEFAULT_SAMPLES
     keep_ids: bool = False
@@ -59,6 +62,7 @@ class PassResult:
     keys: dict[str, KeySet]
     facts: dict[str, dict]
     child_counts: dict[str, Counter]
+    watermark: datetime | None = None
 
 
 @dataclass
@@ -85,21 +89,47 @@ def run_pass(spec: PassSpec, progress: Progress | None = None) -> PassResult:
             flt[wm_field] = {"$gt": wm_value}
         cursor = db[spec.collection].find(flt, batch_size=spec.batch_size)
         scanner = _Scanner(spec)
-        batch: list[dict] = []
-        for doc in cursor:
-            batch.append(doc)
-            if len(batch) >= spec.batch_size:
-                scanner.batch(batch)
-                if progress:
-                    progress(spec.collection, len(batch))
-                batch = []
-        if batch:
+        for batch in _prefetched(cursor, spec.batch_size):
             scanner.batch(batch)
             if progress:
                 progress(spec.collection, len(batch))
         return scanner.finish(time.perf_counter() - began)
     finally:
         client.close()
+
+
+def _prefetched(cursor, size: int):
+    """Batches of documents, read by a thread one batch ahead: the server prepares the next
+    batch while this one is evaluated, so a pass costs max(server, rules), not their sum."""
+    q: queue.Queue = queue.Queue(maxsize=2)
+    done = object()
+
+    def read():
+        try:
+            batch = []
+            for doc in cursor:
+                batch.append(doc)
+                if len(batch) >= size:
+                    q.put(batch)
+                    batch = []
+            if batch:
+                q.put(batch)
+            q.put(done)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            q.put(exc)
+
+    reader = threading.Thread(target=read, daemon=True, name="fluxa-scan-reader")
+    reader.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cursor.close()  # also stops a reader blocked on a consumer that gave up
 
 
 class _Scanner:
@@ -118,6 +148,7 @@ class _Scanner:
         self.facts: dict[str, dict] = {f: {} for f in spec.export_facts}
         self.child_counts: dict[str, Counter] = {f: Counter() for f in spec.count_children}
         self.pending: list[_Pending] = []
+        self.watermark: datetime | None = None
         # a reference to this same collection checks against the ids seen so far, then again at the end
         for r in self.refs:
             if r.to == coll and r.to_field not in self.keys:
@@ -136,6 +167,10 @@ class _Scanner:
 
     # -- one batch ------------------------------------------------------------------------------
     def batch(self, docs: list[dict]) -> None:
+        if self.spec.watermark_field:
+            dates = [v for d in docs if isinstance(v := get_path(d, self.spec.watermark_field), datetime)]
+            if dates and (self.watermark is None or max(dates) > self.watermark):
+                self.watermark = max(dates)
         for key_field, ks in self.keys.items():
             ks.add_many(key_hash(v) for d in docs if (v := get_path(d, key_field)) is not MISSING)
         for f, facts in self.facts.items():
@@ -274,4 +309,4 @@ class _Scanner:
                                   ).add(p._id, p.value, p.user, p.when)
         keys = {f: ks.freeze() for f, ks in self.keys.items() if f in self.spec.export_keys}
         return PassResult(self.spec.collection, self.docs, seconds, self.findings.results(), keys,
-                          self.facts, self.child_counts)
+                          self.facts, self.child_counts, self.watermark)
