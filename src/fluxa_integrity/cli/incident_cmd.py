@@ -1,0 +1,356 @@
+"""``fluxa-integrity incident``: the playbook's incident process (docs/incidents.md).
+
+Every command takes ``--json`` (one document on stdout) and most take ``--at TIME|+DURATION`` to
+record the action at another time than now (replaying a log, scripted drills, tests).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import FluxaError
+from ..incidents.api import Incidents
+from ..incidents.timeutil import parse_when
+from .common import EXIT_PROBLEMS, JsonOpt, console, emit_json
+
+app = typer.Typer(help="Data-integrity incidents: intake, severity, clocks, escalation, phases, communications, "
+                  "postmortem.", no_args_is_help=True)
+
+AtOpt = typer.Option(None, "--at", help="When it happened: ISO 8601 (UTC if no zone) or +DURATION from now "
+                     "[default: now].")
+ByOpt = typer.Option(None, "--by", help="Who did it (recorded in the timeline).")
+IdArg = typer.Argument(..., help="Incident id.")
+
+
+def _api() -> Incidents:
+    return Incidents.from_environment()
+
+
+def _csv(value: Optional[str]) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _when(value: Optional[str]):
+    return parse_when(value) if value else None
+
+
+def _pairs(values: List[str], what: str = "--set") -> dict:
+    out_ = {}
+    for v in values or []:
+        if "=" not in v:
+            raise FluxaError(f"{what} {v!r}: expected NAME=VALUE")
+        k, val = v.split("=", 1)
+        out_[k.strip().strip("[]")] = val
+    return out_
+
+
+def _show(inc: dict, json_out: bool, extra: str | None = None) -> None:
+    if json_out:
+        emit_json(inc)
+        return
+    colour = {"P1": "red", "P2": "yellow"}.get(inc["severity"], "white")
+    console.print(f"[bold]incident {inc['id']}[/] [{colour}]{inc['severity']}[/] {inc['status']}: {inc['title']}",
+                  highlight=False)
+    console.print(f"  classes: {', '.join(inc['data_classes']) or '-'}; collections: "
+                  f"{', '.join(inc['collections']) or '-'}; findings: {', '.join(map(str, inc['findings'])) or '-'}",
+                  highlight=False)
+    if inc.get("scope"):
+        sc = inc["scope"]
+        console.print(f"  scope: {sc.get('documents')} documents, {sc.get('users')} users, {sc.get('extent')}, "
+                      f"{sc.get('trend')}", highlight=False)
+    if inc["roles"]:
+        console.print("  roles: " + ", ".join(f"{r}: {p}" for r, p in inc["roles"].items()), highlight=False)
+    if inc["escalated_to"]:
+        console.print(f"  escalated to: {', '.join(inc['escalated_to'])}", highlight=False)
+    if inc["read_only"] or inc["paused_features"]:
+        console.print(f"  [red]read-only: {inc['read_only']}; paused: {', '.join(inc['paused_features']) or '-'}[/]",
+                      highlight=False)
+    times = ", ".join(f"{k} {v[:19]}" for k, v in inc["times"].items() if v)
+    console.print(f"  {times}", highlight=False)
+    if extra:
+        console.print(extra, highlight=False)
+
+
+@app.command("open")
+def open_(title: str = typer.Option(..., "--title", help="What is wrong, in a line."),
+          collections: Optional[str] = typer.Option(None, "--collections", help="Comma-separated affected collections."),
+          source: str = typer.Option("manual", "--source", help="report, event, finding or manual."),
+          kind: Optional[str] = typer.Option(None, "--kind", help="Report kind (user, support, internal, alert) or "
+                                             "system event (failed_migration, incomplete_import, ...)."),
+          finding: List[int] = typer.Option([], "--finding", help="Link a check finding (repeatable)."),
+          description: str = typer.Option("", "--description"),
+          started_at: Optional[str] = typer.Option(None, "--started-at", help="When the problem began, if known."),
+          at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """Open an incident (severity from the policy: P1 when a critical data class is affected)."""
+    if source not in ("report", "event", "finding", "manual"):
+        raise FluxaError(f"unknown source {source!r}", "report, event, finding or manual")
+    api = _api()
+    if source == "report":
+        inc = api.report(kind or "internal", title, description, _csv(collections), by, _when(at))
+    elif source == "event":
+        if not kind:
+            raise FluxaError("a system event needs --kind", "failed_migration, incomplete_import, incomplete_export, "
+                             "storage_failure, replication_failure or sync_failure")
+        inc = api.system_event(kind, title, description, _csv(collections), _when(at))
+    else:
+        if source == "finding" and not finding:
+            raise FluxaError("--source finding needs at least one --finding ID")
+        inc = api.open(title, _csv(collections), source, kind, description, list(finding),
+                       issue_started_at=_when(started_at), at=_when(at), actor=by)
+    _show(inc, json_out)
+
+
+@app.command()
+def report(kind: str = typer.Argument(..., help="user, support, internal or alert."),
+           title: str = typer.Option(..., "--title"), description: str = typer.Option("", "--description"),
+           collections: Optional[str] = typer.Option(None, "--collections"),
+           at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """A user, support or internal report opens an incident."""
+    _show(_api().report(kind, title, description, _csv(collections), by, _when(at)), json_out)
+
+
+@app.command()
+def event(kind: str = typer.Argument(..., help="failed_migration, incomplete_import, incomplete_export, "
+                                     "storage_failure, replication_failure or sync_failure."),
+          title: Optional[str] = typer.Option(None, "--title"), description: str = typer.Option("", "--description"),
+          collections: Optional[str] = typer.Option(None, "--collections"),
+          at: Optional[str] = AtOpt, json_out: bool = JsonOpt) -> None:
+    """A system event opens an incident."""
+    _show(_api().system_event(kind, title, description, _csv(collections), _when(at)), json_out)
+
+
+@app.command()
+def intake(db: Optional[str] = typer.Option(None, "--db", help="Only the last run on this database."),
+           at: Optional[str] = AtOpt, json_out: bool = JsonOpt) -> None:
+    """Open or join incidents for the open findings of the last check run (policy grouping, dedup)."""
+    res = _api().intake(db, _when(at))
+    if json_out:
+        emit_json(res)
+    else:
+        console.print(f"run {res['run_id']}: opened {res['opened'] or 'none'}, attached "
+                      f"{ {k: v for k, v in res['attached'].items()} or 'none'}, already handled "
+                      f"{res['skipped'] or 'none'}", highlight=False)
+
+
+@app.command("list")
+def list_(status: Optional[str] = typer.Option(None, "--status", help="A status, or 'live' (not resolved yet)."),
+          json_out: bool = JsonOpt) -> None:
+    """Incidents, newest first."""
+    rows = _api().list(status)
+    if json_out:
+        emit_json(rows)
+        return
+    table = Table(title="incidents")
+    for col in ("id", "sev", "status", "title", "classes", "opened"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(str(r["id"]), r["severity"], r["status"], r["title"], ", ".join(r["data_classes"]),
+                      (r["times"]["open"] or "")[:16])
+    console.print(table)
+
+
+@app.command()
+def show(incident: int = IdArg, json_out: bool = JsonOpt) -> None:
+    """One incident with its timeline."""
+    api = _api()
+    inc = api.get(incident)
+    tl = api.timeline(incident)
+    if json_out:
+        emit_json({**inc, "timeline": tl, "notifications": api.notifications(incident),
+                   "publications": api.publications(incident)})
+        return
+    _show(inc, False)
+    table = Table(title="timeline")
+    for col in ("#", "time", "event", "by", "details"):
+        table.add_column(col, overflow="fold")
+    for e in tl:
+        details = ", ".join(f"{k}={v}" for k, v in e["data"].items() if v not in (None, "", [], {}))
+        table.add_row(str(e["seq"]), e["at"][:19], e["kind"], e["actor"], details[:160])
+    console.print(table)
+
+
+@app.command()
+def ack(incident: int = IdArg, at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """Acknowledge: the response has begun (stops the acknowledge clock)."""
+    _show(_api().acknowledge(incident, by, _when(at)), json_out)
+
+
+@app.command()
+def assign(incident: int = IdArg, role: str = typer.Option(..., "--role", help="A role of the policy."),
+           person: str = typer.Option(..., "--person"), at: Optional[str] = AtOpt, by: Optional[str] = ByOpt,
+           json_out: bool = JsonOpt) -> None:
+    """Assign a person to a role (Incident Commander, Technical Lead, Database Administrator, ...)."""
+    _show(_api().assign(incident, role, person, _when(at), by), json_out)
+
+
+@app.command()
+def escalate(incident: int = IdArg, reason: str = typer.Option(..., "--reason"),
+             severity: Optional[str] = typer.Option(None, "--severity", help="New level (higher or lower)."),
+             notify: Optional[str] = typer.Option(None, "--notify", help="A role on the escalation path."),
+             at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """Escalate or de-escalate by hand, with a reason."""
+    _show(_api().escalate(incident, reason, severity, notify, _when(at), by), json_out)
+
+
+@app.command()
+def note(incident: int = IdArg, text: str = typer.Argument(...), at: Optional[str] = AtOpt,
+         by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """Add a note to the timeline."""
+    _show(_api().note(incident, text, _when(at), by), json_out)
+
+
+@app.command()
+def status(incident: int = IdArg, to: str = typer.Argument(..., help="investigating, recovering, resolved, ..."),
+           note_: Optional[str] = typer.Option(None, "--note"),
+           recovery_point: Optional[str] = typer.Option(None, "--recovery-point", help="Time the data was restored to."),
+           at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """Move the incident along its lifecycle."""
+    _show(_api().set_status(incident, to, note_, _when(at), by, recovery_point=_when(recovery_point)), json_out)
+
+
+@app.command()
+def resolve(incident: int = IdArg, resolution: Optional[str] = typer.Option(None, "--resolution",
+                                                                             help="How it was resolved (brief)."),
+            recovery_point: Optional[str] = typer.Option(None, "--recovery-point"),
+            at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """Resolve (needs an acknowledged incident)."""
+    _show(_api().resolve(incident, resolution, _when(at), by, _when(recovery_point)), json_out)
+
+
+@app.command()
+def close(incident: int = IdArg, at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """Close a resolved incident (needs the root cause: `incident postmortem ID --root-cause`)."""
+    _show(_api().close(incident, _when(at), by), json_out)
+
+
+@app.command()
+def link(incident: int = IdArg, backup: List[str] = typer.Option([], "--backup"),
+         restore: List[str] = typer.Option([], "--restore"),
+         recovery_point: Optional[str] = typer.Option(None, "--recovery-point"),
+         started_at: Optional[str] = typer.Option(None, "--started-at", help="When the problem began."),
+         at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """Link backups and restores; set the recovery point and when the problem began."""
+    _show(_api().link(incident, list(backup), list(restore), _when(recovery_point), _when(started_at), _when(at), by),
+          json_out)
+
+
+@app.command()
+def phase(incident: int = IdArg, item: Optional[str] = typer.Argument(None, help="Checklist item id."),
+          done: bool = typer.Option(False, "--done", help="Tick the item."),
+          run: bool = typer.Option(False, "--run", help="Carry out the item's action, then tick it."),
+          owner: Optional[str] = typer.Option(None, "--owner", help="Reassign the item to a role."),
+          note_: Optional[str] = typer.Option(None, "--note"),
+          param: List[str] = typer.Option([], "--param", help="Action parameter NAME=VALUE (pause_features: "
+                                          "features=a,b)."),
+          set_: List[str] = typer.Option([], "--set", help="Template value for communication actions."),
+          at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """The five phases' checklists with elapsed time against their windows; tick or run an item."""
+    api = _api()
+    if item:
+        if not (done or run or owner):
+            raise FluxaError("say what to do with the item", "--done, --run or --owner ROLE")
+        res = api.complete_item(incident, item, note_, owner, run, _pairs(param, "--param"), _pairs(set_),
+                                _when(at), by)
+        if json_out:
+            emit_json(res)
+            return
+        ar = res.get("action_result")
+        if ar:
+            colour = "green" if ar.get("status") == "done" else "yellow"
+            console.print(f"[{colour}]{item}: {ar.get('status')}[/] {ar.get('message', '')}", highlight=False)
+        if ar and ar.get("status") != "done":
+            raise typer.Exit(EXIT_PROBLEMS)
+    view = api.checklist(incident, _when(at))
+    if json_out:
+        emit_json(view)
+        return
+    for ph in view:
+        table = Table(title=f"{ph['name']} ({ph['window'][0]}-{ph['window'][1]}): {ph['state']}, "
+                      f"{ph['done']}/{ph['total']}")
+        for col in ("item", "owner", "action", "done", "note"):
+            table.add_column(col, overflow="fold")
+        for it in ph["items"]:
+            table.add_row(f"{it['id']}\n{it['text']}", it["owner"], it["action"] or "", (it["done_at"] or "")[:16],
+                          it["note"] or "")
+        console.print(table)
+
+
+@app.command()
+def comms(incident: int = IdArg, template: str = typer.Argument(..., help="initial, progress or resolution."),
+          set_: List[str] = typer.Option([], "--set", help="PLACEHOLDER=VALUE (repeatable), e.g. "
+                                         "ESTIMATED_TIME='2 hours'."),
+          publish: bool = typer.Option(False, "--publish", help="Record on the status page and notify."),
+          at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """Render a status-page template from the incident (refused while a placeholder is unfilled)."""
+    api = _api()
+    res = (api.publish(incident, template, _pairs(set_), _when(at), by) if publish
+           else api.render(incident, template, _pairs(set_), _when(at)))
+    if json_out:
+        emit_json(res)
+        return
+    print(res["text"])  # verbatim: no wrapping, it is what the status page shows
+    if publish:
+        console.print(f"[green]published[/] (publication {res['publication']})")
+
+
+@app.command()
+def postmortem(incident: int = IdArg,
+               root_cause: Optional[str] = typer.Option(None, "--root-cause"),
+               factor: List[str] = typer.Option([], "--factor", help="Contributing factor (repeatable)."),
+               lesson: List[str] = typer.Option([], "--lesson", help="Lesson learned (repeatable)."),
+               action_item: List[str] = typer.Option([], "--action-item", help="Action item (repeatable)."),
+               at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """Fill the root-cause review and print the postmortem (Markdown on stdout)."""
+    api = _api()
+    if root_cause is not None or factor or lesson or action_item:
+        api.review(incident, root_cause, list(factor), list(lesson), list(action_item), _when(at), by)
+    res = api.postmortem(incident, _when(at))
+    if json_out:
+        emit_json(res)
+    else:
+        print(res["markdown"], end="")
+
+
+@app.command()
+def tick(at: Optional[str] = AtOpt, json_out: bool = JsonOpt) -> None:
+    """Evaluate every clock at a time (warnings, breaches, escalation; each once) and retry due notifications."""
+    res = _api().tick(_when(at))
+    if json_out:
+        emit_json(res)
+        return
+    for e in res["events"]:
+        console.print(f"incident {e['incident']}: {e['event']} ({e['clock']}, due {e['due_at'][:16]})", highlight=False)
+    r = res["notifications_retried"]
+    console.print(f"{len(res['events'])} clock events; notifications retried: {r['sent']} sent, {r['failed']} failed",
+                  highlight=False)
+
+
+@app.command("notify-retry")
+def notify_retry(incident: Optional[int] = typer.Argument(None), at: Optional[str] = AtOpt,
+                 json_out: bool = JsonOpt) -> None:
+    """Deliver every pending notification now. Exit 1 when some still fail."""
+    res = _api().retry_notifications(_when(at), incident)
+    if json_out:
+        emit_json(res)
+    else:
+        console.print(f"{res['sent']} sent, {res['failed']} failed", highlight=False)
+    raise typer.Exit(EXIT_PROBLEMS if res["failed"] else 0)
+
+
+@app.command("verify-timeline")
+def verify_timeline(incident: Optional[int] = typer.Argument(None, help="[default: every incident]"),
+                    json_out: bool = JsonOpt) -> None:
+    """Check the hash chain of the timelines. Exit 1 when a row was edited or deleted."""
+    res = _api().verify_timeline(incident)
+    if json_out:
+        emit_json(res)
+    else:
+        for r in res:
+            mark = "[green]ok[/]" if r["ok"] else "[red]TAMPERED[/]"
+            console.print(f"incident {r['incident']}: {r['rows']} rows {mark}", highlight=False)
+            for p in r["problems"]:
+                console.print(f"  {p}", highlight=False)
+    raise typer.Exit(0 if all(r["ok"] for r in res) else EXIT_PROBLEMS)

@@ -1,0 +1,205 @@
+"""Notification channels from config.yaml's ``notifications:`` list.
+
+Everything goes through apprise except PagerDuty: apprise's PagerDuty plugin posts only to
+PagerDuty's own hosts (US/EU region), so a test or a proxy cannot receive its events; the
+Events API v2 is one JSON POST, done here with urllib to a configurable ``events_url``.
+Slack incoming webhooks go through apprise's JSON plugin with its payload remapped to Slack's
+``{"text": ...}`` (apprise's Slack plugin is bound to hooks.slack.com, so the same reason).
+
+A channel's ``send`` raises ChannelError on failure; retries and bookkeeping are the caller's
+(incidents/notifications.py), so a failing channel never stops an incident.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlencode, urlsplit
+
+from ..config import load_config_file
+from ..errors import FluxaError
+
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+DEFAULT_PD_SEVERITY = {"P1": "critical", "P2": "error"}
+
+
+class ChannelError(Exception):
+    pass
+
+
+@dataclass
+class Message:
+    incident_id: int
+    kind: str  # opened, status, severity, escalation, clock, communication, ...
+    subject: str
+    body: str
+    severity: str
+    pagerduty_action: str | None = None  # trigger | acknowledge | resolve: only these reach PagerDuty
+    extra: dict = field(default_factory=dict)
+
+
+class Channel:
+    type = "?"
+
+    def __init__(self, name: str, events: list[str] | None = None):
+        self.name = name
+        self.events = events  # None: every kind
+
+    def wants(self, msg: Message) -> bool:
+        return self.events is None or msg.kind in self.events
+
+    def send(self, msg: Message) -> None:
+        raise NotImplementedError
+
+
+class AppriseChannel(Channel):
+    type = "apprise"
+
+    def __init__(self, name: str, url: str, events=None):
+        super().__init__(name, events)
+        self.url = url
+
+    def build_url(self, msg: Message) -> str:
+        return self.url
+
+    def send(self, msg: Message) -> None:
+        import apprise
+
+        ap = apprise.Apprise()
+        with apprise.LogCapture(level=logging.WARNING) as log:
+            if not ap.add(self.build_url(msg)):
+                raise ChannelError(f"{self.name}: apprise does not understand the channel URL")
+            ok = ap.notify(title=msg.subject, body=msg.body)
+            detail = " ".join(log.getvalue().split())
+        if not ok:
+            raise ChannelError(f"{self.name}: delivery failed" + (f": {detail[:300]}" if detail else ""))
+
+
+def _apprise_json_url(http_url: str, extras: dict[str, str]) -> str:
+    """``https://host/path`` -> apprise ``jsons://host/path?:key=value`` (``:key=`` drops a field,
+    ``:message=text`` renames one)."""
+    u = urlsplit(http_url)
+    scheme = {"http": "json", "https": "jsons", "json": "json", "jsons": "jsons"}.get(u.scheme)
+    if scheme is None:
+        raise FluxaError(f"not an http(s) URL: {http_url!r}")
+    query = "&".join(filter(None, [u.query, urlencode({f":{k}": v for k, v in extras.items()})]))
+    return f"{scheme}://{u.netloc}{u.path or '/'}" + (f"?{query}" if query else "")
+
+
+class WebhookChannel(AppriseChannel):
+    """Generic JSON webhook: apprise's payload (title, message, type) plus incident fields."""
+
+    type = "webhook"
+
+    def build_url(self, msg: Message) -> str:
+        return _apprise_json_url(self.url, {"incident_id": str(msg.incident_id), "event": msg.kind,
+                                            "severity": msg.severity})
+
+
+class SlackChannel(AppriseChannel):
+    """Slack incoming webhook: a JSON POST of ``{"text": ...}``."""
+
+    type = "slack"
+
+    def build_url(self, msg: Message) -> str:
+        return _apprise_json_url(self.url, {"message": "text", "version": "", "title": "", "attachments": "",
+                                            "type": ""})
+
+    def send(self, msg: Message) -> None:
+        super().send(Message(msg.incident_id, msg.kind, msg.subject, f"*{msg.subject}*\n{msg.body}", msg.severity))
+
+
+class EmailChannel(AppriseChannel):
+    type = "email"
+
+    @classmethod
+    def from_config(cls, name: str, c: dict, events=None) -> "EmailChannel":
+        if c.get("url"):
+            return cls(name, c["url"], events)
+        for key in ("smtp_host", "from", "to"):
+            if not c.get(key):
+                raise FluxaError(f"notification channel {name!r} (email) needs {key!r} (or an apprise mailto:// url)")
+        to = c["to"] if isinstance(c["to"], list) else [c["to"]]
+        auth = ""
+        if c.get("user"):
+            auth = quote(str(c["user"]), safe="") + (":" + quote(str(c.get("password", "")), safe="")) + "@"
+        params = {"from": c["from"], "to": ",".join(to), "mode": c.get("mode", "starttls")}
+        if not auth:
+            params.update({"user": "", "pass": ""})
+        port = c.get("smtp_port", 587)
+        return cls(name, f"mailto://{auth}{c['smtp_host']}:{port}?{urlencode(params)}", events)
+
+
+class PagerDutyChannel(Channel):
+    """PagerDuty Events API v2: trigger on open, acknowledge, resolve; dedup_key = incident id."""
+
+    type = "pagerduty"
+
+    def __init__(self, name: str, routing_key: str, events_url: str = PAGERDUTY_EVENTS_URL,
+                 severity_map: dict | None = None, source: str = "fluxa-integrity", timeout: float = 10.0):
+        super().__init__(name, None)
+        self.routing_key, self.events_url, self.source, self.timeout = routing_key, events_url, source, timeout
+        self.severity_map = {**DEFAULT_PD_SEVERITY, **(severity_map or {})}
+
+    def wants(self, msg: Message) -> bool:
+        return msg.pagerduty_action is not None
+
+    def event(self, msg: Message) -> dict:
+        ev = {"routing_key": self.routing_key, "event_action": msg.pagerduty_action,
+              "dedup_key": f"fluxa-incident-{msg.incident_id}"}
+        if msg.pagerduty_action == "trigger":
+            ev["payload"] = {"summary": msg.subject[:1024], "source": self.source,
+                             "severity": self.severity_map.get(msg.severity, "warning"),
+                             "custom_details": {"incident_id": msg.incident_id, "body": msg.body}}
+        return ev
+
+    def send(self, msg: Message) -> None:
+        req = urllib.request.Request(self.events_url, data=json.dumps(self.event(msg)).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                resp.read()
+        except urllib.error.HTTPError as exc:
+            raise ChannelError(f"{self.name}: PagerDuty answered {exc.code} {exc.reason}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise ChannelError(f"{self.name}: {getattr(exc, 'reason', exc)}") from exc
+
+
+def channel_from_config(c: dict, index: int) -> Channel:
+    if not isinstance(c, dict):
+        raise FluxaError(f"notifications[{index}]: expected a mapping with a type")
+    kind = c.get("type")
+    name = c.get("name") or f"{kind}-{index}"
+    events = c.get("events")
+    try:
+        if kind == "slack":
+            return SlackChannel(name, c["webhook_url"], events)
+        if kind == "webhook":
+            return WebhookChannel(name, c["url"], events)
+        if kind == "email":
+            return EmailChannel.from_config(name, c, events)
+        if kind == "pagerduty":
+            return PagerDutyChannel(name, c["routing_key"], c.get("events_url", PAGERDUTY_EVENTS_URL),
+                                    c.get("severity_map"), c.get("source", "fluxa-integrity"))
+        if kind == "apprise":
+            return AppriseChannel(name, c["url"], events)
+    except KeyError as exc:
+        raise FluxaError(f"notification channel {name!r} ({kind}) needs {exc.args[0]!r}",
+                         "see docs/incidents.md, Notifications") from exc
+    raise FluxaError(f"notifications[{index}]: unknown type {kind!r}", "slack, email, pagerduty, webhook or apprise")
+
+
+def load_channels(config: dict | None = None) -> list[Channel]:
+    cfg = load_config_file() if config is None else config
+    return [channel_from_config(c, i) for i, c in enumerate(cfg.get("notifications") or [])]
+
+
+def retry_settings(config: dict | None = None) -> dict:
+    """In-process attempts with exponential backoff, then later rounds (tick / notify-retry)."""
+    cfg = load_config_file() if config is None else config
+    r = cfg.get("notify_retry") or {}
+    return {"attempts": int(r.get("attempts", 3)), "backoff_seconds": float(r.get("backoff_seconds", 0.5)),
+            "max_rounds": int(r.get("max_rounds", 10)), "later_minutes": float(r.get("later_minutes", 5))}

@@ -1,0 +1,86 @@
+"""Checklist items the tool can carry out itself (the policy's ``action:`` names).
+
+A registry of handlers: ``register_action(name, handler)``; a handler gets an ActionContext
+and returns a dict that goes into the timeline (``status``: done | not_available | failed).
+Handlers that change the incident (read-only flag, paused features) do it on ``ctx.incident``
+inside the caller's transaction. Other packages plug in here: the backup package is expected
+to register ``preserve_evidence`` (pin the latest backup, snapshot the affected collections)
+and ``verify_backups``; until then the default handler says which hook is missing, and the
+item is not ticked. The incident engine itself never imports backup code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+from ..errors import FluxaError
+
+
+@dataclass
+class ActionContext:
+    incident: object  # store.incident_models.Incident, attached to the open session
+    item_id: str
+    at: datetime
+    actor: str
+    params: dict = field(default_factory=dict)
+    policy: object = None
+    store: object = None
+
+
+Handler = Callable[[ActionContext], dict]
+_HANDLERS: dict[str, Handler] = {}
+
+
+def register_action(name: str, handler: Handler) -> None:
+    """Install (or replace) the handler of ``name``."""
+    _HANDLERS[name] = handler
+
+
+def handler_for(name: str) -> Handler:
+    return _HANDLERS.get(name) or _missing(name)
+
+
+def _missing(name: str) -> Handler:
+    def run(ctx: ActionContext) -> dict:
+        return {"status": "not_available", "message": f"{name}: no handler installed"}
+    return run
+
+
+def _not_installed(what: str, needs: str) -> Handler:
+    def run(ctx: ActionContext) -> dict:
+        return {"status": "not_available", "message": f"{what} hook not installed", "needs": needs}
+    return run
+
+
+def _read_only(on: bool) -> Handler:
+    def run(ctx: ActionContext) -> dict:
+        ctx.incident.read_only = on
+        return {"status": "done", "read_only": on}
+    return run
+
+
+def _pause(ctx: ActionContext) -> dict:
+    features = [f.strip() for f in str(ctx.params.get("features", "")).split(",") if f.strip()]
+    if not features:
+        raise FluxaError("pause_features needs the features to pause", "pass --param features=chat,export")
+    ctx.incident.paused_features = sorted(set(ctx.incident.paused_features or []) | set(features))
+    return {"status": "done", "paused_features": ctx.incident.paused_features}
+
+
+def _resume(ctx: ActionContext) -> dict:
+    resumed, ctx.incident.paused_features = list(ctx.incident.paused_features or []), []
+    return {"status": "done", "resumed_features": resumed}
+
+
+register_action("read_only_mode", _read_only(True))
+register_action("lift_read_only", _read_only(False))
+register_action("pause_features", _pause)
+register_action("resume_features", _resume)
+register_action("preserve_evidence", _not_installed("backup pinning", "the backup package (pin latest backup, "
+                                                    "snapshot affected collections)"))
+register_action("verify_backups", _not_installed("backup verification", "the backup package"))
+register_action("run_checks", _not_installed("check run", "`fluxa-integrity check run` then `incident intake`"))
+register_action("enhanced_monitoring", _not_installed("monitoring", "the service's scheduler"))
+# first/progress/resolution_communication are publications: the API maps them to comms.

@@ -1,0 +1,102 @@
+"""The notification outbox: queue in the incident's transaction, deliver after it committed.
+
+Queuing with the change means a message is never lost when a process dies between the two;
+delivering after the commit means a slow or dead channel never holds or rolls back the incident.
+A delivery tries ``attempts`` times with exponential backoff; if it still fails the row stays
+pending with a ``next_attempt_at`` (later rounds double, capped at an hour) and the failure goes
+into the timeline. ``tick`` retries the due ones; ``incident notify-retry`` retries all now.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..comms.notify import Channel, ChannelError, Message
+from ..store import Store
+from ..store.incident_models import Incident, Notification
+from . import timeline
+from .timeutil import utc
+
+
+def enqueue(s: Session, channels: list[Channel], msg: Message, at: datetime) -> list[int]:
+    rows = []
+    for ch in channels:
+        if ch.wants(msg):
+            row = Notification(incident_id=msg.incident_id, channel=ch.name, kind=msg.kind, subject=msg.subject,
+                               body=msg.body, data={"severity": msg.severity, "pagerduty_action": msg.pagerduty_action,
+                                                    "extra": msg.extra},
+                               status="pending", attempts=0, created_at=at, next_attempt_at=at)
+            s.add(row)
+            rows.append(row)
+    s.flush()
+    return [r.id for r in rows]
+
+
+def _message(row: Notification) -> Message:
+    d = row.data or {}
+    return Message(row.incident_id, row.kind, row.subject, row.body, d.get("severity", ""),
+                   d.get("pagerduty_action"), d.get("extra") or {})
+
+
+def deliver(store: Store, channels: list[Channel], ids: list[int], at: datetime, settings: dict) -> dict:
+    """Try each pending notification in ``ids``; record the outcome in its incident's timeline."""
+    by_name = {c.name: c for c in channels}
+    summary = {"sent": 0, "failed": 0}
+    for nid in ids:
+        with store.session() as s:
+            row = s.get(Notification, nid)
+            if row is None or row.status != "pending":
+                continue
+            msg, channel_name = _message(row), row.channel
+        channel = by_name.get(channel_name)
+        error = None
+        tries = 0
+        if channel is None:
+            error, tries = f"channel {channel_name!r} is no longer configured", 1
+        else:
+            for attempt in range(max(1, settings["attempts"])):
+                tries += 1
+                try:
+                    channel.send(msg)
+                    error = None
+                    break
+                except ChannelError as exc:
+                    error = str(exc)
+                    if attempt + 1 < settings["attempts"]:
+                        time.sleep(settings["backoff_seconds"] * 2 ** attempt)
+        with store.session() as s:
+            row = s.get(Notification, nid)
+            inc = s.get(Incident, row.incident_id, with_for_update=True)
+            row.attempts += tries
+            if error is None:
+                row.status, row.sent_at, row.next_attempt_at, row.last_error = "sent", at, None, None
+                timeline.append(s, inc, "notification_sent", at, channel=row.channel, notification=row.id,
+                                about=row.kind, subject=row.subject)
+                summary["sent"] += 1
+            else:
+                rounds = row.attempts // max(1, settings["attempts"])
+                row.last_error = error
+                if rounds >= settings["max_rounds"]:
+                    row.status, row.next_attempt_at = "failed", None
+                else:
+                    wait = min(settings["later_minutes"] * 2 ** (rounds - 1), 60)
+                    row.next_attempt_at = at + timedelta(minutes=wait)
+                timeline.append(s, inc, "notification_failed", at, channel=row.channel, notification=row.id,
+                                about=row.kind, error=error, attempts=row.attempts,
+                                will_retry=row.status == "pending",
+                                next_attempt_at=row.next_attempt_at)
+                summary["failed"] += 1
+    return summary
+
+
+def pending_ids(store: Store, due_at: datetime | None = None, incident_id: int | None = None) -> list[int]:
+    with store.session() as s:
+        q = select(Notification).where(Notification.status == "pending").order_by(Notification.id)
+        if incident_id is not None:
+            q = q.where(Notification.incident_id == incident_id)
+        rows = s.scalars(q).all()
+        return [r.id for r in rows if due_at is None or r.next_attempt_at is None or utc(r.next_attempt_at) <= due_at]

@@ -1,0 +1,108 @@
+"""The postmortem (S33): numbers and Markdown generated from the incident and its timeline.
+
+Definitions (docs/incidents.md):
+- time to detect      = detected_at - issue_started_at (first bad document, or as set)
+- time to acknowledge = acknowledged_at - opened_at
+- time to resolve     = resolved_at - opened_at
+- RTO achieved        = resolved_at - detected_at (opened_at when nothing detected it earlier):
+                        how long the data was known broken before service was restored
+- RPO achieved        = issue_started_at - recovery_point: the window of data written before the
+                        problem that the restore did not bring back (0 when restored to the moment
+                        the problem began; n/a when nothing was restored)
+Targets are the strictest RTO/RPO among the affected data classes.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from ..policy.models import Policy
+from .timeutil import fmt_delta, iso, utc
+
+
+def _diff(later, earlier) -> timedelta | None:
+    return utc(later) - utc(earlier) if later is not None and earlier is not None else None
+
+
+def numbers(policy: Policy, inc) -> dict:
+    classes = [policy.data_class(n) for n in inc.data_classes or [] if n in {d.name for d in policy.data_classes}]
+    rto_target = min((d.rto_delta for d in classes), default=None)
+    rpo_target = min((d.rpo_delta for d in classes), default=None)
+    rpo = _diff(inc.issue_started_at, inc.recovery_point)
+    if rpo is not None and rpo < timedelta():
+        rpo = timedelta()
+    rto = _diff(inc.resolved_at, inc.detected_at or inc.opened_at)
+    return {"time_to_detect": _diff(inc.detected_at, inc.issue_started_at),
+            "time_to_acknowledge": _diff(inc.acknowledged_at, inc.opened_at),
+            "time_to_resolve": _diff(inc.resolved_at, inc.opened_at),
+            "rto_achieved": rto, "rto_target": rto_target,
+            "rto_met": None if rto is None or rto_target is None else rto <= rto_target,
+            "rpo_achieved": rpo, "rpo_target": rpo_target,
+            "rpo_met": None if rpo is None or rpo_target is None else rpo <= rpo_target}
+
+
+def numbers_json(n: dict) -> dict:
+    return {k: (v.total_seconds() if isinstance(v, timedelta) else v) for k, v in n.items()}
+
+
+def _summary(ev) -> str:
+    d = ev.data or {}
+    keys = ("to", "from", "severity", "role", "person", "reason", "text", "item", "note", "template", "channel",
+            "error", "clock", "finding_ids", "title", "status", "result")
+    return "; ".join(f"{k}: {d[k]}" for k in keys if d.get(k) not in (None, "", [], {}))[:300]
+
+
+def render(policy: Policy, inc, events: list, findings: list, publications: list, checklist: list) -> str:
+    n = numbers(policy, inc)
+    scope = inc.scope or {}
+    classes = ", ".join(policy.data_class(c).title for c in inc.data_classes or []
+                        if c in {d.name for d in policy.data_classes}) or "none classified"
+    lines = [f"# Postmortem: incident {inc.id} - {inc.title}", "",
+             "## Summary", "",
+             f"- Severity: {inc.severity} ({policy.severity.levels.get(inc.severity, '')}); status: {inc.status}",
+             f"- Source: {inc.source}" + (f" ({inc.source_kind})" if inc.source_kind else ""),
+             f"- Opened {iso(inc.opened_at)}, acknowledged {iso(inc.acknowledged_at) or '-'}, "
+             f"resolved {iso(inc.resolved_at) or '-'}, closed {iso(inc.closed_at) or '-'}",
+             f"- Roles: " + (", ".join(f"{r}: {p}" for r, p in (inc.roles or {}).items()) or "none assigned"),
+             f"- Escalated to: {', '.join(inc.escalated_to or []) or 'nobody'}",
+             "", "## Impact", "",
+             f"- Data classes: {classes}",
+             f"- Collections: {', '.join(inc.collections or []) or '-'}",
+             f"- Documents affected: {scope.get('documents', 'unknown')}",
+             f"- Users affected: {scope.get('users', 'unknown')}",
+             f"- Extent: {scope.get('extent', 'unknown')}; trend: {scope.get('trend', 'unknown')}",
+             f"- Time range of affected documents: {' .. '.join(str(t) for t in scope.get('time_range') or []) or 'unknown'}",
+             f"- Linked findings: {', '.join(str(f.id) + ' ' + f.rule_id + '/' + f.variant for f in findings) or 'none'}",
+             f"- Backups: {', '.join(map(str, inc.backup_ids or [])) or '-'}; restores: "
+             f"{', '.join(map(str, inc.restore_ids or [])) or '-'}",
+             "", "## Response times", "",
+             "| measure | achieved | target |", "|---|---|---|",
+             f"| time to detect | {fmt_delta(n['time_to_detect'])} | |",
+             f"| time to acknowledge | {fmt_delta(n['time_to_acknowledge'])} | {policy.clocks.acknowledge} |",
+             f"| time to resolve | {fmt_delta(n['time_to_resolve'])} | {policy.clocks.resolve} |",
+             f"| RTO achieved (detected -> service restored) | {fmt_delta(n['rto_achieved'])} | "
+             f"{fmt_delta(n['rto_target'])}{_met(n['rto_met'])} |",
+             f"| RPO achieved (data window lost) | {fmt_delta(n['rpo_achieved'])} | "
+             f"{fmt_delta(n['rpo_target'])}{_met(n['rpo_met'])} |",
+             "", "## Root cause", "", inc.root_cause or "_not written yet_",
+             "", "## Contributing factors", ""] + [f"- {x}" for x in inc.contributing_factors or ["_none recorded_"]]
+    lines += ["", "## Lessons learned", ""] + [f"- {x}" for x in inc.lessons or ["_none recorded_"]]
+    lines += ["", "## Action items", ""] + [f"- [ ] {x}" for x in inc.action_items or []] + \
+             ([] if inc.action_items else ["_none recorded_"])
+    lines += ["", "## Recovery actions", ""]
+    actions = [e for e in events if e.kind in ("action", "checklist") and (e.data or {}).get("phase") in
+               ("recovery_planning", "recovery_execution", "service_restoration")]
+    lines += [f"- {iso(e.at)} {_summary(e)}" for e in actions] or ["_none recorded_"]
+    lines += ["", "## Communications", ""]
+    lines += [f"- {iso(p.published_at)} {p.title}" for p in publications] or ["_none published_"]
+    lines += ["", "## Final state", "",
+              f"- Read-only mode: {'on' if inc.read_only else 'off'}; paused features: "
+              f"{', '.join(inc.paused_features or []) or 'none'}",
+              f"- Checklist: {sum(p['done'] for p in checklist)}/{sum(p['total'] for p in checklist)} items done"]
+    lines += ["", "## Timeline", "", "| # | time (UTC) | event | by | details |", "|---|---|---|---|---|"]
+    lines += [f"| {e.seq} | {iso(e.at)} | {e.kind} | {e.actor} | {_summary(e).replace('|', '/')} |" for e in events]
+    return "\n".join(lines) + "\n"
+
+
+def _met(flag) -> str:
+    return "" if flag is None else (" (met)" if flag else " (missed)")
