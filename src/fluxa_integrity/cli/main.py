@@ -9,11 +9,15 @@ import typer
 from .. import __version__
 from ..errors import FluxaError
 from .common import EXIT_ERROR, console, emit_json
+from .backup_cmd import app as backup_app
 from .check_cmd import app as check_app
 from .devdb import app as devdb_app
 from .schema_cmd import app as schema_app
 from .fluxa_cmd import app as fluxa_app
+from .incident_cmd import app as incident_app
 from .policy_cmd import app as policy_app
+from .restore_cmd import app as restore_app
+from .rpo_cmd import rpo_app, rto_app
 
 cli = typer.Typer(
     name="fluxa-integrity",
@@ -26,6 +30,11 @@ cli.add_typer(devdb_app, name="devdb")
 cli.add_typer(fluxa_app, name="fluxa")
 cli.add_typer(policy_app, name="policy")
 cli.add_typer(check_app, name="check")
+cli.add_typer(backup_app, name="backup")
+cli.add_typer(restore_app, name="restore")
+cli.add_typer(rpo_app, name="rpo")
+cli.add_typer(rto_app, name="rto")
+cli.add_typer(incident_app, name="incident")
 cli.add_typer(schema_app, name="schema")
 
 

@@ -1,0 +1,71 @@
+"""Where backups live: ``--repo``, else ``backup_repo`` in config.yaml, else $FLUXA_HOME/backups.
+
+Layout (mongodump's, one directory per backup)::
+
+    <repo>/<backup-id>/manifest.json
+    <repo>/<backup-id>/<db>/<coll>.bson.zst          (.bson.gz with gzip, .bson with none)
+    <repo>/<backup-id>/<db>/<coll>.metadata.json     (.metadata.json.gz with gzip, as mongodump)
+    <repo>/.partial-<backup-id>/                     while running; renamed when complete
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..config import fluxa_home, load_config_file
+from ..errors import FluxaError
+
+
+def resolve_repo(repo: str | Path | None, create: bool = True) -> Path:
+    source = "--repo"
+    if repo is None:
+        repo, source = load_config_file().get("backup_repo"), "backup_repo in config.yaml"
+    if repo is None:
+        return _ensure(fluxa_home() / "backups", create)
+    path = Path(repo).expanduser()
+    if not path.is_dir():
+        if path.exists():
+            raise FluxaError(f"backup repository {path} ({source}) is not a directory", "point it at a directory")
+        if not create:
+            raise FluxaError(f"backup repository {path} ({source}) does not exist",
+                             "check the path; `backup run --repo DIR` creates it")
+    return _ensure(path, create)
+
+
+def _ensure(path: Path, create: bool) -> Path:
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FluxaError(f"cannot create the backup repository {path}: {exc}", "choose a writable directory") from exc
+    return path
+
+
+def new_backup_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def partial_dir(repo: Path, backup_id: str) -> Path:
+    return repo / f".partial-{backup_id}"
+
+
+def backup_dir(repo: Path, backup_id: str) -> Path:
+    return repo / backup_id
+
+
+def write_pid(directory: Path) -> None:
+    (directory / ".pid").write_text(str(os.getpid()))
+
+
+def writer_alive(directory: Path) -> bool:
+    """Is the process that writes this partial backup still running? (stale rows become failed)"""
+    import psutil
+
+    try:
+        return psutil.pid_exists(int((directory / ".pid").read_text()))
+    except (OSError, ValueError):
+        return False

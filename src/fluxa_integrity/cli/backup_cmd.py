@@ -1,0 +1,181 @@
+"""``fluxa-integrity backup``: snapshots, the catalog, verification, retention and pins."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..backup import catalog
+from ..backup.retention import apply_prune, plan_prune
+from ..backup.snapshot import BackupOptions, run_backup
+from ..errors import FluxaError
+from ..store import open_store
+from .check_cmd import PolicyOpt, _csv, policy_from
+from .common import EXIT_PROBLEMS, DbOpt, JsonOpt, UriOpt, console, emit_json, target_option_values
+from .progress_bars import BarSink, bars
+
+app = typer.Typer(help="Full snapshots in mongodump's layout, a catalog, verification by restore, retention.",
+                  no_args_is_help=True)
+UTC = timezone.utc
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@app.command()
+def run(collections: Optional[str] = typer.Option(None, "--collections", help="Comma-separated [default: all]."),
+        repo: Optional[Path] = typer.Option(None, "--repo", help="Backup repository directory [default: backup_repo "
+                                            "in config.yaml, then $FLUXA_HOME/backups]."),
+        compression: str = typer.Option("zstd", "--compression", help="zstd, gzip (mongorestore --gzip) or none."),
+        workers: int = typer.Option(3, "--workers", min=1, help="Collections dumped in parallel (threads)."),
+        oplog_probe: str = typer.Option("exact", "--oplog-probe", help="exact: newest oplog entry (a full oplog scan "
+                                        "on FerretDB); clock: server-clock bounds, free (docs/backup.md)."),
+        uri: Optional[str] = UriOpt, db: Optional[str] = DbOpt, json_out: bool = JsonOpt) -> None:
+    """Take a full backup. Exit 0 when complete, 2 when it failed (recorded as failed)."""
+    target = target_option_values(uri, db)
+    store = open_store()
+    opts = BackupOptions(collections=_csv(collections), repo=repo, compression=compression, workers=workers,
+                         oplog_probe=oplog_probe)
+    with bars(json_out) as progress:
+        result = run_backup(target.uri, target.db, store, opts, BarSink(progress))
+    m = result.manifest
+    if json_out:
+        emit_json({"id": result.id, "db": result.db, "status": "complete", "directory": str(result.directory),
+                   "seconds": round(result.seconds, 3), "totals": m["totals"], "oplog": m["oplog"],
+                   "collections": {n: {k: e.get(k) for k in ("count", "content_sha256")} for n, e in m["collections"].items()},
+                   "schema_backup": result.schema_backup, "warnings": result.warnings})
+        return
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    console.print(f"[green]backup {result.id} complete[/]: {m['totals']['documents']:,} documents, "
+                  f"{m['totals']['files']} files, {_size(m['totals']['bytes'])} in {result.seconds:.1f}s -> {result.directory}",
+                  highlight=False)
+    if result.schema_backup:
+        console.print(f"schema changed: schema backup {result.schema_backup}", highlight=False)
+    print(result.id)
+
+
+@app.command("list")
+def list_(db: Optional[str] = typer.Option(None, "--db", help="Only backups of this database."),
+          kind: Optional[str] = typer.Option(None, "--kind", help="full, incremental or schema."),
+          json_out: bool = JsonOpt) -> None:
+    """Backups in the catalog, newest first."""
+    store = open_store()
+    catalog.mark_stale_failed(store)
+    rows = catalog.list_backups(store, db, kind)
+    if json_out:
+        emit_json([catalog.as_dict(r) for r in rows])
+        return
+    table = Table(title="backups")
+    for col in ("id", "kind", "db", "status", "collections", "size", "started", "pinned"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.id, r.kind, r.db, r.status, str(len(r.collections or [])), _size(r.size or 0),
+                      f"{r.started_at:%Y-%m-%d %H:%M:%S}", r.pinned_by or "")
+    console.print(table)
+
+
+@app.command()
+def show(backup_id: str = typer.Argument(..., help="Backup id (or a unique prefix)."), json_out: bool = JsonOpt) -> None:
+    """One backup with its manifest and verifications."""
+    from ..backup.manifest import read_manifest
+    from ..backup.repository import backup_dir
+
+    store = open_store()
+    row = catalog.get_backup(store, backup_id)
+    d = catalog.as_dict(row)
+    path = backup_dir(Path(row.repo), row.id)
+    d["manifest"] = read_manifest(path, row.manifest_sha256) if row.status in ("complete", "verified") else None
+    d["verifications"] = [{"id": v.id, "verified_at": v.verified_at, "verdict": v.verdict,
+                           "restore_seconds": v.restore_seconds} for v in catalog.verifications(store, row.id)]
+    if json_out:
+        emit_json(d)
+        return
+    console.print(f"[bold]backup {row.id}[/] {row.kind} of {row.db}: {row.status}" + (f" ({row.error})" if row.error else ""),
+                  highlight=False)
+    console.print(f"{path}  {_size(row.size or 0)}, {row.file_count} files, pinned: {row.pinned_by or 'no'}", highlight=False)
+    if d["manifest"] and d["manifest"].get("kind") == "full":
+        table = Table(title="collections")
+        for col in ("collection", "documents", "content sha256"):
+            table.add_column(col)
+        for n, e in d["manifest"]["collections"].items():
+            table.add_row(n, str(e.get("count", "-")), (e.get("content_sha256") or "")[:16])
+        console.print(table)
+    for v in d["verifications"]:
+        console.print(f"verification {v['id']} {v['verified_at']:%Y-%m-%d %H:%M}: {v['verdict']} {v['restore_seconds']}",
+                      highlight=False)
+
+
+@app.command()
+def verify(backup_id: str = typer.Argument(...), policy: Optional[Path] = PolicyOpt,
+           uri: Optional[str] = UriOpt, json_out: bool = JsonOpt) -> None:
+    """Restore into a scratch database, compare with the manifest, run the checks, drop it.
+    Exit 0 when the backup reproduces its source, 1 when it does not."""
+    from ..restore.verification import verify_backup
+
+    pol = policy_from(policy)
+    target = target_option_values(uri, None)
+    store = open_store()
+    with bars(json_out) as progress:
+        report = verify_backup(target.uri, store, backup_id, pol, BarSink(progress))
+    if json_out:
+        emit_json(report)
+    else:
+        colour = "green" if report["verdict"] == "pass" else "red"
+        console.print(f"[{colour}]backup {report['backup_id']}: {report['verdict']}[/]", highlight=False)
+        for p in report["problems"]:
+            console.print(f"  [red]problem:[/] {p}", highlight=False)
+        for name, secs in report["restore_seconds"].items():
+            console.print(f"  restore {name}: {secs:.2f}s", highlight=False)
+        if report.get("integrity_findings"):
+            console.print(f"  integrity checks on the restored copy: {len(report['integrity_findings'])} findings "
+                          "(reported, not part of the verdict)", highlight=False)
+    raise typer.Exit(0 if report["verdict"] == "pass" else EXIT_PROBLEMS)
+
+
+@app.command()
+def prune(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be deleted; delete nothing."),
+          policy: Optional[Path] = PolicyOpt, db: Optional[str] = typer.Option(None, "--db"),
+          now: Optional[datetime] = typer.Option(None, "--now", help="Evaluate retention as of this time (UTC)."),
+          json_out: bool = JsonOpt) -> None:
+    """Delete backups past the policy's retention (pinned ones are kept)."""
+    store = open_store()
+    now = now.replace(tzinfo=UTC) if now and now.tzinfo is None else now
+    items = plan_prune(store, policy_from(policy), now, db)
+    deleted = [] if dry_run else apply_prune(store, items)
+    if json_out:
+        emit_json({"dry_run": dry_run, "deleted": deleted, "backups": [i.__dict__ for i in items]})
+        return
+    table = Table(title="prune (dry run)" if dry_run else "prune")
+    for col in ("id", "kind", "status", "age (days)", "action", "why"):
+        table.add_column(col)
+    for i in items:
+        table.add_row(i.id, i.kind, i.status, f"{i.age_days:.1f}",
+                      ("would delete" if dry_run else "deleted") if i.action == "delete" else "keep", i.reason)
+    console.print(table)
+
+
+@app.command()
+def pin(backup_id: str = typer.Argument(...), reason: str = typer.Option(..., "--reason",
+        help="Incident id or note: why it must be kept."), json_out: bool = JsonOpt) -> None:
+    """Exempt a backup from pruning (evidence of an incident) until unpinned."""
+    if not reason.strip():
+        raise FluxaError("--reason must not be empty", "say why it is kept, e.g. --reason INC-12")
+    row = catalog.set_pin(open_store(), backup_id, reason.strip())
+    emit_json(catalog.as_dict(row)) if json_out else console.print(f"backup {row.id} pinned: {row.pinned_by}", highlight=False)
+
+
+@app.command()
+def unpin(backup_id: str = typer.Argument(...), json_out: bool = JsonOpt) -> None:
+    """Release a pin: the backup is subject to retention again."""
+    row = catalog.set_pin(open_store(), backup_id, None)
+    emit_json(catalog.as_dict(row)) if json_out else console.print(f"backup {row.id} unpinned", highlight=False)

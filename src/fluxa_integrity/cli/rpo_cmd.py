@@ -1,0 +1,76 @@
+"""``fluxa-integrity rpo status`` and ``rto status``: objectives per data class vs the catalog."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..backup.objectives import rpo_status, rto_status
+from ..policy.durations import format_duration
+from ..store import open_store
+from .check_cmd import PolicyOpt, policy_from
+from .common import EXIT_PROBLEMS, DbOpt, JsonOpt, console, emit_json
+
+rpo_app = typer.Typer(help="Recovery point objectives: age of the newest recoverable point per data class.",
+                      no_args_is_help=True)
+rto_app = typer.Typer(help="Recovery time objectives: restore time measured by verification drills.",
+                      no_args_is_help=True)
+UTC = timezone.utc
+
+
+def _db(db: Optional[str]) -> str:
+    import os
+
+    from ..config import DEFAULT_DB, load_config_file
+
+    return db or os.environ.get("FLUXA_DB") or load_config_file().get("db") or DEFAULT_DB
+
+
+def _age(secs) -> str:
+    from datetime import timedelta
+
+    return "-" if secs is None else format_duration(timedelta(seconds=int(secs)))
+
+
+@rpo_app.command("status")
+def rpo(policy: Optional[Path] = PolicyOpt, db: Optional[str] = DbOpt,
+        now: Optional[datetime] = typer.Option(None, "--now", help="Evaluate as of this time (UTC)."),
+        json_out: bool = JsonOpt) -> None:
+    """Exit 1 if any data class's newest recoverable point is older than its RPO."""
+    now = now.replace(tzinfo=UTC) if now and now.tzinfo is None else now
+    rows = rpo_status(open_store(), policy_from(policy), _db(db), now)
+    breached = any(r["status"] == "breached" for r in rows)
+    if json_out:
+        emit_json({"db": _db(db), "breached": breached, "data_classes": rows})
+    else:
+        table = Table(title=f"RPO, {_db(db)}")
+        for col in ("data class", "rpo", "newest backup", "age", "status"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["data_class"], r["rpo"], r["backup_id"] or "none", _age(r["age_seconds"]),
+                          f"[{'red' if r['status'] == 'breached' else 'green'}]{r['status']}[/]")
+        console.print(table)
+    raise typer.Exit(EXIT_PROBLEMS if breached else 0)
+
+
+@rto_app.command("status")
+def rto(policy: Optional[Path] = PolicyOpt, db: Optional[str] = typer.Option(None, "--db"),
+        json_out: bool = JsonOpt) -> None:
+    """Exit 1 if a measured restore time exceeds its RTO (unmeasured classes are listed, not failed)."""
+    rows = rto_status(open_store(), policy_from(policy), db)
+    breached = any(r["status"] == "breached" for r in rows)
+    if json_out:
+        emit_json({"breached": breached, "data_classes": rows})
+    else:
+        table = Table(title="RTO (measured by `backup verify`)")
+        for col in ("data class", "rto", "measured", "backup", "status"):
+            table.add_column(col)
+        for r in rows:
+            m = r["measured_seconds"]
+            table.add_row(r["data_class"], r["rto"], "-" if m is None else f"{m:.2f}s", r["backup_id"] or "-", r["status"])
+        console.print(table)
+    raise typer.Exit(EXIT_PROBLEMS if breached else 0)

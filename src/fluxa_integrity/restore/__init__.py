@@ -1,0 +1,4 @@
+"""Restore: from a snapshot into a separate target database, diff it against the live database,
+promote chosen collections or documents back (with an undo store), and verification drills.
+Restores read the backup files, not a server, so filters are evaluated here in Python.
+"""
