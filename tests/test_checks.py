@@ -192,3 +192,21 @@ def default_policy_path():
     from importlib import resources
 
     return resources.files("fluxa_integrity.policy") / "default_policy.yaml"
+
+
+def test_consistency_rules_timestamp_order_and_copied_field(mongo_uri, db, policy):
+    """Two S3 rules no fault kind exercises: a message older than its conversation, and a
+    message whose copied userId differs from its conversation's."""
+    generate(db, GenerateOptions(users=40, seed=12))
+    early, other = list(db.messages.find({}, {"conversationId": 1, "userId": 1}).limit(2))
+    conv = db.conversations.find_one({"_id": early["conversationId"]})
+    db.messages.update_one({"_id": early["_id"]}, {"$set": {"timestamp": conv["createdAt"] - timedelta(days=3)}})
+    stranger = db.users.find_one({"_id": {"$ne": other["userId"]}})["_id"]
+    db.messages.update_one({"_id": other["_id"]}, {"$set": {"userId": stranger}})
+    found = {(f.rule_id, f.variant): f for f in _run(mongo_uri, db, policy).findings}
+    order = found.pop(("messages.timestamp.order", "before_parent"))
+    copied = found.pop(("messages.userId.copied", "mismatch"))
+    assert found == {}
+    assert order.ids == [early["_id"]] and order.samples[0]["parent"] == conv["_id"]
+    assert order.samples[0]["parent_value"] == conv["createdAt"]
+    assert copied.ids == [other["_id"]] and copied.samples[0]["value"] == stranger

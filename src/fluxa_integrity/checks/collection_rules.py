@@ -11,6 +11,7 @@ from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
 from ..policy.rules import CorruptionRule, CountDropRule, CounterRule, DeletionsRule, SyncRule
+from .facts import NONE, Facts
 from .findings import Findings
 from .keyset import KeySet
 from .values import MISSING, doc_time, get_path, key_hash
@@ -18,13 +19,18 @@ from .values import MISSING, doc_time, get_path, key_hash
 import numpy as np
 
 
-def counter_findings(rule: CounterRule, collection: str, facts: dict, counts: Counter, out: Findings) -> None:
-    """facts: {hash(_id): (_id, counter value)} of the parent; counts: {hash(parent id): children}."""
-    for h, (_id, value) in facts.items():
-        if value is MISSING or value is None:
-            continue
-        actual = counts.get(h, 0)
-        if value != actual:
+def counter_findings(rule: CounterRule, collection: str, facts: Facts | None, counts: Counter, out: Findings) -> None:
+    """facts: the parent collection's columns; counts: {hash(parent id): number of children}."""
+    if facts is None:
+        return
+    values, present = facts.number(rule.field), facts.value_hash(rule.field)
+    for row, h in enumerate(facts.hashes):
+        if present[row] == NONE:
+            continue  # a missing counter is the migration rule's finding
+        value, actual = values[row], counts.get(int(h), 0)
+        _id = facts.ids[row]
+        if value == NONE or value != actual:  # NONE: the counter is not an integer at all
+            value = int(value) if value != NONE else "not an integer"
             out.get(rule, "mismatch",
                     f"{collection}.{rule.field} differs from the number of {rule.child_collection} "
                     f"pointing at it ({rule.child_collection}.{rule.child_field})").add(

@@ -180,8 +180,7 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
             if isinstance(r, ReferenceRule) and r.to != coll:
                 needs[("keys", r.to, r.to_field)] = imports.get(("keys", r.to, r.to_field))
             elif isinstance(r, (TimestampOrderRule, CopiedFieldRule)):
-                needs[("facts", r.parent_collection, r.parent_field)] = imports.get(
-                    ("facts", r.parent_collection, r.parent_field), {})
+                needs[("facts", r.parent_collection)] = imports.get(("facts", r.parent_collection))
             elif isinstance(r, SyncRule) and ("keys", "secondary:" + r.id, "_id") in imports:
                 needs[("keys", "secondary:" + r.id, "_id")] = imports[("keys", "secondary:" + r.id, "_id")]
         changed_since = None
@@ -202,8 +201,8 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
             results[res.collection] = res
             for f, ks in res.keys.items():
                 imports[("keys", res.collection, f)] = ks
-            for f, facts in res.facts.items():
-                imports[("facts", res.collection, f)] = facts
+            if res.facts is not None:
+                imports[("facts", res.collection)] = res.facts
             progress.done(res.collection)
         for c in level:  # a referenced collection that does not exist has no keys at all
             for f in keys_needed.get(c, ()):
@@ -224,7 +223,7 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
         counts_now[coll] = full_count
         for r in rules:
             if isinstance(r, CounterRule):
-                counter_findings(r, coll, res.facts.get(r.field, {}),
+                counter_findings(r, coll, res.facts,
                                  results[r.child_collection].child_counts.get(r.child_field, Counter())
                                  if r.child_collection in results else Counter(), extra)
             elif isinstance(r, CountDropRule):

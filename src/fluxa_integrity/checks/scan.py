@@ -22,6 +22,7 @@ from ..mongo.connection import connect
 from ..policy.rules import (CopiedFieldRule, DeletionsRule, ReferenceRule, SyncRule, TimestampOrderRule,
                             UniqueRule)
 from .document_rules import compile_document_rule
+from .facts import NONE, Facts, from_ms, to_ms
 from .findings import DEFAULT_SAMPLES, Findings, FindingResult
 from .keyset import KeySet
 from .values import MISSING, doc_time, get_path, key_hash, normalise_key
@@ -60,7 +61,7 @@ class PassResult:
     seconds: float
     findings: list[FindingResult]
     keys: dict[str, KeySet]
-    facts: dict[str, dict]
+    facts: Facts | None
     child_counts: dict[str, Counter]
     watermark: datetime | None = None
 
@@ -145,7 +146,7 @@ class _Scanner:
         self.soft_deletes = [r for r in spec.rules if isinstance(r, DeletionsRule) and r.soft_delete_field]
         self.syncs = [r for r in spec.rules if isinstance(r, SyncRule)]
         self.keys = {f: KeySet() for f in spec.export_keys}
-        self.facts: dict[str, dict] = {f: {} for f in spec.export_facts}
+        self.facts = Facts(spec.export_facts) if spec.export_facts else None
         self.child_counts: dict[str, Counter] = {f: Counter() for f in spec.count_children}
         self.pending: list[_Pending] = []
         self.watermark: datetime | None = None
@@ -173,11 +174,9 @@ class _Scanner:
                 self.watermark = max(dates)
         for key_field, ks in self.keys.items():
             ks.add_many(key_hash(v) for d in docs if (v := get_path(d, key_field)) is not MISSING)
-        for f, facts in self.facts.items():
+        if self.facts is not None:
             for d in docs:
-                v = get_path(d, f)
-                if v is not MISSING:
-                    facts[key_hash(d["_id"])] = (d["_id"], v)
+                self.facts.add(d)
         for f, counter in self.child_counts.items():
             counter.update(key_hash(v) for d in docs if (v := get_path(d, f)) is not MISSING and v is not None)
         if self.spec.changed_since:
@@ -263,26 +262,34 @@ class _Scanner:
             acc.add(d.get("_id"), value, self._user(d), doc_time(d), {"group": str(key)})
 
     def _parent_rule(self, rule, docs: list[dict]) -> None:
-        facts = self.spec.imports.get(("facts", rule.parent_collection, rule.parent_field), {})
+        facts: Facts | None = self.spec.imports.get(("facts", rule.parent_collection))
+        if facts is None:
+            return
         coll = self.spec.collection
+        children, hashes = [], []
         for d in docs:
             ref = get_path(d, rule.parent_ref)
-            if ref is MISSING or ref is None:
-                continue
-            parent = facts.get(key_hash(ref))
-            if parent is None:
+            if ref is not MISSING and ref is not None:
+                children.append(d)
+                hashes.append(key_hash(ref))
+        if not children:
+            return
+        rows = facts.rows(np.fromiter(hashes, dtype=np.int64, count=len(hashes)))
+        is_order = isinstance(rule, TimestampOrderRule)
+        column = facts.ms(rule.parent_field) if is_order else facts.value_hash(rule.parent_field)
+        for d, row in zip(children, rows):
+            if row < 0 or column[row] == NONE:
                 continue  # a missing parent is the reference rule's finding
-            pv = parent[1]
             v = get_path(d, rule.field)
-            if isinstance(rule, TimestampOrderRule):
-                if isinstance(v, datetime) and isinstance(pv, datetime) and v < pv:
+            if is_order:
+                if isinstance(v, datetime) and to_ms(v) < column[row]:
                     self._add(rule, "before_parent",
                               f"{coll}.{rule.field} is before {rule.parent_collection}.{rule.parent_field}", d, v,
-                              {"parent": pv})
-            elif v is not MISSING and v != pv:
+                              {"parent": facts.ids[row], "parent_value": from_ms(column[row])})
+            elif v is not MISSING and (v is None or key_hash(v) != column[row]):
                 self._add(rule, "mismatch",
                           f"{coll}.{rule.field} differs from {rule.parent_collection}.{rule.parent_field}", d, v,
-                          {"parent": pv})
+                          {"parent": facts.ids[row]})
 
     def _sync(self, rule: SyncRule, docs: list[dict]) -> None:
         coll = self.spec.collection
@@ -308,5 +315,7 @@ class _Scanner:
                                   f"{self.spec.collection}.{p.rule.field} -> {p.rule.to}.{p.rule.to_field}: no such document"
                                   ).add(p._id, p.value, p.user, p.when)
         keys = {f: ks.freeze() for f, ks in self.keys.items() if f in self.spec.export_keys}
+        if self.facts is not None:
+            self.facts.freeze()
         return PassResult(self.spec.collection, self.docs, seconds, self.findings.results(), keys,
                           self.facts, self.child_counts, self.watermark)

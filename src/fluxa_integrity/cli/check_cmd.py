@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -15,29 +14,14 @@ from rich.table import Table
 from ..checks.history import (baselines, get_finding, list_findings, list_runs, record_failed_run, record_run,
                               watermarks)
 from ..checks.runner import ProgressSink, RunOptions, run_checks
-from ..config import load_config_file
 from ..errors import FluxaError
 from ..mongo.connection import first_line
-from ..policy import load_policy
 from ..store import open_store
-from .common import EXIT_PROBLEMS, DbOpt, JsonOpt, UriOpt, console, emit_json, target_option_values
+from .common import (EXIT_PROBLEMS, DbOpt, JsonOpt, PolicyOpt, UriOpt, _csv, console, emit_json, policy_from,
+                     target_option_values)
 
 app = typer.Typer(help="Integrity checks from the policy: one streaming pass per collection, findings with "
                   "evidence, history in the state store.", no_args_is_help=True)
-
-PolicyOpt = typer.Option(None, "--policy", help="Policy file [default: $FLUXA_POLICY, `policy:` in config.yaml, "
-                         "then the built-in Fluxa policy]")
-UTC = timezone.utc
-
-
-def policy_from(path: Optional[Path]):
-    path = path or os.environ.get("FLUXA_POLICY") or load_config_file().get("policy")
-    return load_policy(Path(path) if path else None)
-
-
-def _csv(value: Optional[str]) -> Optional[list[str]]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
 
 class _Bars(ProgressSink):
     def __init__(self, progress: Progress):

@@ -7,7 +7,9 @@ document (errors included, as ``{"error": ..., "hint": ...}``); everything else 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -37,3 +39,20 @@ def target_option_values(uri: Optional[str], db: Optional[str]):
     from ..config import resolve_target
 
     return resolve_target(uri, db)
+
+
+PolicyOpt = typer.Option(None, "--policy", help="Policy file [default: $FLUXA_POLICY, `policy:` in config.yaml, "
+                         "then the built-in Fluxa policy]")
+
+
+def policy_from(path: Optional[Path]):
+    """The policy a command works with: --policy, $FLUXA_POLICY, config.yaml, else the default."""
+    from ..config import load_config_file
+    from ..policy import load_policy
+
+    path = path or os.environ.get("FLUXA_POLICY") or load_config_file().get("policy")
+    return load_policy(Path(path) if path else None)
+
+
+def _csv(value: Optional[str]) -> Optional[list[str]]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
