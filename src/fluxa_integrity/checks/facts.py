@@ -8,6 +8,7 @@ vectorised: a batch of child references becomes row indexes with one ``searchsor
 
 from __future__ import annotations
 
+from array import array
 from datetime import datetime, timezone
 
 import numpy as np
@@ -35,8 +36,9 @@ class Facts:
     def __init__(self, fields: list[str]):
         self.fields = list(fields)
         self.ids: list = []
-        self._h: list[int] = []
-        self._cols: dict[str, tuple[list, list, list]] = {f: ([], [], []) for f in self.fields}
+        # array('q'), not lists: no Python int object per value stays alive while the pass runs
+        self._h = array("q")
+        self._cols = {f: (array("q"), array("q"), array("q")) for f in self.fields}
         self.frozen = False
 
     def add(self, doc: dict) -> None:
@@ -56,12 +58,12 @@ class Facts:
     def freeze(self) -> "Facts":
         if self.frozen:
             return self
-        h = np.array(self._h, dtype=np.int64)
+        h = np.frombuffer(self._h, dtype=np.int64)
         order = np.argsort(h, kind="stable")
         self.hashes = h[order]
         self.ids = [self.ids[i] for i in order]
-        self.cols = {f: tuple(np.array(c, dtype=np.int64)[order] for c in cols) for f, cols in self._cols.items()}
-        self._h, self._cols, self.frozen = [], {}, True
+        self.cols = {f: tuple(np.frombuffer(c, dtype=np.int64)[order] for c in cols) for f, cols in self._cols.items()}
+        self._h, self._cols, self.frozen = array("q"), {}, True
         return self
 
     def rows(self, hashes: np.ndarray) -> np.ndarray:

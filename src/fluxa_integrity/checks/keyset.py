@@ -1,7 +1,7 @@
 """Compact sets of keys: 8 bytes per key in sorted numpy arrays, checked a batch at a time.
 
 A million ObjectIds as Python objects take ~100 MB; as 63-bit hashes here, 8 MB. Keys are added
-in chunks and merged log-structured, so membership of a batch is a few vectorised
+in chunks and merged size-tiered (log-structured), so membership of a batch is a few vectorised
 ``searchsorted`` calls. Beyond memory (10^9 keys = 8 GB) the scan would need an external sort;
 docs/checks.md says so.
 """
@@ -10,43 +10,62 @@ from __future__ import annotations
 
 import numpy as np
 
-MERGE_AT = 8  # chunks kept apart before they are merged into one sorted array
+BUFFER = 65536  # keys gathered before they are sorted into a chunk
+
+
+def _sorted_unique(arrays: list[np.ndarray]) -> np.ndarray:
+    """Sort and deduplicate in place. np.unique's hash-based path (numpy 2) builds a table
+    several times the input's size: at a million keys that was the scan's peak memory."""
+    a = np.concatenate(arrays) if len(arrays) > 1 else arrays[0].copy()
+    a.sort()
+    if len(a) > 1:
+        keep = np.empty(len(a), dtype=bool)
+        keep[0] = True
+        np.not_equal(a[1:], a[:-1], out=keep[1:])
+        a = a[keep]
+    return a
 
 
 class KeySet:
     def __init__(self) -> None:
-        self._chunks: list[np.ndarray] = []
-        self._buffer: list[int] = []
-
-    def add(self, h: int) -> None:
-        self._buffer.append(h)
-        if len(self._buffer) >= 65536:
-            self._flush()
+        self._chunks: list[np.ndarray] = []  # sorted, unique
+        self._pending: list[np.ndarray] = []  # unsorted arrays of recent batches
+        self._pending_n = 0
 
     def add_many(self, hashes) -> None:
-        self._buffer.extend(hashes)
-        if len(self._buffer) >= 65536:
-            self._flush()
+        # straight into numpy: long-lived Python ints would pin the allocator's arenas and
+        # make RSS grow with the collection even though the set itself is small
+        arr = hashes if isinstance(hashes, np.ndarray) else np.fromiter(hashes, dtype=np.int64)
+        if len(arr):
+            self._pending.append(arr)
+            self._pending_n += len(arr)
+            if self._pending_n >= BUFFER:
+                self._flush()
+
+    def add(self, h: int) -> None:
+        self.add_many(np.array([h], dtype=np.int64))
 
     def _flush(self) -> None:
-        if self._buffer:
-            self._chunks.append(np.unique(np.fromiter(self._buffer, dtype=np.int64, count=len(self._buffer))))
-            self._buffer = []
-        if len(self._chunks) > MERGE_AT:
-            self._chunks = [np.unique(np.concatenate(self._chunks))]
+        if self._pending:
+            self._chunks.append(_sorted_unique(self._pending))
+            self._pending, self._pending_n = [], 0
+        # size-tiered merging: a chunk merges with the previous one once it is as large, so
+        # there are O(log n) chunks and each key is re-sorted O(log n) times; merging
+        # everything each time re-allocated ever larger arrays, which glibc keeps in the heap
+        while len(self._chunks) > 1 and len(self._chunks[-1]) * 2 >= len(self._chunks[-2]):
+            last = self._chunks.pop()
+            self._chunks[-1] = _sorted_unique([self._chunks[-1], last])
 
     def freeze(self) -> "KeySet":
         self._flush()
         if len(self._chunks) > 1:
-            self._chunks = [np.unique(np.concatenate(self._chunks))]
+            self._chunks = [_sorted_unique(self._chunks)]
         return self
 
     def contains(self, hashes: np.ndarray) -> np.ndarray:
         """Boolean membership for an int64 array of hashes."""
         self._flush()
         found = np.zeros(len(hashes), dtype=bool)
-        if self._buffer:
-            found |= np.isin(hashes, np.array(self._buffer, dtype=np.int64))
         for chunk in self._chunks:
             if len(chunk) == 0:
                 continue
@@ -61,4 +80,4 @@ class KeySet:
 
     @property
     def nbytes(self) -> int:
-        return int(sum(c.nbytes for c in self._chunks)) + 8 * len(self._buffer)
+        return int(sum(c.nbytes for c in self._chunks)) + 8 * self._pending_n

@@ -15,8 +15,7 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import datetime, timezone
 
 from ..errors import FluxaError
 from ..mongo.connection import connect, fast_count

@@ -22,6 +22,8 @@ from .common import (EXIT_PROBLEMS, DbOpt, JsonOpt, PolicyOpt, UriOpt, _csv, con
 
 app = typer.Typer(help="Integrity checks from the policy: one streaming pass per collection, findings with "
                   "evidence, history in the state store.", no_args_is_help=True)
+UTC = timezone.utc
+
 
 class _Bars(ProgressSink):
     def __init__(self, progress: Progress):
