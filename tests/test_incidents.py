@@ -17,6 +17,7 @@ from fluxa_integrity.errors import FluxaError
 from fluxa_integrity.fluxa.faults import inject
 from fluxa_integrity.fluxa.generator import GenerateOptions, generate
 from fluxa_integrity.fluxa.manifest import Manifest
+from fluxa_integrity.backup.catalog import get_backup
 from fluxa_integrity.incidents.api import Incidents
 from fluxa_integrity.incidents.timeutil import now, utc
 from fluxa_integrity.policy import default_policy
@@ -111,9 +112,12 @@ def test_incident_from_finding_through_five_phases_to_closed(mongo_uri, db, poli
     r = api.complete_item(iid, "read_only_mode", run=True, note="writes to users stopped", at=acked + 2 * M)
     assert r["read_only"] is True and r["action_result"]["status"] == "done"
     assert api.read_only_collections()["collections"] == ["users"]
-    r = api.complete_item(iid, "preserve_evidence", run=True, at=acked + 3 * M)
-    assert r["action_result"]["message"] == "backup pinning hook not installed"
-    api.complete_item(iid, "preserve_evidence", note="exported the duplicates by hand", at=acked + 4 * M)
+    # preserving evidence is an action: a snapshot of the affected collections, pinned
+    r = api.complete_item(iid, "preserve_evidence", run=True, params={"uri": mongo_uri}, at=acked + 3 * M)
+    assert r["action_result"]["status"] == "done" and r["action_result"]["collections"] == ["users"]
+    evidence = get_backup(api.store, r["action_result"]["evidence_snapshot"])
+    assert evidence.pinned_by == f"incident {iid}: evidence" and evidence.status == "complete"
+    assert evidence.collections == ["users"]
     initial = api.publish(iid, "initial", at=acked + 5 * M)
     api.complete_item(iid, "initial_status_page_update", note=f"publication {initial['publication']}",
                       at=acked + 5 * M)

@@ -10,3 +10,4 @@ events), notifications (the outbox), postmortem (numbers and Markdown).
 
 from .actions import ActionContext, register_action  # noqa: F401
 from .api import Incidents  # noqa: F401
+from . import evidence  # noqa: F401,E402 - installs the backup-backed containment actions
