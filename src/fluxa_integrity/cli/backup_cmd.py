@@ -39,10 +39,26 @@ def run(collections: Optional[str] = typer.Option(None, "--collections", help="C
         workers: int = typer.Option(3, "--workers", min=1, help="Collections dumped in parallel (threads)."),
         oplog_probe: str = typer.Option("exact", "--oplog-probe", help="exact: newest oplog entry (a full oplog scan "
                                         "on FerretDB); clock: server-clock bounds, free (docs/backup.md)."),
+        incremental: bool = typer.Option(False, "--incremental", help="An incremental backup: the oplog since the "
+                                         "previous backup (archives the oplog first)."),
         uri: Optional[str] = UriOpt, db: Optional[str] = DbOpt, json_out: bool = JsonOpt) -> None:
-    """Take a full backup. Exit 0 when complete, 2 when it failed (recorded as failed)."""
+    """Take a full (or --incremental) backup. Exit 0 when complete, 2 when it failed (recorded as failed)."""
     target = target_option_values(uri, db)
     store = open_store()
+    if incremental:
+        from ..backup.incremental import run_incremental
+
+        res = run_incremental(target.uri, target.db, store, repo)
+        m = res.manifest
+        if json_out:
+            emit_json({"id": res.id, "db": res.db, "kind": "incremental", "status": "complete",
+                       "directory": str(res.directory), "based_on": m["based_on"], "oplog": m["oplog"],
+                       "entries": m["entries"], "sources": m["sources"], "seconds": round(res.seconds, 3)})
+            return
+        console.print(f"[green]incremental backup {res.id} complete[/]: {m['entries']:,} oplog entries of {res.db} "
+                      f"after backup {m['based_on']}", highlight=False)
+        print(res.id)
+        return
     opts = BackupOptions(collections=_csv(collections), repo=repo, compression=compression, workers=workers,
                          oplog_probe=oplog_probe)
     with bars(json_out) as progress:
@@ -179,3 +195,64 @@ def unpin(backup_id: str = typer.Argument(...), json_out: bool = JsonOpt) -> Non
     """Release a pin: the backup is subject to retention again."""
     row = catalog.set_pin(open_store(), backup_id, None)
     emit_json(catalog.as_dict(row)) if json_out else console.print(f"backup {row.id} unpinned", highlight=False)
+
+
+@app.command("archive-oplog")
+def archive_oplog_cmd(once: bool = typer.Option(False, "--once", help="Archive what the oplog holds now and exit "
+                                                "(cron, tests); without it: follow it until SIGTERM/SIGINT."),
+                      slice_seconds: float = typer.Option(60.0, "--slice-seconds", min=0.1,
+                                                          help="Close a slice after this many seconds."),
+                      max_slice_mb: float = typer.Option(64.0, "--max-slice-mb", min=0.01,
+                                                         help="Close a slice at this much raw BSON."),
+                      repo: Optional[Path] = typer.Option(None, "--repo", help="Backup repository directory."),
+                      uri: Optional[str] = UriOpt, json_out: bool = JsonOpt) -> None:
+    """Follow local.oplog.rs and write compressed, checksummed slices. Exit 1 if a gap was found."""
+    import signal
+    import threading
+
+    from ..backup.archiver import ArchiveOptions, archive_oplog
+
+    target = target_option_values(uri, None)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # close the current slice cleanly, then exit
+        signal.signal(sig, lambda *_: stop.set())
+    opts = ArchiveOptions(once=once, slice_seconds=slice_seconds, max_slice_bytes=int(max_slice_mb * (1 << 20)),
+                          await_ms=200 if once else 1000)
+    log = (lambda msg: None) if json_out else (lambda msg: console.print(
+        f"[bold red]{msg}[/]" if msg.startswith("GAP") else msg, highlight=False))
+    rep = archive_oplog(target.uri, open_store(), repo, opts, stop, log)
+    if json_out:
+        emit_json({"repo": str(rep.repo), "entries": rep.entries, "slices": rep.slices, "gaps": rep.gaps,
+                   "last": None if rep.last is None else f"{rep.last.time}:{rep.last.inc}",
+                   "seconds": round(rep.seconds, 3)})
+    else:
+        console.print(f"archived {rep.entries:,} entries in {len(rep.slices)} slices -> {rep.repo}/oplog", highlight=False)
+        for g in rep.gaps:
+            console.print(f"[bold red]GAP: point-in-time window broken after {g['after']}: {g['reason']}[/]",
+                          highlight=False)
+    raise typer.Exit(EXIT_PROBLEMS if rep.gaps else 0)
+
+
+@app.command("oplog-status")
+def oplog_status(repo: Optional[Path] = typer.Option(None, "--repo", help="Only this repository [default: all]."),
+                 json_out: bool = JsonOpt) -> None:
+    """Windows of continuous oplog coverage and the gaps between them. Exit 1 if there is a gap."""
+    from ..backup.archive_catalog import coverage
+    from ..backup.repository import resolve_repo
+
+    windows, gaps = coverage(open_store(), resolve_repo(repo, create=False) if repo else None)
+    if json_out:
+        emit_json({"windows": [w.as_dict() for w in windows], "gaps": gaps, "broken": bool(gaps)})
+    else:
+        table = Table(title="oplog archive: continuous windows")
+        for col in ("from", "to", "from (wall)", "to (wall)", "slices", "entries"):
+            table.add_column(col)
+        for w in windows:
+            d = w.as_dict()
+            table.add_row(d["from"], d["to"], str(d["from_wall"] or "-"), str(d["to_wall"] or "-"),
+                          str(d["slices"]), str(d["entries"]))
+        console.print(table)
+        for g in gaps:
+            console.print(f"[bold red]GAP after {g['after']} up to {g['before']}: {g['reason']} - the point-in-time "
+                          "window is broken there[/]", highlight=False)
+    raise typer.Exit(EXIT_PROBLEMS if gaps else 0)

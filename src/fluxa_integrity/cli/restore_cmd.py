@@ -23,18 +23,45 @@ app = typer.Typer(help="Restore a backup into a separate database, compare it wi
 
 
 @app.command()
-def run(backup: str = typer.Option(..., "--backup", help="Backup id (or unique prefix)."),
+def run(backup: Optional[str] = typer.Option(None, "--backup", help="Backup id (or unique prefix)."),
+        at: Optional[str] = typer.Option(None, "--at", help="Point in time: ISO datetime (UTC) or BSON timestamp t:i; "
+                                         "restores the newest snapshot before it and replays the oplog up to it."),
+        inclusive: bool = typer.Option(True, "--inclusive/--exclusive", help="Apply entries stamped exactly at --at "
+                                       "(default) or stop before them."),
         to_db: str = typer.Option(..., "--to-db", help="Target database: never the source; empty unless --drop-target."),
         collections: Optional[str] = typer.Option(None, "--collections", help="Comma-separated [default: all]."),
         filter_json: Optional[str] = typer.Option(None, "--filter", help="Only documents matching this (Extended) JSON "
                                                   "filter: equality, $in, $nin, $ne, $gt/$gte/$lt/$lte, $exists."),
         drop_target: bool = typer.Option(False, "--drop-target", help="Drop the target database first."),
-        uri: Optional[str] = UriOpt, json_out: bool = JsonOpt) -> None:
-    """Restore a snapshot. Rerunning an interrupted restore resumes it."""
+        uri: Optional[str] = UriOpt, db: Optional[str] = DbOpt, json_out: bool = JsonOpt) -> None:
+    """Restore a snapshot (--backup), or the database as it was at --at. Rerunning an interrupted
+    snapshot restore resumes it."""
     from ..restore.executor import restore_snapshot
 
-    target = target_option_values(uri, None)
+    if (backup is None) == (at is None):
+        raise FluxaError("say what to restore: --backup ID or --at TIME (one of them)",
+                         "e.g. restore run --at 2026-11-25T21:40:00Z --to-db fluxa_pitr")
     store = open_store()
+    if at is not None:
+        from ..restore.pitr import restore_to_point
+
+        if filter_json:
+            raise FluxaError("--filter is not supported with --at", "restore to the point, then promote with --ids")
+        target = target_option_values(uri, db)
+        with bars(json_out) as progress:
+            res = restore_to_point(target.uri, store, target.db, to_db, at, collections=_csv(collections),
+                                   inclusive=inclusive, drop_target=drop_target, progress=BarSink(progress))
+        if json_out:
+            emit_json(res)
+            return
+        r = res["replay"]
+        console.print(f"[green]restored[/] {res['source_db']} as of {at} ({'inclusive' if inclusive else 'exclusive'}) "
+                      f"into {to_db}: snapshot {res['backup_id']} + {r['entries']:,} oplog entries replayed "
+                      f"({r['upserts']} upserts, {r['deletes']} deletes, {r['modified']} diffs) in {res['seconds']:.1f}s; "
+                      "sources: " + ", ".join(f"{s['kind']} {s['source']} ({s['entries']})" for s in res["sources"]),
+                      highlight=False)
+        return
+    target = target_option_values(uri, None)
     with bars(json_out) as progress:
         res = restore_snapshot(target.uri, store, backup, to_db, collections=_csv(collections), filter_text=filter_json,
                                drop_target=drop_target, progress=BarSink(progress))

@@ -42,16 +42,23 @@ def rpo(policy: Optional[Path] = PolicyOpt, db: Optional[str] = DbOpt,
         json_out: bool = JsonOpt) -> None:
     """Exit 1 if any data class's newest recoverable point is older than its RPO."""
     now = now.replace(tzinfo=UTC) if now and now.tzinfo is None else now
-    rows = rpo_status(open_store(), policy_from(policy), _db(db), now)
+    from ..backup.archive_catalog import coverage
+
+    store = open_store()
+    rows = rpo_status(store, policy_from(policy), _db(db), now)
+    _, gaps = coverage(store)
     breached = any(r["status"] == "breached" for r in rows)
     if json_out:
-        emit_json({"db": _db(db), "breached": breached, "data_classes": rows})
+        emit_json({"db": _db(db), "breached": breached, "data_classes": rows, "oplog_gaps": gaps})
     else:
+        for g in gaps:
+            console.print(f"[bold red]ERROR: oplog archive gap after {g['after']} up to {g['before']}: {g['reason']} - "
+                          "no point in time in that range can be restored[/]", highlight=False)
         table = Table(title=f"RPO, {_db(db)}")
-        for col in ("data class", "rpo", "newest backup", "age", "status"):
+        for col in ("data class", "rpo", "newest backup", "point from", "age", "status"):
             table.add_column(col)
         for r in rows:
-            table.add_row(r["data_class"], r["rpo"], r["backup_id"] or "none", _age(r["age_seconds"]),
+            table.add_row(r["data_class"], r["rpo"], r["backup_id"] or "none", r.get("source") or "-", _age(r["age_seconds"]),
                           f"[{'red' if r['status'] == 'breached' else 'green'}]{r['status']}[/]")
         console.print(table)
     raise typer.Exit(EXIT_PROBLEMS if breached else 0)

@@ -1,7 +1,8 @@
 """Tables of backups, their verifications, restores and promotions (issue 4).
 
 Kept apart from store/models.py (shared with other areas) on the same ``Base``; the schema is
-created by the migration 0002_backups, a branch of its own from 0001.
+created by the migration 0002_backups, a branch of its own from 0001; the oplog archive's tables
+(and ``restore_runs.pitr``) by 0004_oplog_archive on top of it.
 """
 
 from __future__ import annotations
@@ -71,6 +72,48 @@ class RestoreRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     seconds: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
+    pitr: Mapped[dict | None] = mapped_column(JSON)  # point-in-time restores: {at, inclusive, replay sources, counts}
+
+
+class OplogSlice(Base):
+    """One archived, compressed run of oplog entries: ``<repo>/<path>``, every entry with
+    first <= ts <= last. ``prev`` is the last ts of the slice it continues (None after a gap or
+    for the first slice): following the links proves the archive is continuous."""
+
+    __tablename__ = "oplog_slices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)  # relative to repo: oplog/<first>-<last>.bson.zst
+    first_t: Mapped[int] = mapped_column(BigInteger)
+    first_i: Mapped[int] = mapped_column(BigInteger)
+    last_t: Mapped[int] = mapped_column(BigInteger)
+    last_i: Mapped[int] = mapped_column(BigInteger)
+    prev_t: Mapped[int | None] = mapped_column(BigInteger)
+    prev_i: Mapped[int | None] = mapped_column(BigInteger)
+    first_wall: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_wall: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    count: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)  # bytes on disk (compressed)
+    raw_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OplogGap(Base):
+    """The oplog rolled past the archive: entries after ``after`` and before ``before`` are lost,
+    so no point in time inside that range can be restored from the archive."""
+
+    __tablename__ = "oplog_gaps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo: Mapped[str] = mapped_column(Text)
+    after_t: Mapped[int | None] = mapped_column(BigInteger)  # last archived ts
+    after_i: Mapped[int | None] = mapped_column(BigInteger)
+    before_t: Mapped[int | None] = mapped_column(BigInteger)  # first entry the oplog still had
+    before_i: Mapped[int | None] = mapped_column(BigInteger)
+    detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(Text)
 
 
 class Promotion(Base):

@@ -1,0 +1,171 @@
+"""Point-in-time restore: snapshot + oplog replay equals a copy of the database taken at that
+moment - from the live oplog alone, from archived slices plus the live oplog, from an incremental
+backup - and refusals for a broken window (slice lost, oplog rolled) and a damaged slice.
+
+Each test has its own FerretDB (private_server): its oplog is clean and small, where the shared
+server's grows with the whole suite and every oplog read is a full scan on FerretDB.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import pymongo
+import pytest
+
+from backup_helpers import hashes, make_data
+from fluxa_integrity.backup import archive_catalog as ac
+from fluxa_integrity.backup.archiver import ArchiveOptions, archive_oplog
+from fluxa_integrity.backup.incremental import run_incremental
+from fluxa_integrity.backup.snapshot import BackupOptions, run_backup
+from fluxa_integrity.errors import FluxaError
+from fluxa_integrity.restore.pitr import parse_point, restore_to_point
+from fluxa_integrity.store import open_store
+
+UTC = timezone.utc
+ONCE = ArchiveOptions(once=True, await_ms=200)
+
+
+def phase(db, n: int) -> None:
+    """Inserts, updates (a field removed, a nested field set, a replacement) and deletes."""
+    users = list(db.users.find({}, {"_id": 1}).sort("_id", 1).limit(12))
+    db.users.update_one({"_id": users[n]["_id"]}, {"$unset": {"email": ""}, "$set": {"phase": n}})
+    db.users.update_one({"_id": users[n + 4]["_id"]}, {"$set": {"profile.nested": {"n": n}}})
+    db.users.replace_one({"_id": users[n + 8]["_id"]}, {"replaced": n})
+    db.messages.delete_many({"_id": {"$in": [m["_id"] for m in db.messages.find({}, {"_id": 1}).limit(3)]}})
+    db.notes.insert_many([{"_id": f"p{n}-{i}", "phase": n, "i": i} for i in range(5)])
+    db.notes.update_many({"phase": n}, {"$set": {"seen": True}})
+    db.notes.delete_one({"_id": f"p{n}-0"})
+
+
+def mark(db) -> tuple[dict, str]:
+    """A copy (hashes) of the database and the moment it shows, then wait so later writes are later."""
+    time.sleep(0.05)
+    copy, at = hashes(db), datetime.now(UTC).isoformat()
+    time.sleep(1.1)
+    return copy, at
+
+
+@pytest.fixture()
+def setup(private_server, tmp_path):
+    uri = private_server.status().uri
+    client = pymongo.MongoClient(uri, tz_aware=True)
+    db = client.app
+    make_data(db, users=40)
+    store = open_store()
+    backup = run_backup(uri, "app", store, BackupOptions(repo=tmp_path / "repo", oplog_probe="exact"))
+    time.sleep(1.1)
+    yield uri, client, db, store, tmp_path / "repo", backup
+    client.close()
+
+
+def test_point_in_time_from_live_oplog_then_from_slices_plus_live(setup):
+    uri, client, db, store, repo, _ = setup
+    phase(db, 0)
+    copy_a, at_a = mark(db)
+    phase(db, 1)
+    # no archiver ran: everything after the snapshot comes from the live oplog
+    res = restore_to_point(uri, store, "app", "at_a", at_a)
+    assert hashes(client.at_a) == copy_a
+    assert [s["kind"] for s in res["sources"]] == ["live"] and res["inclusive"] is True
+    assert res["replay"]["upserts"] > 0 and res["replay"]["deletes"] > 0
+
+    archive_oplog(uri, store, repo, ONCE)  # the archive now holds phases 0-1
+    phase(db, 2)
+    copy_b, at_b = mark(db)
+    phase(db, 3)
+    res = restore_to_point(uri, store, "app", "at_b", at_b)
+    assert hashes(client.at_b) == copy_b
+    assert [s["kind"] for s in res["sources"]] == ["slice", "live"]
+    run = res["restore_id"]
+    from fluxa_integrity.store.backup_models import RestoreRun
+
+    with store.session() as s:
+        assert s.get(RestoreRun, run).pitr["at"] == at_b
+
+    # a BSON timestamp, exclusive: stop just before the first entry of phase 3
+    first_p3 = client.local["oplog.rs"].find_one({"ns": "app.notes", "o._id": "p3-0", "op": "i"})
+    res = restore_to_point(uri, store, "app", "at_ts", f"{first_p3['ts'].time}:{first_p3['ts'].inc}", inclusive=False)
+    # phase 3 starts with user updates, so the notes insert is not the first entry: compare notes only
+    assert "p3-1" not in {d["_id"] for d in client.at_ts.notes.find({}, {"_id": 1})}
+    assert hashes(client.at_ts)["notes"] == copy_b["notes"]
+
+
+def test_slice_lost_and_oplog_rolled_refuses_naming_the_gap(setup, cli):
+    uri, client, db, store, repo, _ = setup
+    archive_oplog(uri, store, repo, ONCE)
+    phase(db, 0)
+    _, at_gap = mark(db)
+    lost = archive_oplog(uri, store, repo, ONCE).slices[0]
+    phase(db, 1)
+    _, at_after = mark(db)
+    archive_oplog(uri, store, repo, ONCE)
+    # the slice holding phase 0 is deleted and the oplog no longer reaches back to it
+    from pathlib import Path
+
+    Path(lost["path"]).unlink()
+    windows, gaps = ac.coverage(store)
+    assert len(windows) == 2 and gaps and lost["path"].endswith(gaps[0]["file"])
+    client.local["oplog.rs"].delete_many({"ts": {"$lte": ac_ts(lost["last"])}})
+    with pytest.raises(FluxaError, match="window is broken") as err:
+        restore_to_point(uri, store, "app", "t1", at_gap)
+    assert lost["first"] in str(err.value.message) or lost["last"] in str(err.value.message) or "missing" in str(err.value.message)
+    assert "t1" not in client.list_database_names()  # refused before anything was written
+    out = cli("backup", "oplog-status", "--json")
+    assert out.code == 1 and out.json()["broken"] is True
+    rpo = cli("rpo", "status", "--db", "app")
+    assert "oplog archive gap" in rpo.stderr
+
+
+def ac_ts(text: str):
+    from bson.timestamp import Timestamp
+
+    t, i = text.split(":")
+    return Timestamp(int(t), int(i))
+
+
+def test_damaged_slice_refused_naming_the_file(setup):
+    uri, client, db, store, repo, _ = setup
+    phase(db, 0)
+    _, at = mark(db)
+    sl = archive_oplog(uri, store, repo, ONCE).slices[0]
+    with open(sl["path"], "r+b") as f:
+        f.seek(20)
+        b = f.read(1)
+        f.seek(20)
+        f.write(bytes([b[0] ^ 0xFF]))
+    with pytest.raises(FluxaError, match="failed its checksum") as err:
+        restore_to_point(uri, store, "app", "t2", at)
+    assert sl["path"] in err.value.message
+
+
+def test_incremental_backup_and_restore_from_it(setup):
+    uri, client, db, store, repo, full = setup
+    phase(db, 0)
+    copy, _ = mark(db)
+    # a t:i point (the last entry): a wall time after the archive's last entry would need the live
+    # oplog to prove nothing else was written before it (see docs/backup.md)
+    last = next(client.local["oplog.rs"].find({}, {"ts": 1}).sort("$natural", -1).limit(1))["ts"]
+    at = f"{last.time}:{last.inc}"
+    inc = run_incremental(uri, "app", store, repo)
+    m = inc.manifest
+    assert m["kind"] == "incremental" and m["based_on"] == full.id and m["entries"] > 0
+    assert m["oplog"]["start"] == full.manifest["oplog"]["start"]  # from the snapshot's start: see incremental.py
+    again = run_incremental(uri, "app", store, repo)  # nothing new for app: an empty increment, chained
+    assert again.manifest["based_on"] == inc.id and again.manifest["entries"] == 0
+    # the slices are gone (point-in-time retention is shorter) and so is the live oplog: the increment remains
+    for row in ac.slices(store):
+        ac.slice_path(row).unlink()
+    client.local["oplog.rs"].delete_many({})
+    res = restore_to_point(uri, store, "app", "t3", at)
+    assert hashes(client.t3) == copy and "incremental" in [s["kind"] for s in res["sources"]]
+
+
+def test_parse_point():
+    assert parse_point("1795643032:7").ts.inc == 7
+    assert parse_point("2026-11-25T21:40:00Z").wall == datetime(2026, 11, 25, 21, 40, tzinfo=UTC)
+    assert parse_point("2026-11-25T21:40:00").wall.tzinfo is not None  # naive means UTC
+    with pytest.raises(FluxaError, match="neither"):
+        parse_point("yesterday")
+
