@@ -62,7 +62,9 @@ def main() -> None:
                     db.load.update_one({"_id": i - 1}, {"$set": {"v": -i}})
                 i += 1
                 if "at" not in marks and time.perf_counter() - t0 >= a.seconds / 2:  # the writer pauses for the copy
+                    time.sleep(0.01)  # wall times are ms: keep the copy's moment apart from the writes around it
                     marks["copy"], marks["at"] = hashes(db), datetime.now(UTC).isoformat()
+                    time.sleep(0.01)
                 time.sleep(max(0.0, t0 + i / a.rate - time.perf_counter()))
             marks["writes"] = i
 
@@ -91,7 +93,11 @@ def main() -> None:
         t0 = time.perf_counter()
         res = restore_to_point(uri, store, "app", "app_pitr", marks["at"])
         secs = time.perf_counter() - t0
-        ok = hashes(client.app_pitr) == marks["copy"]
+        got = hashes(client.app_pitr)
+        ok = got == marks["copy"]
+        if not ok:
+            print("differs:", {k: (marks["copy"].get(k), got.get(k)) for k in set(got) | set(marks["copy"])
+                               if got.get(k) != marks["copy"].get(k)})
         print(f"point-in-time restore: {secs:.2f}s total (snapshot {res['snapshot_seconds']:.2f}s, "
               f"{res['replay']['entries']} entries replayed from {[s['kind'] for s in res['sources']]}), "
               f"equal to the copy: {ok}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from bson.timestamp import Timestamp
 
-from fluxa_integrity.backup.oplog_apply import (Command, Delete, Modify, Skip, Upsert, apply_array_diff, apply_diff,
+from fluxa_integrity.backup.oplog_apply import (Command, Delete, Insert, Modify, Skip, Upsert, apply_array_diff, apply_diff,
                                                 apply_modifiers, apply_update, entry_touches, plan_entry)
 from fluxa_integrity.errors import FluxaError
 
@@ -25,7 +25,7 @@ def e(op, ns, o, o2=None):
 
 def test_ferretdb_recorded_entries():
     ins = e("i", "app.u", {"_id": 1, "a": 1, "b": {"c": 2}})
-    assert plan_entry(ins, "app") == [Upsert("u", {"_id": 1, "a": 1, "b": {"c": 2}})]
+    assert plan_entry(ins, "app") == [Insert("u", {"_id": 1, "a": 1, "b": {"c": 2}})]
     # FerretDB logs {$unset: {a: 1}, $set: {b.c: 3}} as the whole new document: `a` is gone
     upd = e("u", "app.u", {"$v": 1, "$set": {"_id": 1, "b": {"c": 3}}}, {"_id": 1})
     assert plan_entry(upd, "app") == [Upsert("u", {"_id": 1, "b": {"c": 3}})]
@@ -144,5 +144,5 @@ def test_apply_ops_recursive():
              {"op": "c", "ns": "admin.$cmd", "o": {"applyOps": [e("d", "app.u", {"_id": 3})]}}]
     entry = {"op": "c", "ns": "admin.$cmd", "ts": TS, "o": {"applyOps": inner}}
     ops = plan_entry(entry, "app")
-    assert [type(x) for x in ops] == [Upsert, Modify, Delete] and ops[2] == Delete("u", 3)
+    assert [type(x) for x in ops] == [Insert, Modify, Delete] and ops[2] == Delete("u", 3)
     assert entry_touches(entry, "app") and not entry_touches(entry, "zzz")

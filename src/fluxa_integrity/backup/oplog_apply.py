@@ -4,6 +4,7 @@
 ``<source db>.<coll>`` mapped to the target's ``<coll>``); ``restore/replay.py`` executes them.
 ``apply_update`` computes a document's new value from an update entry's ``o``:
 
+- inserts are inserts falling back to a replacement when the ``_id`` exists (replay);
 - replacement (no ``$`` keys; MongoDB's full-document updates);
 - ``$v: 1`` ``$set``/``$unset`` (dotted paths). FerretDB 1.24 writes ``{$v: 1, $set: <the whole
   new document, _id included>}`` and never shows removed fields, so a ``$set`` that carries
@@ -40,6 +41,13 @@ class Upsert:
 
 
 @dataclass(frozen=True)
+class Insert:
+    """Insert the document; if its ``_id`` is already there (idempotent replay), replace it."""
+    coll: str
+    doc: dict
+
+
+@dataclass(frozen=True)
 class Modify:
     """Read-modify-write: ``change(current) -> new``; skipped when the document is missing."""
     coll: str
@@ -68,7 +76,7 @@ class Skip:
     reason: str
 
 
-Op = Upsert | Modify | Delete | Command | Skip
+Op = Insert | Upsert | Modify | Delete | Command | Skip
 
 
 def split_ns(ns: str) -> tuple[str, str]:
@@ -103,7 +111,7 @@ def plan_entry(entry: dict, source_db: str, collections: set[str] | None = None)
     if op == "i":
         if "_id" not in o:
             raise FluxaError(f"oplog insert into {entry.get('ns')} without _id", "the entry is malformed")
-        return [Upsert(coll, o)]
+        return [Insert(coll, o)]
     if op == "d":
         return [Delete(coll, o["_id"])]
     if op == "u":

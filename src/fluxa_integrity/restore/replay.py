@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from pymongo import DeleteOne, ReplaceOne
+from pymongo import DeleteOne, InsertOne, ReplaceOne
 from pymongo.database import Database
-from pymongo.errors import OperationFailure
+from pymongo.errors import BulkWriteError, OperationFailure
 
-from ..backup.oplog_apply import Command, Delete, Modify, Skip, Upsert, plan_entry
+from ..backup.oplog_apply import Command, Delete, Insert, Modify, Skip, Upsert, plan_entry
 
 FLUSH_OPS = 1000
 
@@ -43,7 +43,10 @@ class Replayer:
     def apply(self, entry: dict) -> None:
         self.stats.entries += 1
         for op in plan_entry(entry, self.source_db, self.collections):
-            if isinstance(op, Upsert):
+            if isinstance(op, Insert):
+                self._queue(op.coll, InsertOne(op.doc))
+                self.stats.upserts += 1
+            elif isinstance(op, Upsert):
                 self._queue(op.coll, ReplaceOne({"_id": op.doc["_id"]}, op.doc, upsert=True))
                 self.stats.upserts += 1
             elif isinstance(op, Delete):
@@ -72,8 +75,19 @@ class Replayer:
 
     def flush(self) -> None:
         for coll, models in self.pending.items():
-            if models:
-                self.db[coll].bulk_write(models, ordered=True)
+            i = 0
+            while i < len(models):
+                try:
+                    self.db[coll].bulk_write(models[i:], ordered=True)
+                    break
+                except BulkWriteError as exc:
+                    err = exc.details["writeErrors"][0]
+                    j = i + err["index"]
+                    if err.get("code") != 11000 or not isinstance(models[j], InsertOne):
+                        raise
+                    doc = models[j]._doc
+                    self.db[coll].replace_one({"_id": doc["_id"]}, doc)
+                    i = j + 1
         self.pending.clear()
         self.n_pending = 0
 
