@@ -14,7 +14,7 @@ from ..backup.retention import apply_prune, plan_prune
 from ..backup.snapshot import BackupOptions, run_backup
 from ..errors import FluxaError
 from ..store import open_store
-from .check_cmd import PolicyOpt, _csv, policy_from
+from .common import PolicyOpt, csv_list, policy_from
 from .common import EXIT_PROBLEMS, DbOpt, JsonOpt, UriOpt, console, emit_json, target_option_values
 from .progress_bars import BarSink, bars
 
@@ -59,7 +59,7 @@ def run(collections: Optional[str] = typer.Option(None, "--collections", help="C
                       f"after backup {m['based_on']}", highlight=False)
         print(res.id)
         return
-    opts = BackupOptions(collections=_csv(collections), repo=repo, compression=compression, workers=workers,
+    opts = BackupOptions(collections=csv_list(collections), repo=repo, compression=compression, workers=workers,
                          oplog_probe=oplog_probe)
     with bars(json_out) as progress:
         result = run_backup(target.uri, target.db, store, opts, BarSink(progress))

@@ -17,7 +17,7 @@ from ..checks.runner import ProgressSink, RunOptions, run_checks
 from ..errors import FluxaError
 from ..mongo.connection import first_line
 from ..store import open_store
-from .common import (EXIT_PROBLEMS, DbOpt, JsonOpt, PolicyOpt, UriOpt, _csv, console, emit_json, policy_from,
+from .common import (EXIT_PROBLEMS, DbOpt, JsonOpt, PolicyOpt, UriOpt, csv_list, console, emit_json, policy_from,
                      target_option_values)
 
 app = typer.Typer(help="Integrity checks from the policy: one streaming pass per collection, findings with "
@@ -60,7 +60,7 @@ def run(
     pol = policy_from(policy)
     target = target_option_values(uri, db)
     store = open_store()
-    opts = RunOptions(collections=_csv(collections), rules=_csv(rules), workers=workers,
+    opts = RunOptions(collections=csv_list(collections), rules=csv_list(rules), workers=workers,
                       since=since.replace(tzinfo=UTC) if since and since.tzinfo is None else since,
                       max_samples=samples, incremental=incremental)
     started = datetime.now(UTC)

@@ -54,5 +54,5 @@ def policy_from(path: Optional[Path]):
     return load_policy(Path(path) if path else None)
 
 
-def _csv(value: Optional[str]) -> Optional[list[str]]:
+def csv_list(value: Optional[str]) -> Optional[list[str]]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None

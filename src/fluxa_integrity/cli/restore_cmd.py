@@ -14,7 +14,7 @@ from ..backup.retention import aware
 from ..errors import FluxaError
 from ..mongo.connection import connect
 from ..store import open_store
-from .check_cmd import PolicyOpt, _csv, policy_from
+from .common import PolicyOpt, csv_list, policy_from
 from .common import DbOpt, JsonOpt, UriOpt, console, emit_json, target_option_values
 from .progress_bars import BarSink, bars
 
@@ -49,7 +49,7 @@ def run(backup: Optional[str] = typer.Option(None, "--backup", help="Backup id (
             raise FluxaError("--filter is not supported with --at", "restore to the point, then promote with --ids")
         target = target_option_values(uri, db)
         with bars(json_out) as progress:
-            res = restore_to_point(target.uri, store, target.db, to_db, at, collections=_csv(collections),
+            res = restore_to_point(target.uri, store, target.db, to_db, at, collections=csv_list(collections),
                                    inclusive=inclusive, drop_target=drop_target, progress=BarSink(progress))
         if json_out:
             emit_json(res)
@@ -63,7 +63,7 @@ def run(backup: Optional[str] = typer.Option(None, "--backup", help="Backup id (
         return
     target = target_option_values(uri, None)
     with bars(json_out) as progress:
-        res = restore_snapshot(target.uri, store, backup, to_db, collections=_csv(collections), filter_text=filter_json,
+        res = restore_snapshot(target.uri, store, backup, to_db, collections=csv_list(collections), filter_text=filter_json,
                                drop_target=drop_target, progress=BarSink(progress))
     if json_out:
         emit_json({"restore_id": res.run_id, "backup_id": res.backup_id, "source_db": res.source_db,
@@ -107,7 +107,7 @@ def diff(backup: Optional[str] = typer.Option(None, "--backup", help="Backup id:
     if target.db == run_row.target_db:
         raise FluxaError(f"--db {target.db!r} is the restored database itself", "--db names the live database")
     client = connect(target.uri)
-    names = _csv(collections) or list(run_row.collections)
+    names = csv_list(collections) or list(run_row.collections)
     result = diff_databases(client[target.db], client[run_row.target_db], names, policy_from(policy),
                             aware(row.finished_at), time_field, samples)
     if json_out:
@@ -148,7 +148,7 @@ def promote(from_db: str = typer.Option(..., "--from-db", help="The restored dat
         raise FluxaError("a promotion writes to the live database: tie it to an incident or confirm it",
                          "add --incident ID (preferred) or --yes")
     client = connect(target.uri)
-    names = _csv(collections)
+    names = csv_list(collections)
     have = set(client[from_db].list_collection_names())
     missing = [n for n in names if n not in have]
     if missing:

@@ -12,7 +12,7 @@ from rich.table import Table
 from ..backup.objectives import rpo_status, rto_status
 from ..policy.durations import format_duration
 from ..store import open_store
-from .check_cmd import PolicyOpt, policy_from
+from .common import PolicyOpt, policy_from
 from .common import EXIT_PROBLEMS, DbOpt, JsonOpt, console, emit_json
 
 rpo_app = typer.Typer(help="Recovery point objectives: age of the newest recoverable point per data class.",
