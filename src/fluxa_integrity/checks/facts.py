@@ -9,7 +9,7 @@ vectorised: a batch of child references becomes row indexes with one ``searchsor
 from __future__ import annotations
 
 from array import array
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
@@ -27,8 +27,6 @@ def to_ms(value) -> int:
 
 
 def from_ms(ms: int) -> datetime:
-    from datetime import timedelta
-
     return EPOCH + timedelta(milliseconds=int(ms))
 
 

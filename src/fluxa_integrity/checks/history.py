@@ -69,7 +69,7 @@ def record_run(store: Store, report: RunReport) -> dict:
                 if row.fingerprint not in seen:
                     row.status, row.closed_at, row.last_run_id = "closed", now, run.id
                     summary["closed"] += 1
-        for coll, n in getattr(report, "counts", {}).items():
+        for coll, n in report.counts.items():
             s.add(CollectionCount(run_id=run.id, database=report.database, collection=coll, count=n, counted_at=now))
         for coll, (fld, value) in report.watermarks.items():
             wm = s.scalar(select(Watermark).where(Watermark.database == report.database, Watermark.collection == coll))

@@ -56,6 +56,7 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)
     watermarks: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     incremental: bool = False
+    counts: dict[str, int] = field(default_factory=dict)  # full document counts: count-drop baselines
 
     @property
     def total_docs(self) -> int:
@@ -251,8 +252,8 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
     evaluated = sorted(r.id for rules in active.values() for r in rules)
     report = RunReport(database=db_name, started_at=now, seconds=time.perf_counter() - began,
                        collections=sorted(c for c, r in active.items() if r), rules=evaluated, docs=docs,
-                       findings=findings, warnings=warnings, watermarks=wm_out, incremental=opts.incremental)
-    report.counts = counts_now  # type: ignore[attr-defined]
+                       findings=findings, warnings=warnings, watermarks=wm_out, incremental=opts.incremental,
+                       counts=counts_now)
     return report
 
 

@@ -14,7 +14,7 @@ from rich.table import Table
 from ..errors import FluxaError
 from ..incidents.api import Incidents
 from ..incidents.timeutil import parse_when
-from .common import EXIT_PROBLEMS, JsonOpt, console, emit_json
+from .common import EXIT_PROBLEMS, JsonOpt, console, csv_list, emit_json
 
 app = typer.Typer(help="Data-integrity incidents: intake, severity, clocks, escalation, phases, communications, "
                   "postmortem.", no_args_is_help=True)
@@ -27,10 +27,6 @@ IdArg = typer.Argument(..., help="Incident id.")
 
 def _api() -> Incidents:
     return Incidents.from_environment()
-
-
-def csv_list(value: Optional[str]) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
 def _when(value: Optional[str]):
@@ -89,16 +85,16 @@ def open_(title: str = typer.Option(..., "--title", help="What is wrong, in a li
         raise FluxaError(f"unknown source {source!r}", "report, event, finding or manual")
     api = _api()
     if source == "report":
-        inc = api.report(kind or "internal", title, description, csv_list(collections), by, _when(at))
+        inc = api.report(kind or "internal", title, description, csv_list(collections) or [], by, _when(at))
     elif source == "event":
         if not kind:
             raise FluxaError("a system event needs --kind", "failed_migration, incomplete_import, incomplete_export, "
                              "storage_failure, replication_failure or sync_failure")
-        inc = api.system_event(kind, title, description, csv_list(collections), _when(at))
+        inc = api.system_event(kind, title, description, csv_list(collections) or [], _when(at))
     else:
         if source == "finding" and not finding:
             raise FluxaError("--source finding needs at least one --finding ID")
-        inc = api.open(title, csv_list(collections), source, kind, description, list(finding),
+        inc = api.open(title, csv_list(collections) or [], source, kind, description, list(finding),
                        issue_started_at=_when(started_at), at=_when(at), actor=by)
     _show(inc, json_out)
 
@@ -109,7 +105,7 @@ def report(kind: str = typer.Argument(..., help="user, support, internal or aler
            collections: Optional[str] = typer.Option(None, "--collections"),
            at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
     """A user, support or internal report opens an incident."""
-    _show(_api().report(kind, title, description, csv_list(collections), by, _when(at)), json_out)
+    _show(_api().report(kind, title, description, csv_list(collections) or [], by, _when(at)), json_out)
 
 
 @app.command()
@@ -119,7 +115,7 @@ def event(kind: str = typer.Argument(..., help="failed_migration, incomplete_imp
           collections: Optional[str] = typer.Option(None, "--collections"),
           at: Optional[str] = AtOpt, json_out: bool = JsonOpt) -> None:
     """A system event opens an incident."""
-    _show(_api().system_event(kind, title, description, csv_list(collections), _when(at)), json_out)
+    _show(_api().system_event(kind, title, description, csv_list(collections) or [], _when(at)), json_out)
 
 
 @app.command()
