@@ -102,3 +102,21 @@ def test_oplog_records_insert_update_delete(client, db):
     assert ops[1]["o"].get("$set", {}).get("n") == 2 or ops[1]["o"].get("diff", {}).get("u") == {"n": 2}
     assert ops[2]["o"] == {"_id": "a"}
     assert ops[0]["ts"] < ops[1]["ts"] < ops[2]["ts"]
+
+
+@needs_own_server
+def test_server_trims_the_oplog_to_its_entry_cap(tmp_path, ferretdb_binary):
+    """Embedded FerretDB never trims capped collections itself; our server does, keeping the newest."""
+    server = DevServer(tmp_path / "trim-devdb")
+    status = server.start(port=free_port(), oplog_entries=500, oplog_trim_s=0.5, progress=lambda msg: None)
+    try:
+        c = pymongo.MongoClient(status.uri)
+        c.app.t.insert_many([{"_id": i} for i in range(3000)])
+        oplog = c.local["oplog.rs"]
+        deadline = time.monotonic() + 20
+        while oplog.estimated_document_count() > 500 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        ids = [e["o"]["_id"] for e in oplog.find({"ns": "app.t"})]
+        assert len(ids) == 500 and ids == list(range(2500, 3000))
+    finally:
+        server.stop()

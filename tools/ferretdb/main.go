@@ -5,14 +5,22 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
 )
 
 func main() {
@@ -22,7 +30,15 @@ func main() {
 	// NORMAL keeps the database consistent after a crash of the process (WAL mode) and skips
 	// an fsync per commit; FULL also survives power loss, at a large cost in write speed.
 	sync := flag.String("sqlite-synchronous", "normal", "SQLite synchronous pragma: normal or full")
+	// Embedded FerretDB never trims capped collections by itself (its cleanup timer is off), and
+	// every tail of local.oplog.rs re-reads the whole collection, so an untrimmed oplog makes the
+	// archiver slower with every write. `compact` on a capped collection trims it to its limits.
+	capEvery := flag.Duration("oplog-trim-interval", 500*time.Millisecond, "trim local.oplog.rs to its capped limits this often (0: never)")
+	debugAddr := flag.String("debug-addr", "", "serve Go's /debug/pprof on this address (diagnosing hangs)")
 	flag.Parse()
+	if *debugAddr != "" {
+		go func() { fmt.Fprintln(os.Stderr, http.ListenAndServe(*debugAddr, nil)) }()
+	}
 
 	if err := os.MkdirAll(*dataDir, 0o755); err != nil {
 		fmt.Fprintf(os.Stderr, "cannot create data dir %s: %v\n", *dataDir, err)
@@ -49,6 +65,9 @@ func main() {
 		f.Run(ctx)
 	}()
 	fmt.Printf("ready %s\n", f.MongoDBURI())
+	if *capEvery > 0 {
+		go trimOplog(ctx, f.MongoDBURI(), *capEvery)
+	}
 	<-done
 }
 
@@ -62,5 +81,34 @@ func level(s string) slog.Level {
 		return slog.LevelError
 	default:
 		return slog.LevelWarn
+	}
+}
+
+// trimOplog runs `compact` on local.oplog.rs every interval: FerretDB then deletes the oldest
+// entries beyond the collection's `max` count and `size` bytes.
+func trimOplog(ctx context.Context, uri string, every time.Duration) {
+	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "oplog trim disabled: %v\n", err)
+		return
+	}
+	defer client.Disconnect(context.Background())
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := client.Database("local").RunCommand(ctx, bson.D{{Key: "compact", Value: "oplog.rs"}}).Err()
+		var cmdErr mongo.CommandError
+		if err != nil && ctx.Err() == nil && !(errors.As(err, &cmdErr) && cmdErr.Code == 26) { // 26: no oplog yet
+			hint := ""
+			if strings.Contains(err.Error(), "too many SQL variables") {
+				hint = " (FerretDB deletes at most 32766 entries at once: the oplog grew that far past its cap between trims; lower -oplog-trim-interval)"
+			}
+			fmt.Fprintf(os.Stderr, "oplog trim: %v%s\n", err, hint)
+		}
 	}
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ..mongo.devserver import DEFAULT_OPLOG_MB, DevServer
+from ..mongo.devserver import DEFAULT_OPLOG_ENTRIES, DEFAULT_OPLOG_MB, DevServer
 from .common import JsonOpt, console, emit_json, out
 
 app = typer.Typer(help="Start, stop and inspect the local MongoDB-compatible dev server "
@@ -15,11 +15,15 @@ app = typer.Typer(help="Start, stop and inspect the local MongoDB-compatible dev
 @app.command()
 def start(
     port: int = typer.Option(None, "--port", help="TCP port on 127.0.0.1 [default: last used, else 27217]"),
-    oplog_mb: int = typer.Option(DEFAULT_OPLOG_MB, "--oplog-mb", help="Size cap of local.oplog.rs when it is created."),
+    oplog_mb: int = typer.Option(DEFAULT_OPLOG_MB, "--oplog-mb", min=1,
+                                 help="Size cap of local.oplog.rs when it is created."),
+    oplog_entries: int = typer.Option(DEFAULT_OPLOG_ENTRIES, "--oplog-entries", min=100,
+                                      help="Entry cap of local.oplog.rs when it is created: every tail poll "
+                                           "re-reads the whole oplog on FerretDB, so a longer one slows the archiver."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Build the server if needed, start it in the background, wait for ping, print the URI."""
-    status = DevServer.default().start(port=port, oplog_mb=oplog_mb, progress=lambda m: console.print(m))
+    status = DevServer.default().start(port=port, oplog_mb=oplog_mb, oplog_entries=oplog_entries, progress=lambda m: console.print(m))
     if json_out:
         emit_json(status.as_dict())
     else:

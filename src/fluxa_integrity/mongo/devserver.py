@@ -27,7 +27,10 @@ from ..config import fluxa_home
 from ..errors import FluxaError
 
 DEFAULT_PORT = 27217
-DEFAULT_OPLOG_MB = 4096
+DEFAULT_OPLOG_MB = 1024
+#: FerretDB re-reads the whole oplog for every tail poll, so the archiver's lag grows with the
+#: oplog's length; the server trims it to this many entries every few seconds (docs/local-server.md).
+DEFAULT_OPLOG_ENTRIES = 50_000
 START_TIMEOUT_S = 30.0
 
 
@@ -103,12 +106,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ensure_oplog(client: pymongo.MongoClient, size_mb: int = DEFAULT_OPLOG_MB) -> bool:
-    """Create ``local.oplog.rs`` as a capped collection if it is missing. True if created."""
+def ensure_oplog(client: pymongo.MongoClient, size_mb: int = DEFAULT_OPLOG_MB,
+                 max_entries: int = DEFAULT_OPLOG_ENTRIES) -> bool:
+    """Create ``local.oplog.rs`` as a capped collection if it is missing. True if created.
+    An existing oplog keeps the limits it was created with."""
     if "oplog.rs" in client.local.list_collection_names():
         return False
     try:
-        client.local.create_collection("oplog.rs", capped=True, size=size_mb * 1024 * 1024)
+        client.local.create_collection("oplog.rs", capped=True, size=size_mb * 1024 * 1024, max=max_entries)
     except CollectionInvalid:  # created concurrently
         return False
     return True
@@ -179,7 +184,8 @@ class DevServer:
         )
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self, port: int | None = None, oplog_mb: int = DEFAULT_OPLOG_MB, progress=print) -> Status:
+    def start(self, port: int | None = None, oplog_mb: int = DEFAULT_OPLOG_MB,
+              oplog_entries: int = DEFAULT_OPLOG_ENTRIES, oplog_trim_s: float = 0.5, progress=print) -> Status:
         current = self.status()
         if current.running:
             if port and port != current.port:
@@ -198,7 +204,10 @@ class DevServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab")
         proc = subprocess.Popen(
-            [str(binary), "-listen", f"127.0.0.1:{port}", "-data-dir", str(self.data_dir)],
+            [str(binary), "-listen", f"127.0.0.1:{port}", "-data-dir", str(self.data_dir),
+             "-oplog-trim-interval", f"{oplog_trim_s}s"]
+            # diagnosing a hang: goroutine dumps at http://<addr>/debug/pprof/goroutine?debug=1
+            + (["-debug-addr", os.environ["FLUXA_DEVDB_DEBUG_ADDR"]] if os.environ.get("FLUXA_DEVDB_DEBUG_ADDR") else []),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -229,7 +238,7 @@ class DevServer:
                     )
                 time.sleep(0.1)
         try:
-            ensure_oplog(client, oplog_mb)
+            ensure_oplog(client, oplog_mb, oplog_entries)
         finally:
             client.close()
         return self.status()
