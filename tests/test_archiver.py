@@ -17,7 +17,7 @@ from fluxa_integrity.backup.archiver import ArchiveOptions, archive_oplog
 from fluxa_integrity.backup.files import iter_raw_documents
 from fluxa_integrity.store import open_store
 
-ONCE = ArchiveOptions(once=True, await_ms=200)
+ONCE = ArchiveOptions(once=True, poll_ms=200)
 
 
 @pytest.fixture()
@@ -61,7 +61,7 @@ def test_size_bound_closes_slices(server, tmp_path):
     uri, client = server
     store = open_store()
     client.app.c.insert_many([{"_id": i, "pad": "x" * 1000} for i in range(60)])
-    rep = archive_oplog(uri, store, tmp_path / "repo", ArchiveOptions(once=True, await_ms=200, max_slice_bytes=20_000))
+    rep = archive_oplog(uri, store, tmp_path / "repo", ArchiveOptions(once=True, poll_ms=200, max_slice_bytes=20_000))
     assert len(rep.slices) >= 3 and sum(s["count"] for s in rep.slices) == 60
     assert len(ac.coverage(store)[0]) == 1
 

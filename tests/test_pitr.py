@@ -24,7 +24,7 @@ from fluxa_integrity.restore.pitr import parse_point, restore_to_point
 from fluxa_integrity.store import open_store
 
 UTC = timezone.utc
-ONCE = ArchiveOptions(once=True, await_ms=200)
+ONCE = ArchiveOptions(once=True, poll_ms=200)
 
 
 def phase(db, n: int) -> None:

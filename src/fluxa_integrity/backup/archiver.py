@@ -43,7 +43,7 @@ class ArchiveOptions:
     slice_seconds: float = 60.0
     max_slice_bytes: int = 64 << 20
     batch: int = 1000
-    await_ms: int = 1000  # how long a getMore waits for new entries; also the stop latency
+    poll_ms: int = 1000  # pause between polls once caught up; with one poll's cost, the stop latency
 
 
 @dataclass
@@ -57,7 +57,12 @@ class ArchiveReport:
 
 
 class _Cursor:
-    """A tailable await cursor on local.oplog.rs driven with raw find/getMore commands."""
+    """A tailable cursor on local.oplog.rs driven with raw find/getMore commands.
+
+    Not awaitData: FerretDB answers an await getMore by re-reading the whole oplog every 10 ms
+    and returns nothing when one read takes longer than maxTimeMS, so past ~30k entries an
+    await cursor never sees new entries. A plain tailable getMore does one read and returns;
+    the archiver sleeps ``poll_ms`` between empty polls (MongoDB answers those at once)."""
 
     def __init__(self, client, opts: ArchiveOptions):
         self.local = client.get_database("local", codec_options=RAW)
@@ -67,13 +72,13 @@ class _Cursor:
     def open(self, after: Timestamp | None) -> list:
         self.close()
         r = self.local.command({"find": "oplog.rs", "filter": {"ts": {"$gte": after}} if after else {},
-                                "tailable": True, "awaitData": True, "batchSize": 1}, codec_options=RAW)
+                                "tailable": True, "batchSize": 1}, codec_options=RAW)
         self.id = r["cursor"]["id"]
         return list(r["cursor"]["firstBatch"])
 
     def more(self) -> list:
-        r = self.local.command({"getMore": self.id, "collection": "oplog.rs", "batchSize": self.opts.batch,
-                                "maxTimeMS": self.opts.await_ms}, codec_options=RAW)
+        r = self.local.command({"getMore": self.id, "collection": "oplog.rs", "batchSize": self.opts.batch},
+                               codec_options=RAW)
         self.id = r["cursor"]["id"]
         return list(r["cursor"]["nextBatch"])
 
@@ -155,12 +160,14 @@ def archive_oplog(uri: str, store: Store, repo: str | Path | None = None, opts: 
                 if not added:  # caught up
                     if opts.once:
                         break
-                    stop.wait(opts.await_ms / 1000)
+                    stop.wait(opts.poll_ms / 1000)
                 batch, check_first = cursor.open(last), last is not None
                 continue
             batch = cursor.more()
-            if opts.once and not batch:
-                break
+            if not batch:
+                if opts.once:
+                    break
+                stop.wait(opts.poll_ms / 1000)
         close_slice()
     except PyMongoError as exc:
         if writer is not None:  # keep what was read: it is whole up to `last`

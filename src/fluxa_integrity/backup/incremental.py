@@ -48,7 +48,7 @@ def run_incremental(uri: str, db: str, store: Store, repo: str | Path | None = N
     start = (Timestamp(base.oplog_start_t, base.oplog_start_i) if base.kind == "full" and base.oplog_start_t is not None
              else Timestamp(base.oplog_end_t, base.oplog_end_i))
     if archive:
-        archive_oplog(uri, store, repo, ArchiveOptions(once=True, await_ms=200))
+        archive_oplog(uri, store, repo, ArchiveOptions(once=True, poll_ms=200))
     last = ac.last_archived(store, repo)
     end = max(ac.last_ts(last), start) if last else start
     chain = plan_chain(store, None, db, start, Timestamp(end.time, end.inc + 1))  # refuses a gap

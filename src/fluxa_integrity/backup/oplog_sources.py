@@ -77,9 +77,10 @@ def live_source(client, after: Timestamp, bound: Timestamp | None) -> tuple[Sour
         return None, None
 
     def read() -> Iterator[bytes]:
-        # Chunks, each drained before it is replayed: on FerretDB 1.24 writes to the target (which
-        # also append to the oplog) block while a plain cursor on local.oplog.rs is open
-        # (measured: the replay hung with a 2000-entry batch pending). Each chunk is a scan there.
+        # Chunks, each drained before it is replayed, bound the memory and never hold a cursor on
+        # local.oplog.rs open while the replay writes (which append to it). Each chunk is a full
+        # scan on FerretDB. (A hang once blamed on the open cursor was FerretDB's update
+        # statements holding connections: see restore/replay.py.)
         c = after
         while True:
             query = {"ts": {"$gt": c, **({"$lt": bound} if bound else {})}}

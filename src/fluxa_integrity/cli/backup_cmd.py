@@ -217,7 +217,7 @@ def archive_oplog_cmd(once: bool = typer.Option(False, "--once", help="Archive w
     for sig in (signal.SIGTERM, signal.SIGINT):  # close the current slice cleanly, then exit
         signal.signal(sig, lambda *_: stop.set())
     opts = ArchiveOptions(once=once, slice_seconds=slice_seconds, max_slice_bytes=int(max_slice_mb * (1 << 20)),
-                          await_ms=200 if once else 1000)
+                          poll_ms=200 if once else 1000)
     log = (lambda msg: None) if json_out else (lambda msg: console.print(
         f"[bold red]{msg}[/]" if msg.startswith("GAP") else msg, highlight=False))
     rep = archive_oplog(target.uri, open_store(), repo, opts, stop, log)
