@@ -146,3 +146,37 @@ def test_apply_ops_recursive():
     ops = plan_entry(entry, "app")
     assert [type(x) for x in ops] == [Insert, Modify, Delete] and ops[2] == Delete("u", 3)
     assert entry_touches(entry, "app") and not entry_touches(entry, "zzz")
+
+
+def test_bounded_updates_keeps_order_and_caps_non_inserts():
+    from pymongo import DeleteOne, InsertOne, ReplaceOne
+
+    from fluxa_integrity.restore.replay import bounded_updates
+    models = [InsertOne({"_id": i}) if i % 3 == 0 else ReplaceOne({"_id": i}, {"_id": i}) if i % 3 == 1
+              else DeleteOne({"_id": i}) for i in range(301)]
+    parts = bounded_updates(models, 50)
+    assert [m for p in parts for m in p] == models
+    assert all(sum(not isinstance(m, InsertOne) for m in p) <= 50 for p in parts)
+    assert bounded_updates([], 50) == [] and bounded_updates(models[:1], 50) == [models[:1]]
+
+
+def test_replay_of_many_updates_in_one_flush_completes(mongo_uri, tmp_path):
+    """FerretDB 1.24 hangs an update command of 100 statements (each holds one of the database's
+    100 SQLite connections until the command ends); the replayer must split them. A socket
+    timeout turns the hang into a failure."""
+    import pymongo
+
+    from fluxa_integrity.restore.replay import Replayer
+    client = pymongo.MongoClient(mongo_uri, socketTimeoutMS=30_000)
+    try:
+        target = client["replay_many_t"]
+        client.drop_database(target.name)
+        target.c.insert_many([{"_id": i, "v": 0} for i in range(400)])
+        r = Replayer(target, "replay_many_s", None)
+        for i in range(400):  # FerretDB's u entries: the whole new document under $set
+            r.apply(e("u", "replay_many_s.c", {"$v": 1, "$set": {"_id": i, "v": i + 1}}, {"_id": i}))
+        r.flush()
+        assert sorted(d["v"] for d in target.c.find()) == list(range(1, 401))
+    finally:
+        client.drop_database("replay_many_t")
+        client.close()

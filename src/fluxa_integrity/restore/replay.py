@@ -17,6 +17,10 @@ from pymongo.errors import BulkWriteError, OperationFailure
 from ..backup.oplog_apply import Command, Delete, Insert, Modify, Skip, Upsert, plan_entry
 
 FLUSH_OPS = 1000
+#: FerretDB 1.24 keeps each update statement's SQLite read open until the whole update command
+#: ends, and a database has 100 connections: a command of 100 replaces hangs forever (found by
+#: benchmarks/bench_backup.py). Commands carry at most this many update statements.
+UPDATES_PER_COMMAND = 50
 
 
 @dataclass
@@ -31,6 +35,19 @@ class ReplayStats:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def bounded_updates(models: list, limit: int) -> list[list]:
+    """Split an ordered list of writes so no part holds more than ``limit`` non-insert writes."""
+    parts, start, n = [], 0, 0
+    for i, m in enumerate(models):
+        if not isinstance(m, InsertOne):
+            if n == limit:
+                parts.append(models[start:i])
+                start, n = i, 0
+            n += 1
+    parts.append(models[start:])
+    return [p for p in parts if p]
 
 
 class Replayer:
@@ -75,21 +92,25 @@ class Replayer:
 
     def flush(self) -> None:
         for coll, models in self.pending.items():
-            i = 0
-            while i < len(models):
-                try:
-                    self.db[coll].bulk_write(models[i:], ordered=True)
-                    break
-                except BulkWriteError as exc:
-                    err = exc.details["writeErrors"][0]
-                    j = i + err["index"]
-                    if err.get("code") != 11000 or not isinstance(models[j], InsertOne):
-                        raise
-                    doc = models[j]._doc
-                    self.db[coll].replace_one({"_id": doc["_id"]}, doc)
-                    i = j + 1
+            for chunk in bounded_updates(models, UPDATES_PER_COMMAND):
+                self._write(coll, chunk)
         self.pending.clear()
         self.n_pending = 0
+
+    def _write(self, coll: str, models: list) -> None:
+        i = 0
+        while i < len(models):
+            try:
+                self.db[coll].bulk_write(models[i:], ordered=True)
+                return
+            except BulkWriteError as exc:
+                err = exc.details["writeErrors"][0]
+                j = i + err["index"]
+                if err.get("code") != 11000 or not isinstance(models[j], InsertOne):
+                    raise
+                doc = models[j]._doc  # inserted by an earlier replay of the same entry: take this version
+                self.db[coll].replace_one({"_id": doc["_id"]}, doc)
+                i = j + 1
 
     def _command(self, op: Command) -> None:
         db, names = self.db, set(self.db.list_collection_names())
