@@ -69,7 +69,7 @@ def main() -> None:
             marks["writes"] = i
 
         arch = threading.Thread(target=archive_oplog, args=(uri, store, tmp / "repo",
-                                ArchiveOptions(slice_seconds=a.slice_seconds, await_ms=500), stop_a))
+                                ArchiveOptions(slice_seconds=a.slice_seconds, poll_ms=500), stop_a))
         arch.start()
         w = threading.Thread(target=writer)
         w.start()
