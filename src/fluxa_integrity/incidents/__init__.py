@@ -5,7 +5,10 @@ The public entry point is ``fluxa_integrity.incidents.api.Incidents`` (docs/inci
 Modules, each small and named after what it does: lifecycle (state machine), severity (severity
 and scope), clocks (deadlines, warnings, breaches), phases (checklists and windows), actions
 (the registry of checklist actions), timeline (append and verify), intake (findings, reports,
-events), notifications (the outbox), postmortem (numbers and Markdown).
+events), notifications (the outbox), postmortem (numbers and Markdown). The ``Incidents`` facade
+is api.py (the core) plus one mixin per concern: publishing (status-page communications),
+checklist_ops (checklists and their actions), escalation (escalation and the clock tick), review
+(review, postmortem, timeline); change holds the unit of work they share.
 """
 
 from .actions import ActionContext, register_action  # noqa: F401

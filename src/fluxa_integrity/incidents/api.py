@@ -12,12 +12,19 @@ for anything the user can fix: unknown incident, refused transition, missing tem
 
 Each change is one transaction: the incident row, its timeline rows and the queued notifications
 are written together; notifications are delivered after the commit (incidents/notifications.py).
+
+``Incidents`` is one facade assembled from mixins, one per concern, so no module grows into a
+god file: this module keeps the core (construction, the change plumbing ``_get``/``_change``/
+``_notify``/``_record``, opening and intake, the lifecycle transitions, notifications and reading);
+publishing.py (status-page communications), checklist_ops.py (checklists and their actions),
+escalation.py (escalation and the clock ``tick``) and review.py (review, postmortem, timeline)
+hold the rest. They sit below this module: they use the core through ``self`` and import only
+change.py (the ``Change`` unit of work), never api.py.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterator
 
@@ -25,34 +32,25 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..comms.notify import Channel, Message, load_channels, retry_settings
-from ..comms.templates import placeholders, render
 from ..errors import FluxaError
 from ..policy.models import Policy
 from ..store import Store
-from ..store.incident_models import ChecklistState, Incident, IncidentFinding, Notification, Publication
+from ..store.incident_models import ChecklistState, Incident, IncidentFinding, Notification
 from ..store.models import Finding
-from . import clocks, intake, notifications, phases, postmortem, timeline
-from .actions import ActionContext, handler_for
+from . import intake, notifications, phases, timeline
+from .change import SYSTEM, Change
+from .checklist_ops import COMMS_ACTIONS, ChecklistMixin  # noqa: F401 - COMMS_ACTIONS was defined here
+from .escalation import EscalationMixin
 from .lifecycle import LIVE, STATUSES, TIMESTAMP, check_transition
+from .publishing import PublishingMixin
+from .review import ReviewMixin
 from .severity import classes_for, level_for, rank, scope_from
-from .timeutil import fmt_delta, iso, now, utc
+from .timeutil import iso, now, utc
 
-SYSTEM = "fluxa-integrity"
 PD_ACTION = {"acknowledged": "acknowledge", "resolved": "resolve"}
-COMMS_ACTIONS = {"first_communication": "initial", "progress_communication": "progress",
-                 "resolution_communication": "resolution"}
 
 
-@dataclass
-class _Change:
-    s: Session
-    inc: Incident
-    at: datetime
-    actor: str
-    outbox: list[int] = field(default_factory=list)
-
-
-class Incidents:
+class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin):
     def __init__(self, store: Store, policy: Policy, channels: list[Channel] | None = None,
                  retry: dict | None = None):
         self.store, self.policy = store, policy
@@ -85,16 +83,16 @@ class Incidents:
         return inc
 
     @contextmanager
-    def _change(self, incident_id: int, at: datetime | None, actor: str | None) -> Iterator[_Change]:
+    def _change(self, incident_id: int, at: datetime | None, actor: str | None) -> Iterator[Change]:
         with self.store.session() as s:
-            ch = _Change(s, self._get(s, incident_id), utc(at) or now(), actor or SYSTEM)
+            ch = Change(s, self._get(s, incident_id), utc(at) or now(), actor or SYSTEM)
             yield ch
         self._deliver(ch.outbox, ch.at)
 
     def _deliver(self, ids: list[int], at: datetime) -> dict:
         return notifications.deliver(self.store, self.channels, ids, at, self.retry) if ids else {"sent": 0, "failed": 0}
 
-    def _notify(self, ch: _Change, kind: str, subject: str, body: str = "", pagerduty: str | None = None) -> None:
+    def _notify(self, ch: Change, kind: str, subject: str, body: str = "", pagerduty: str | None = None) -> None:
         inc = ch.inc
         text = body or subject
         msg = Message(inc.id, kind, f"[{inc.severity}] Incident {inc.id}: {subject}",
@@ -102,7 +100,7 @@ class Incidents:
                       f"data classes {', '.join(inc.data_classes or []) or '-'}.", inc.severity, pagerduty)
         ch.outbox += notifications.enqueue(ch.s, self.channels, msg, ch.at)
 
-    def _record(self, ch: _Change, kind: str, **data) -> None:
+    def _record(self, ch: Change, kind: str, **data) -> None:
         timeline.append(ch.s, ch.inc, kind, ch.at, ch.actor, **data)
 
     # -- opening ----------------------------------------------------------------------------
@@ -135,7 +133,7 @@ class Incidents:
             s.flush()
             for phase_id, item_id, owner in phases.checklist_rows(self.policy):
                 s.add(ChecklistState(incident_id=inc.id, phase_id=phase_id, item_id=item_id, owner=owner))
-            ch = _Change(s, inc, at, actor or SYSTEM)
+            ch = Change(s, inc, at, actor or SYSTEM)
             self._record(ch, "opened", title=inc.title, source=source, source_kind=source_kind, severity=inc.severity,
                          data_classes=classes, collections=colls, description=description)
             if found:
@@ -212,7 +210,7 @@ class Incidents:
             out.append(f)
         return out
 
-    def _link(self, ch: _Change, found: list[Finding]) -> None:
+    def _link(self, ch: Change, found: list[Finding]) -> None:
         inc, s = ch.inc, ch.s
         have = {r for r in s.scalars(select(IncidentFinding.finding_id).where(IncidentFinding.incident_id == inc.id))}
         new = [f for f in found if f.id not in have]
@@ -296,43 +294,6 @@ class Incidents:
             self._record(ch, "note", text=text)
         return self.get(incident_id)
 
-    def escalate(self, incident_id: int, reason: str, severity: str | None = None, notify: str | None = None,
-                 at: datetime | None = None, actor: str | None = None) -> dict:
-        """Manual escalation or de-escalation: change severity and/or notify a role on the path."""
-        if not (reason or "").strip():
-            raise FluxaError("escalating needs a reason", "pass --reason")
-        if severity is None and notify is None:
-            raise FluxaError("nothing to escalate", "pass --severity LEVEL and/or --notify ROLE")
-        if severity is not None and severity not in self.policy.severity.levels:
-            raise FluxaError(f"unknown severity {severity!r}", f"levels: {', '.join(self.policy.severity.levels)}")
-        if notify is not None and notify not in self.policy.escalation.path:
-            raise FluxaError(f"{notify!r} is not on the escalation path",
-                             f"path: {' -> '.join(self.policy.escalation.path)}")
-        with self._change(incident_id, at, actor) as ch:
-            inc = ch.inc
-            if inc.status == "closed":
-                raise FluxaError(f"incident {inc.id} is closed")
-            if severity is not None and severity != inc.severity:
-                old, inc.severity, inc.severity_manual = inc.severity, severity, True
-                word = "escalated" if rank(self.policy, severity) < rank(self.policy, old) else "de-escalated"
-                self._record(ch, "severity_changed", **{"from": old, "to": severity, "reason": reason, "manual": True})
-                self._notify(ch, "severity", f"severity {word} {old} -> {severity}", f"Reason: {reason}")
-            if notify is not None:
-                self._escalate_to(ch, notify, reason)
-        return self.get(incident_id)
-
-    def _escalate_by_trigger(self, ch: _Change, when: str, reason: str) -> None:
-        for role in self.policy.escalation.triggered(when, ch.inc.severity):
-            self._escalate_to(ch, role, reason, trigger=when)
-
-    def _escalate_to(self, ch: _Change, role: str, reason: str, trigger: str | None = None) -> None:
-        inc = ch.inc
-        if role not in (inc.escalated_to or []):
-            inc.escalated_to = [*(inc.escalated_to or []), role]
-        person = (inc.roles or {}).get(role)
-        self._record(ch, "escalation", role=role, person=person, reason=reason, trigger=trigger)
-        self._notify(ch, "escalation", f"escalated to {role}" + (f" ({person})" if person else ""), f"Reason: {reason}")
-
     def link(self, incident_id: int, backups: list[str] | None = None, restores: list[str] | None = None,
              recovery_point: datetime | None = None, issue_started_at: datetime | None = None,
              at: datetime | None = None, actor: str | None = None) -> dict:
@@ -350,141 +311,7 @@ class Incidents:
                          issue_started_at=issue_started_at)
         return self.get(incident_id)
 
-    # -- phases and actions -----------------------------------------------------------------
-
-    def checklist(self, incident_id: int, at: datetime | None = None) -> list[dict]:
-        with self.store.session() as s:
-            inc = self._get(s, incident_id, lock=False)
-            return phases.view(self.policy, inc, self._states(s, inc.id), utc(at) or now())
-
-    def _states(self, s: Session, incident_id: int) -> dict[str, ChecklistState]:
-        return {r.item_id: r for r in s.scalars(select(ChecklistState).where(ChecklistState.incident_id == incident_id))}
-
-    def complete_item(self, incident_id: int, item_id: str, note: str | None = None, owner: str | None = None,
-                      run: bool = False, params: dict | None = None, values: dict | None = None,
-                      at: datetime | None = None, actor: str | None = None) -> dict:
-        """Tick a checklist item (``run``: carry out its action first; the item is ticked only when
-        the action succeeded). ``owner`` reassigns the item without ticking it."""
-        phase, item = phases.find_item(self.policy, item_id)
-        if item is None:
-            raise FluxaError(f"no checklist item {item_id!r}", "see `fluxa-integrity incident phase ID`")
-        if owner and owner not in self.policy.roles:
-            raise FluxaError(f"unknown role {owner!r}", f"the policy's roles: {', '.join(self.policy.roles)}")
-        if run and not item.action:
-            raise FluxaError(f"item {item_id} has no action the tool can carry out", "tick it with --done")
-        if run and item.action in COMMS_ACTIONS:
-            self.publish(incident_id, COMMS_ACTIONS[item.action], values or {}, at=at, actor=actor)
-        result = None
-        with self._change(incident_id, at, actor) as ch:
-            inc = ch.inc
-            if inc.status == "closed":
-                raise FluxaError(f"incident {inc.id} is closed; its checklist is final")
-            st = self._states(ch.s, inc.id)[item_id]
-            if owner:
-                st.owner = owner
-                self._record(ch, "checklist_owner", phase=phase.id, item=item_id, owner=owner)
-                if not run and note is None:
-                    return self.get(incident_id)
-            if run and item.action not in COMMS_ACTIONS:
-                result = handler_for(item.action)(ActionContext(inc, item_id, ch.at, ch.actor, params or {},
-                                                                self.policy, self.store))
-                self._record(ch, "action", phase=phase.id, item=item_id, action=item.action, result=result)
-                if result.get("status") != "done":  # the item stays open: nothing was carried out
-                    return {**self.get_in(ch.s, inc), "action_result": result}
-            st.done_at, st.done_by, st.note = ch.at, ch.actor, note
-            self._record(ch, "checklist", phase=phase.id, item=item_id, text=item.text, note=note)
-        out = self.get(incident_id)
-        if result is not None:
-            out["action_result"] = result
-        return out
-
-    # -- communications ---------------------------------------------------------------------
-
-    def template_values(self, inc: Incident, at: datetime) -> dict[str, str]:
-        """What the incident itself can fill in; --set values override."""
-        titles = [self.policy.data_class(c).title.lower() for c in inc.data_classes or []
-                  if c in {d.name for d in self.policy.data_classes}]
-        vals = {"CURRENT_TIME": f"{at:%Y-%m-%d %H:%M} UTC",
-                "SPECIFIC_ISSUES": f"missing or incorrect {' and '.join(titles)} data" if titles else ""}
-        left = clocks.remaining(self.policy, inc, at)["resolve"]
-        if left is not None and left.total_seconds() > 0:
-            hours = max(1, round(left.total_seconds() / 3600))
-            vals["ESTIMATED_TIME"] = f"{hours} hour{'s' if hours > 1 else ''}"
-        if inc.root_cause:
-            vals["BRIEF_CAUSE"] = inc.root_cause
-        if inc.resolution:
-            vals["BRIEF_RESOLUTION"] = inc.resolution
-        return {k: v for k, v in vals.items() if v}
-
-    def render(self, incident_id: int, template: str, values: dict | None = None,
-               at: datetime | None = None) -> dict:
-        tpl = self._template(template)
-        at = utc(at) or now()
-        with self.store.session() as s:
-            inc = self._get(s, incident_id, lock=False)
-            vals = {**self.template_values(inc, at), **{k.strip("[]"): v for k, v in (values or {}).items()}}
-        unknown = [k for k in vals if k not in placeholders(tpl.text) and k not in self.template_values_keys]
-        if unknown:
-            raise FluxaError(f"the {template} template has no placeholder {', '.join(unknown)}",
-                             f"its placeholders: {', '.join(placeholders(tpl.text))}")
-        text = render(tpl, vals, template)
-        return {"incident": incident_id, "template": template, "title": tpl.title, "text": text,
-                "values": {k: vals[k] for k in placeholders(tpl.text)}}
-
-    template_values_keys = ("CURRENT_TIME", "SPECIFIC_ISSUES", "ESTIMATED_TIME", "BRIEF_CAUSE", "BRIEF_RESOLUTION")
-
-    def _template(self, name: str):
-        if name not in ("initial", "progress", "resolution"):
-            raise FluxaError(f"unknown template {name!r}", "initial, progress or resolution")
-        return getattr(self.policy.templates, name)
-
-    def publish(self, incident_id: int, template: str, values: dict | None = None, at: datetime | None = None,
-                actor: str | None = None) -> dict:
-        """Render (refused with a placeholder left), record on the status page history, notify."""
-        rendered = self.render(incident_id, template, values, at)
-        with self._change(incident_id, at, actor) as ch:
-            pub = Publication(incident_id=ch.inc.id, template=template, title=rendered["title"], text=rendered["text"],
-                              values=rendered["values"], published_at=ch.at)
-            ch.s.add(pub)
-            ch.s.flush()
-            self._record(ch, "communication", template=template, publication=pub.id, title=rendered["title"],
-                         text=rendered["text"])
-            self._notify(ch, "communication", f"status page: {rendered['title']}", rendered["text"])
-        return {**rendered, "publication": pub.id, "published_at": iso(pub.published_at)}
-
-    def publications(self, incident_id: int | None = None) -> list[dict]:
-        with self.store.session() as s:
-            q = select(Publication).order_by(Publication.id)
-            if incident_id is not None:
-                q = q.where(Publication.incident_id == incident_id)
-            return [{"id": p.id, "incident": p.incident_id, "template": p.template, "title": p.title,
-                     "text": p.text, "published_at": iso(p.published_at)} for p in s.scalars(q)]
-
-    # -- clocks -----------------------------------------------------------------------------
-
-    def tick(self, at: datetime | None = None) -> dict:
-        """Evaluate every live incident's clocks at ``at``: warnings, breaches, escalation by
-        clock, overdue phases (each recorded once), then retry due notifications."""
-        at = utc(at) or now()
-        fired: list[dict] = []
-        with self.store.session() as s:
-            ids = list(s.scalars(select(Incident.id).where(Incident.status != "closed").order_by(Incident.id)))
-        for iid in ids:
-            with self._change(iid, at, SYSTEM) as ch:
-                states = self._states(ch.s, iid)
-                done = {k: v.done_at is not None for k, v in states.items()}
-                for ev in clocks.due(self.policy, ch.inc, at, done):
-                    ch.inc.fired = [*(ch.inc.fired or []), ev.key]
-                    self._record(ch, ev.kind, clock=ev.clock, due_at=ev.due_at)
-                    fired.append({"incident": iid, "event": ev.kind, "clock": ev.clock, "due_at": iso(ev.due_at)})
-                    if ev.kind == "clock_warning":
-                        self._notify(ch, "clock", f"{ev.clock} due at {ev.due_at:%H:%M} UTC "
-                                     f"(in {fmt_delta(ev.due_at - at)})")
-                    elif ev.kind == "clock_breached":
-                        self._notify(ch, "clock", f"{ev.clock} target missed (due {ev.due_at:%H:%M} UTC)")
-                        self._escalate_by_trigger(ch, ev.escalate_when, reason=f"{ev.clock} target missed")
-        retried = self._deliver(notifications.pending_ids(self.store, due_at=at), at)
-        return {"at": iso(at), "events": fired, "notifications_retried": retried}
+    # -- notifications ----------------------------------------------------------------------
 
     def retry_notifications(self, at: datetime | None = None, incident_id: int | None = None) -> dict:
         """Deliver every pending notification now, whatever its schedule."""
@@ -498,49 +325,7 @@ class Incidents:
                      "attempts": r.attempts, "last_error": r.last_error, "sent_at": iso(r.sent_at),
                      "next_attempt_at": iso(r.next_attempt_at)} for r in rows]
 
-    # -- postmortem -------------------------------------------------------------------------
-
-    def review(self, incident_id: int, root_cause: str | None = None, factors: list[str] | None = None,
-               lessons: list[str] | None = None, action_items: list[str] | None = None,
-               at: datetime | None = None, actor: str | None = None) -> dict:
-        """Fill the root-cause review (appends factors, lessons and action items)."""
-        with self._change(incident_id, at, actor) as ch:
-            inc = ch.inc
-            if root_cause is not None:
-                inc.root_cause = root_cause.strip() or None
-            inc.contributing_factors = [*(inc.contributing_factors or []), *(factors or [])]
-            inc.lessons = [*(inc.lessons or []), *(lessons or [])]
-            inc.action_items = [*(inc.action_items or []), *(action_items or [])]
-            self._record(ch, "review", root_cause=root_cause, factors=factors, lessons=lessons,
-                         action_items=action_items)
-        return self.get(incident_id)
-
-    def postmortem(self, incident_id: int, at: datetime | None = None) -> dict:
-        with self.store.session() as s:
-            inc = self._get(s, incident_id, lock=False)
-            evs = timeline.events(s, inc.id)
-            found = intake.linked_findings(s, inc.id)
-            pubs = list(s.scalars(select(Publication).where(Publication.incident_id == inc.id).order_by(Publication.id)))
-            view = phases.view(self.policy, inc, self._states(s, inc.id), utc(at) or now())
-            md = postmortem.render(self.policy, inc, evs, found, pubs, view)
-            return {"incident": inc.id, "numbers": postmortem.numbers_json(postmortem.numbers(self.policy, inc)),
-                    "markdown": md}
-
     # -- reading ----------------------------------------------------------------------------
-
-    def verify_timeline(self, incident_id: int | None = None) -> list[dict]:
-        with self.store.session() as s:
-            if incident_id is not None:
-                incs = [self._get(s, incident_id, lock=False)]
-            else:
-                incs = list(s.scalars(select(Incident).order_by(Incident.id)))
-            return [timeline.verify(s, i).as_dict() for i in incs]
-
-    def timeline(self, incident_id: int) -> list[dict]:
-        with self.store.session() as s:
-            self._get(s, incident_id, lock=False)
-            return [{"seq": e.seq, "at": iso(e.at), "kind": e.kind, "actor": e.actor, "data": e.data,
-                     "hash": e.hash} for e in timeline.events(s, incident_id)]
 
     def get(self, incident_id: int) -> dict:
         with self.store.session() as s:
