@@ -120,3 +120,25 @@ def test_server_trims_the_oplog_to_its_entry_cap(tmp_path, ferretdb_binary):
         assert len(ids) == 500 and ids == list(range(2500, 3000))
     finally:
         server.stop()
+
+
+@needs_own_server
+def test_an_oplog_that_outgrew_the_trimmer_is_recreated(tmp_path, ferretdb_binary):
+    """FerretDB deletes at most 32766 entries per compact; past that the trimmer could never
+    catch up. The server starts the oplog afresh (as a rolled-over oplog) and says so."""
+    server = DevServer(tmp_path / "overflow-devdb")
+    status = server.start(port=free_port(), oplog_entries=100, oplog_trim_s=6, progress=lambda msg: None)
+    try:
+        c = pymongo.MongoClient(status.uri)
+        c.app.t.insert_many([{"_id": i} for i in range(80_000)])  # > 32766 over the cap within one interval
+        deadline = time.monotonic() + 30
+        while "recreated it empty" not in server.log_file.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "recreated it empty" in server.log_file.read_text()
+        c.app.t.insert_one({"_id": "after"})
+        time.sleep(7)  # one more trim: the new oplog is capped like the old one
+        oplog = c.local["oplog.rs"]
+        assert oplog.find_one({"o._id": "after"}) is not None and oplog.estimated_document_count() <= 100
+        assert c.local.command("listCollections", filter={"name": "oplog.rs"})["cursor"]["firstBatch"][0]["options"]["max"] == 100
+    finally:
+        server.stop()

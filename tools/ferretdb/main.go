@@ -33,7 +33,7 @@ func main() {
 	// Embedded FerretDB never trims capped collections by itself (its cleanup timer is off), and
 	// every tail of local.oplog.rs re-reads the whole collection, so an untrimmed oplog makes the
 	// archiver slower with every write. `compact` on a capped collection trims it to its limits.
-	capEvery := flag.Duration("oplog-trim-interval", 500*time.Millisecond, "trim local.oplog.rs to its capped limits this often (0: never)")
+	capEvery := flag.Duration("oplog-trim-interval", time.Second, "trim local.oplog.rs to its capped limits this often (0: never)")
 	debugAddr := flag.String("debug-addr", "", "serve Go's /debug/pprof on this address (diagnosing hangs)")
 	flag.Parse()
 	if *debugAddr != "" {
@@ -85,7 +85,8 @@ func level(s string) slog.Level {
 }
 
 // trimOplog runs `compact` on local.oplog.rs every interval: FerretDB then deletes the oldest
-// entries beyond the collection's `max` count and `size` bytes.
+// entries beyond the collection's `max` count and `size` bytes. Each compact ANALYZEs the whole
+// oplog (about 0.1 s at 20k entries), hence a short oplog and an interval of a second.
 func trimOplog(ctx context.Context, uri string, every time.Duration) {
 	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
 	if err != nil {
@@ -93,22 +94,47 @@ func trimOplog(ctx context.Context, uri string, every time.Duration) {
 		return
 	}
 	defer client.Disconnect(context.Background())
-	t := time.NewTicker(every)
-	defer t.Stop()
+	local := client.Database("local")
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(every):
 		}
-		err := client.Database("local").RunCommand(ctx, bson.D{{Key: "compact", Value: "oplog.rs"}}).Err()
+		err := local.RunCommand(ctx, bson.D{{Key: "compact", Value: "oplog.rs"}}).Err()
 		var cmdErr mongo.CommandError
-		if err != nil && ctx.Err() == nil && !(errors.As(err, &cmdErr) && cmdErr.Code == 26) { // 26: no oplog yet
-			hint := ""
-			if strings.Contains(err.Error(), "too many SQL variables") {
-				hint = " (FerretDB deletes at most 32766 entries at once: the oplog grew that far past its cap between trims; lower -oplog-trim-interval)"
+		switch {
+		case err == nil, ctx.Err() != nil, errors.As(err, &cmdErr) && cmdErr.Code == 26: // 26: no oplog yet
+		case strings.Contains(err.Error(), "too many SQL variables"):
+			// FerretDB deletes at most 32766 entries at once: the oplog outgrew its cap by more
+			// than that between two trims and compact can never catch up again. Start it afresh,
+			// as a rolled-over MongoDB oplog would be: the archiver records the gap loudly.
+			if rerr := recreateOplog(ctx, local); rerr != nil {
+				fmt.Fprintf(os.Stderr, "oplog trim: %v; recreating it failed: %v\n", err, rerr)
+			} else {
+				fmt.Fprintln(os.Stderr, "oplog trim: the oplog outgrew its cap by more than FerretDB can delete at once; "+
+					"recreated it empty (the oplog archive will record a gap)")
 			}
-			fmt.Fprintf(os.Stderr, "oplog trim: %v%s\n", err, hint)
+		default:
+			fmt.Fprintf(os.Stderr, "oplog trim: %v\n", err)
 		}
 	}
+}
+
+// recreateOplog drops local.oplog.rs and creates it again with the same capped limits.
+func recreateOplog(ctx context.Context, local *mongo.Database) error {
+	specs, err := local.ListCollectionSpecifications(ctx, bson.D{{Key: "name", Value: "oplog.rs"}})
+	if err != nil || len(specs) == 0 {
+		return fmt.Errorf("reading its options: %v", err)
+	}
+	create := bson.D{{Key: "create", Value: "oplog.rs"}, {Key: "capped", Value: true}}
+	for _, key := range []string{"size", "max"} {
+		if v, err := specs[0].Options.LookupErr(key); err == nil {
+			create = append(create, bson.E{Key: key, Value: v})
+		}
+	}
+	if err := local.Collection("oplog.rs").Drop(ctx); err != nil {
+		return err
+	}
+	return local.RunCommand(ctx, create).Err()
 }

@@ -30,7 +30,7 @@ DEFAULT_PORT = 27217
 DEFAULT_OPLOG_MB = 1024
 #: FerretDB re-reads the whole oplog for every tail poll, so the archiver's lag grows with the
 #: oplog's length; the server trims it to this many entries every few seconds (docs/local-server.md).
-DEFAULT_OPLOG_ENTRIES = 50_000
+DEFAULT_OPLOG_ENTRIES = 20_000
 START_TIMEOUT_S = 30.0
 
 
@@ -185,7 +185,7 @@ class DevServer:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, port: int | None = None, oplog_mb: int = DEFAULT_OPLOG_MB,
-              oplog_entries: int = DEFAULT_OPLOG_ENTRIES, oplog_trim_s: float = 0.5, progress=print) -> Status:
+              oplog_entries: int = DEFAULT_OPLOG_ENTRIES, oplog_trim_s: float = 1.0, progress=print) -> Status:
         current = self.status()
         if current.running:
             if port and port != current.port:
