@@ -16,7 +16,7 @@ from bson.timestamp import Timestamp
 from sqlalchemy import select
 
 from ..store import Store
-from ..store.backup_models import OplogGap, OplogSlice
+from ..store.backup_models import OplogArchiveState, OplogGap, OplogSlice
 from .retention import aware
 
 UTC = timezone.utc
@@ -54,6 +54,20 @@ def add_gap(store: Store, repo: Path, after: Timestamp | None, before: Timestamp
         s.add(row)
         s.flush()
         return row.id
+
+
+def mark_caught_up(store: Store, repo: Path, at: datetime, last: Timestamp | None) -> None:
+    with store.session() as s:
+        row = s.get(OplogArchiveState, str(repo)) or OplogArchiveState(repo=str(repo))
+        row.caught_up_at, row.last_t, row.last_i = at, last.time if last else None, last.inc if last else None
+        s.merge(row)
+
+
+def caught_up(store: Store) -> dict[Timestamp, datetime]:
+    """Newest proof of being caught up per archived ts: {last archived ts: caught_up_at}."""
+    with store.session() as s:
+        rows = list(s.scalars(select(OplogArchiveState)))
+    return {Timestamp(r.last_t, r.last_i): aware(r.caught_up_at) for r in rows if r.last_t is not None}
 
 
 def slices(store: Store, repo: Path | None = None) -> list[OplogSlice]:

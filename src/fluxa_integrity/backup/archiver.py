@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +36,8 @@ from .repository import resolve_repo
 from .slices import SliceWriter, remove_stale_temp
 
 RAW = CodecOptions(document_class=RawBSONDocument, tz_aware=True)
+UTC = timezone.utc
+CAUGHT_UP_EVERY_S = 5.0  # how often an idle archiver records that it is caught up
 
 
 @dataclass
@@ -104,6 +107,7 @@ def archive_oplog(uri: str, store: Store, repo: str | Path | None = None, opts: 
     prev = last  # the link the next slice records
     writer: SliceWriter | None = None
     opened = 0.0
+    proved = float("-inf")  # monotonic time of the last caught-up mark
 
     def close_slice() -> None:
         nonlocal writer, prev
@@ -163,8 +167,14 @@ def archive_oplog(uri: str, store: Store, repo: str | Path | None = None, opts: 
                     stop.wait(opts.poll_ms / 1000)
                 batch, check_first = cursor.open(last), last is not None
                 continue
+            polled = datetime.now(UTC)
             batch = cursor.more()
             if not batch:
+                if writer is None and time.monotonic() - proved >= CAUGHT_UP_EVERY_S:
+                    # nothing newer than `last`, and it is in a closed slice: all writes made
+                    # before this poll are archived (the RPO of an idle database stays fresh)
+                    ac.mark_caught_up(store, repo, polled, last)
+                    proved = time.monotonic()
                 if opts.once:
                     break
                 stop.wait(opts.poll_ms / 1000)

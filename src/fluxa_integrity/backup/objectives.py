@@ -4,7 +4,8 @@ RPO: the newest recoverable point of a data class is the start of the newest ``c
 ``verified`` full backup holding every collection the class covers (a snapshot holds every write
 made before it started; later ones only maybe) - or, when the oplog archive continuously covers
 from such a snapshot's start, the wall time of the newest archived entry of that window (a
-point-in-time restore reaches it). Its age is compared with the class's RPO. The live oplog does
+point-in-time restore reaches it), or later, the last time the archiver found nothing newer than
+that entry (an idle database loses nothing written before then). Its age is compared with the class's RPO. The live oplog does
 not count: it is lost with the server. Gaps in the archive are reported with every class.
 RTO: the restore seconds the latest verification measured for the class (a restore drill, not
 an estimate) against its RTO; a class never drilled is ``unmeasured``.
@@ -30,10 +31,11 @@ def rpo_status(store: Store, policy: Policy, db: str, now: datetime | None = Non
     now = now or datetime.now(UTC)
     from bson.timestamp import Timestamp
 
-    from .archive_catalog import coverage
+    from .archive_catalog import caught_up, coverage
 
     backups = [b for b in list_backups(store, db, "full") if b.status in ("complete", "verified")]
     windows, _ = coverage(store)
+    proofs = caught_up(store)  # an archiver caught up at T with nothing newer: every write before T is archived
     out = []
     for dc in policy.data_classes:
         need = {c.collection for c in dc.covers}
@@ -43,8 +45,9 @@ def rpo_status(store: Store, policy: Policy, db: str, now: datetime | None = Non
         for b in (b for b in backups if need <= set(b.collections) and b.oplog_start_t is not None):
             start = Timestamp(b.oplog_start_t, b.oplog_start_i)
             for w in windows:
-                if w.covers_from(start) and w.last_wall and (point is None or w.last_wall > point):
-                    point, newest, source = w.last_wall, b, "oplog archive"
+                reach = max(filter(None, (w.last_wall, proofs.get(w.last))), default=None)
+                if w.covers_from(start) and reach and (point is None or reach > point):
+                    point, newest, source = reach, b, "oplog archive"
         age = (now - point).total_seconds() if point else None
         out.append({"data_class": dc.name, "rpo": dc.rpo, "rpo_seconds": dc.rpo_delta.total_seconds(),
                     "backup_id": newest.id if newest else None, "recoverable_point": point, "source": source,

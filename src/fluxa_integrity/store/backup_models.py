@@ -100,6 +100,19 @@ class OplogSlice(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class OplogArchiveState(Base):
+    """The archiver's last proof of being caught up: at ``caught_up_at`` a poll found nothing
+    newer than ``last`` and every entry up to ``last`` was in a closed slice. So every write made
+    before that moment is archived, even when the newest entry is older (an idle database)."""
+
+    __tablename__ = "oplog_archive_state"
+
+    repo: Mapped[str] = mapped_column(Text, primary_key=True)
+    caught_up_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_t: Mapped[int | None] = mapped_column(BigInteger)
+    last_i: Mapped[int | None] = mapped_column(BigInteger)
+
+
 class OplogGap(Base):
     """The oplog rolled past the archive: entries after ``after`` and before ``before`` are lost,
     so no point in time inside that range can be restored from the archive."""
