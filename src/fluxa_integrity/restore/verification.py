@@ -23,6 +23,7 @@ from ..backup import catalog
 from ..backup.manifest import check_files, files_of, read_manifest
 from ..backup.repository import backup_dir
 from ..backup.snapshot import Progress
+from ..backup.verify_incremental import verify_incremental
 from ..checks.runner import RunOptions, run_checks
 from ..errors import FluxaError
 from ..mongo.connection import connect, first_line
@@ -41,6 +42,8 @@ def _index_set(specs) -> set[tuple]:
 
 def verify_backup(uri: str, store: Store, backup_id: str, policy: Policy, progress: Progress | None = None,
                   run_integrity_checks: bool = True) -> dict:
+    if catalog.get_backup(store, backup_id).kind == "incremental":  # no state of its own to restore
+        return verify_incremental(store, backup_id)
     row = catalog.restorable_backup(store, backup_id)
     directory = backup_dir(Path(row.repo), row.id)
     manifest = read_manifest(directory, row.manifest_sha256)
