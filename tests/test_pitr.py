@@ -20,7 +20,9 @@ from fluxa_integrity.backup.archiver import ArchiveOptions, archive_oplog
 from fluxa_integrity.backup.incremental import run_incremental
 from fluxa_integrity.backup.snapshot import BackupOptions, run_backup
 from fluxa_integrity.errors import FluxaError
+from fluxa_integrity.policy import default_policy
 from fluxa_integrity.restore.pitr import parse_point, restore_to_point
+from fluxa_integrity.restore.verification import verify_backup
 from fluxa_integrity.store import open_store
 
 UTC = timezone.utc
@@ -154,12 +156,21 @@ def test_incremental_backup_and_restore_from_it(setup):
     assert m["oplog"]["start"] == full.manifest["oplog"]["start"]  # from the snapshot's start: see incremental.py
     again = run_incremental(uri, "app", store, repo)  # nothing new for app: an empty increment, chained
     assert again.manifest["based_on"] == inc.id and again.manifest["entries"] == 0
+    verdicts = {b.id: verify_backup(uri, store, b.id, default_policy()) for b in (inc, again)}
+    assert {k: v["verdict"] for k, v in verdicts.items()} == {inc.id: "pass", again.id: "pass"}
+    assert verdicts[inc.id]["entries"] == m["entries"] > 0
     # the slices are gone (point-in-time retention is shorter) and so is the live oplog: the increment remains
     for row in ac.slices(store):
         ac.slice_path(row).unlink()
     client.local["oplog.rs"].delete_many({})
     res = restore_to_point(uri, store, "app", "t3", at)
     assert hashes(client.t3) == copy and "incremental" in [s["kind"] for s in res["sources"]]
+    oplog_file = inc.directory / "oplog.bson.zst"  # a flipped byte fails verification, naming the file
+    data = bytearray(oplog_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    oplog_file.write_bytes(bytes(data))
+    bad = verify_backup(uri, store, inc.id, default_policy())
+    assert bad["verdict"] == "fail" and any("oplog.bson.zst" in p for p in bad["problems"])
 
 
 def test_parse_point():
@@ -185,3 +196,60 @@ def test_replay_is_idempotent_on_documents_the_snapshot_holds(db):
             r.apply(e)
         r.flush()
         assert list(db.c.find().sort("_id", 1)) == [{"_id": 1, "v": "new"}, {"_id": 2, "v": 2}, {"_id": 3, "v": 33}]
+
+
+def test_prune_drops_only_slices_no_point_in_the_window_needs(setup, cli):
+    """72 h point-in-time retention: slices ending before the newest full backup older than the
+    window go; the window still restores exactly, and coverage shows no gap where they were."""
+    from datetime import timedelta
+
+    uri, client, db, store, repo, b1 = setup
+    phase(db, 0)
+    old = archive_oplog(uri, store, repo, ONCE).slices  # entries before and after b1
+    b2 = run_backup(uri, "app", store, BackupOptions(repo=repo, oplog_probe="exact"))
+    time.sleep(1.1)
+    phase(db, 1)
+    new = archive_oplog(uri, store, repo, ONCE).slices
+    copy, at = mark(db)
+    fmt = "%Y-%m-%dT%H:%M:%S"
+
+    soon = cli("backup", "prune", "--dry-run", "--json", "--now", (datetime.now(UTC) + timedelta(hours=1)).strftime(fmt))
+    assert {s["action"] for s in soon.json()["oplog_slices"]} == {"keep"}  # b1 is the base: all needed
+
+    later = (datetime.now(UTC) + timedelta(hours=80)).strftime(fmt)  # both backups older than 72 h: b2 is the base
+    dry = cli("backup", "prune", "--dry-run", "--json", "--now", later).json()
+    plan = {s["id"]: s["action"] for s in dry["oplog_slices"]}
+    assert plan == {**{f"slice:{s['id']}": "delete" for s in old}, **{f"slice:{s['id']}": "keep" for s in new}}
+    assert all(repo.joinpath(s["path"]).exists() for s in old)  # a dry run deletes nothing
+
+    done = cli("backup", "prune", "--json", "--now", later).json()
+    assert sorted(done["deleted"]) == sorted(f"slice:{s['id']}" for s in old)
+    assert not any(repo.joinpath(s["path"]).exists() for s in old)
+    windows, gaps = ac.coverage(store)
+    assert len(windows) == 1 and gaps == []
+    res = restore_to_point(uri, store, "app", "after_prune", at)
+    assert res["backup_id"] == b2.id and hashes(client.after_prune) == copy
+
+
+def test_idle_archiver_keeps_the_recovery_point_fresh(setup):
+    """RPO of an idle database: once the archiver has polled and found nothing newer, every write
+    before that poll is archived, so the recoverable point moves past the newest entry's time -
+    and never past a write the archive does not hold."""
+    from datetime import timedelta
+
+    from fluxa_integrity.backup.objectives import rpo_status
+
+    uri, client, db, store, repo, _ = setup
+    phase(db, 0)
+    archive_oplog(uri, store, repo, ONCE)
+    newest_entry = ac.coverage(store)[0][-1].last_wall
+    time.sleep(1.5)
+    archive_oplog(uri, store, repo, ONCE)  # nothing new: it records that it is caught up
+    point = {r["data_class"]: r for r in rpo_status(store, default_policy(), "app")}["chat_history"]
+    assert point["source"] == "oplog archive"
+    assert point["recoverable_point"] >= newest_entry + timedelta(seconds=1.4)
+
+    db.notes.insert_one({"_id": "late"})  # written but not archived yet
+    written = datetime.now(UTC)
+    again = {r["data_class"]: r for r in rpo_status(store, default_policy(), "app")}["chat_history"]
+    assert again["recoverable_point"] == point["recoverable_point"] < written

@@ -158,26 +158,59 @@ def verify(backup_id: str = typer.Argument(...), policy: Optional[Path] = Policy
     raise typer.Exit(0 if report["verdict"] == "pass" else EXIT_PROBLEMS)
 
 
+@app.command("import")
+def import_cmd(source: Path = typer.Argument(..., help="mongodump's output directory (or one database in it)."),
+               db: Optional[str] = typer.Option(None, "--db", help="The database to import when the dump holds "
+                                                "several [default: the only one]; also its name in the catalog."),
+               repo: Optional[Path] = typer.Option(None, "--repo", help="Backup repository directory."),
+               json_out: bool = JsonOpt) -> None:
+    """Catalog a mongodump directory (plain or --gzip) as a full backup: copied into the repository
+    with checksums, counts and content hashes, then restorable and verifiable like any snapshot
+    (not as a point-in-time base: a dump has no oplog position)."""
+    from ..backup.importer import import_dump
+
+    res = import_dump(open_store(), source, db, repo)
+    m = res.manifest
+    if json_out:
+        emit_json({"id": res.id, "db": res.db, "kind": "full", "status": "complete", "directory": str(res.directory),
+                   "imported_from": m["imported_from"], "compression": m["compression"],
+                   "collections": {n: e.get("count") for n, e in m["collections"].items()},
+                   "documents": m["totals"]["documents"]})
+        return
+    console.print(f"[green]imported {m['imported_from']} as backup {res.id}[/]: {len(m['collections'])} collections, "
+                  f"{m['totals']['documents']:,} documents ({m['compression']})", highlight=False)
+    print(res.id)
+
+
 @app.command()
 def prune(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be deleted; delete nothing."),
           policy: Optional[Path] = PolicyOpt, db: Optional[str] = typer.Option(None, "--db"),
           now: Optional[datetime] = typer.Option(None, "--now", help="Evaluate retention as of this time (UTC)."),
           json_out: bool = JsonOpt) -> None:
-    """Delete backups past the policy's retention (pinned ones are kept)."""
+    """Delete backups past the policy's retention (pinned ones are kept), and oplog slices no
+    point in time of the policy's point_in_time window needs."""
+    from ..backup.slice_retention import apply_slice_prune, plan_slice_prune
+
     store = open_store()
     now = now.replace(tzinfo=UTC) if now and now.tzinfo is None else now
-    items = plan_prune(store, policy_from(policy), now, db)
-    deleted = [] if dry_run else apply_prune(store, items)
+    pol = policy_from(policy)
+    items = plan_prune(store, pol, now, db)
+    slices = plan_slice_prune(store, pol, now)
+    deleted = [] if dry_run else apply_prune(store, items) + apply_slice_prune(store, slices)
     if json_out:
-        emit_json({"dry_run": dry_run, "deleted": deleted, "backups": [i.__dict__ for i in items]})
+        emit_json({"dry_run": dry_run, "deleted": deleted, "backups": [i.__dict__ for i in items],
+                   "oplog_slices": [i.__dict__ for i in slices]})
         return
     table = Table(title="prune (dry run)" if dry_run else "prune")
     for col in ("id", "kind", "status", "age (days)", "action", "why"):
         table.add_column(col)
-    for i in items:
+    for i in items + [i for i in slices if i.action == "delete"]:  # kept slices would only crowd the table
         table.add_row(i.id, i.kind, i.status, f"{i.age_days:.1f}",
                       ("would delete" if dry_run else "deleted") if i.action == "delete" else "keep", i.reason)
     console.print(table)
+    kept = [i for i in slices if i.action == "keep"]
+    if kept:
+        console.print(f"{len(kept)} oplog slices kept ({kept[0].reason})", highlight=False)
 
 
 @app.command()
@@ -237,20 +270,22 @@ def archive_oplog_cmd(once: bool = typer.Option(False, "--once", help="Archive w
 def oplog_status(repo: Optional[Path] = typer.Option(None, "--repo", help="Only this repository [default: all]."),
                  json_out: bool = JsonOpt) -> None:
     """Windows of continuous oplog coverage and the gaps between them. Exit 1 if there is a gap."""
-    from ..backup.archive_catalog import coverage
+    from ..backup.archive_catalog import caught_up, coverage
     from ..backup.repository import resolve_repo
 
-    windows, gaps = coverage(open_store(), resolve_repo(repo, create=False) if repo else None)
+    store = open_store()
+    windows, gaps = coverage(store, resolve_repo(repo, create=False) if repo else None)
+    proofs = caught_up(store)
+    rows = [{**w.as_dict(), "caught_up_at": proofs.get(w.last)} for w in windows]
     if json_out:
-        emit_json({"windows": [w.as_dict() for w in windows], "gaps": gaps, "broken": bool(gaps)})
+        emit_json({"windows": rows, "gaps": gaps, "broken": bool(gaps)})
     else:
         table = Table(title="oplog archive: continuous windows")
-        for col in ("from", "to", "from (wall)", "to (wall)", "slices", "entries"):
+        for col in ("from", "to", "from (wall)", "to (wall)", "caught up at", "slices", "entries"):
             table.add_column(col)
-        for w in windows:
-            d = w.as_dict()
+        for d in rows:
             table.add_row(d["from"], d["to"], str(d["from_wall"] or "-"), str(d["to_wall"] or "-"),
-                          str(d["slices"]), str(d["entries"]))
+                          str(d["caught_up_at"] or "-"), str(d["slices"]), str(d["entries"]))
         console.print(table)
         for g in gaps:
             console.print(f"[bold red]GAP after {g['after']} up to {g['before']}: {g['reason']} - the point-in-time "
