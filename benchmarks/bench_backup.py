@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,12 +43,13 @@ class Load:
     """Chat traffic at a fixed rate: each write inserts a message and bumps its conversation's
     counter (an update by _id). ``pause()`` holds the writer while a copy is taken."""
 
-    def __init__(self, db, rate: float):
-        self.db, self.rate = db, rate
+    def __init__(self, db, rate: float, updates: bool = True):
+        self.db, self.rate, self.updates = db, rate, updates
         self.convs = [c["_id"] for c in db.conversations.find({}, {"_id": 1}).limit(2000)]
         self.user = db.conversations.find_one({"_id": self.convs[0]})["userId"]
         self.stop, self.hold, self.held = threading.Event(), threading.Event(), threading.Event()
         self.writes = 0
+        self.times: list[float] = []  # wall time of each write: what the archiver's lag is measured against
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -62,9 +64,11 @@ class Load:
                 self.held.clear()
             conv = self.convs[self.writes % len(self.convs)]
             now = datetime.now(UTC)
+            self.times.append(now.timestamp())
             self.db.messages.insert_one({"_id": ObjectId(), "conversationId": conv, "userId": self.user,
                                          "sender": "user", "content": f"load {self.writes}", "timestamp": now})
-            self.db.conversations.update_one({"_id": conv}, {"$inc": {"messageCount": 1}, "$set": {"updatedAt": now}})
+            if self.updates:  # on FerretDB an update by _id scans the collection: ~250 ms at 100k conversations
+                self.db.conversations.update_one({"_id": conv}, {"$inc": {"messageCount": 1}, "$set": {"updatedAt": now}})
             self.writes += 1
             time.sleep(max(0.0, t0 + self.writes / self.rate - time.perf_counter()))
 
@@ -83,66 +87,95 @@ def main() -> None:
     ap.add_argument("--load-seconds", type=float, default=0.0, help="then measure archiver lag and PITR (0: skip)")
     ap.add_argument("--rate", type=float, default=50.0, help="load writes per second (each an insert and an update)")
     ap.add_argument("--slice-seconds", type=float, default=10.0)
+    ap.add_argument("--inserts-only", action="store_true", help="load: message inserts without conversation updates")
+    ap.add_argument("--only-pitr", action="store_true", help="skip drain, backup and restore throughput")
+    ap.add_argument("--reuse", type=Path, help="a previous run's directory (printed at the start): its server's "
+                    "data is used and generation skipped")
     a = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="fluxa-bench-"))
+    tmp = a.reuse or Path(tempfile.mkdtemp(prefix="fluxa-bench-"))
+    print(f"working in {tmp}", file=sys.stderr, flush=True)
+    shutil.rmtree(tmp / "home", ignore_errors=True)  # a fresh catalog and repository every run
+    shutil.rmtree(tmp / "repo", ignore_errors=True)
     os.environ["FLUXA_HOME"] = str(tmp / "home")
     from fluxa_integrity.backup import archive_catalog as ac
     from fluxa_integrity.backup.archiver import ArchiveOptions, archive_oplog
-    from fluxa_integrity.backup.oplog import newest_oplog_ts
     from fluxa_integrity.backup.snapshot import BackupOptions, run_backup
-    from fluxa_integrity.mongo.devserver import DevServer, free_port
+    from fluxa_integrity.mongo.devserver import DevServer, ensure_oplog, free_port
     from fluxa_integrity.mongo.hashing import database_hash
-    from fluxa_integrity.restore.executor import restore_snapshot
     from fluxa_integrity.restore.pitr import restore_to_point
     from fluxa_integrity.store import open_store
 
     server = DevServer(tmp / "devdb")
     uri = server.start(port=free_port(), progress=lambda m: None).uri
     try:
+        if a.reuse:  # left by an earlier run: its restored copies, and an oplog with that run's limits
+            reused = pymongo.MongoClient(uri)
+            for stale in ("bench_restored", "bench_pitr"):
+                reused.drop_database(stale)
+            reused.local.drop_collection("oplog.rs")
+            ensure_oplog(reused)
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "fluxa_integrity", "fluxa", "generate", "--uri", uri, "--db", "bench",
-                        "--users", str(a.users), "--seed", "1", "--no-secondary", "--json"],
-                       check=True, stdout=subprocess.DEVNULL)
-        print(f"generated in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
+        if not (a.reuse and "bench" in pymongo.MongoClient(uri).list_database_names()):
+            subprocess.run([sys.executable, "-m", "fluxa_integrity", "fluxa", "generate", "--uri", uri, "--db", "bench",
+                            "--users", str(a.users), "--seed", "1", "--no-secondary", "--json"],
+                           check=True, stdout=subprocess.DEVNULL)
+            print(f"generated in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
         client = pymongo.MongoClient(uri, tz_aware=True)
         db = client.bench
-        names = sorted(db.list_collection_names())
-        t = time.perf_counter()
-        docs = drain_all(db, names)
-        drain = time.perf_counter() - t
-        print(f"drain {drain:.1f}s", file=sys.stderr, flush=True)
         store = open_store()
         repo = tmp / "repo"
-        t = time.perf_counter()
-        res = run_backup(uri, "bench", store, BackupOptions(repo=repo, compression=a.compression,
-                                                            oplog_probe="clock", schema=False))
-        backup_s = time.perf_counter() - t
-        rss_backup = peak_rss_mb()
-        print(f"backup {backup_s:.1f}s", file=sys.stderr, flush=True)
-        t = time.perf_counter()
-        restore_snapshot(uri, store, res.id, "bench_restored")
-        restore_s = time.perf_counter() - t
-        rss_restore = peak_rss_mb()
-        client.drop_database("bench_restored")
-        print(f"restore {restore_s:.1f}s", file=sys.stderr, flush=True)
-        _, how, probe_s = newest_oplog_ts(client, "exact")
-        oplog_n = client.local.command("collStats", "oplog.rs")["count"]
-        size = res.manifest["totals"]["bytes"]
-        raw = sum(e.get("raw_bytes", 0) for e in res.manifest["collections"].values())
-        msgs = res.manifest["collections"]["messages"]["count"]
-        print(f"documents            {docs:,} in {len(names)} collections ({msgs:,} messages), {raw / 1e6:.1f} MB raw BSON")
-        print(f"cursor drain         {drain:.2f}s  {docs / drain:,.0f} docs/s")
-        print(f"backup ({a.compression})        {backup_s:.2f}s  {docs / backup_s:,.0f} docs/s  ratio to drain {drain / backup_s:.2f}"
-              f"  files {size / 1e6:.1f} MB ({raw / max(size, 1):.1f}x compression)")
-        print(f"restore              {restore_s:.2f}s  {docs / restore_s:,.0f} docs/s  ratio to drain {drain / restore_s:.2f}")
-        print(f"exact oplog probe    {probe_s:.2f}s over {oplog_n:,} oplog entries ({how}); each backup does two")
-        print(f"peak RSS             {rss_backup:.0f} MB after backup, {rss_restore:.0f} MB after restore", flush=True)
+        if not a.only_pitr:
+            throughput(a, uri, client, db, store, repo)
         if a.load_seconds > 0:
             pitr(a, uri, client, db, store, repo, ac, ArchiveOptions, archive_oplog, database_hash, restore_to_point,
                  lambda: run_backup(uri, "bench", store, BackupOptions(repo=repo, compression=a.compression,
                                                                        oplog_probe="clock", schema=False)))
     finally:
         server.stop()
+
+
+def throughput(a, uri, client, db, store, repo) -> None:
+    from fluxa_integrity.backup.oplog import newest_oplog_ts
+    from fluxa_integrity.backup.snapshot import BackupOptions, run_backup
+    from fluxa_integrity.restore.executor import restore_snapshot
+
+    names = sorted(db.list_collection_names())
+    t = time.perf_counter()
+    docs = drain_all(db, names)
+    drain = time.perf_counter() - t
+    print(f"drain {drain:.1f}s", file=sys.stderr, flush=True)
+    t = time.perf_counter()
+    res = run_backup(uri, "bench", store, BackupOptions(repo=repo, compression=a.compression,
+                                                        oplog_probe="clock", schema=False))
+    backup_s = time.perf_counter() - t
+    rss_backup = peak_rss_mb()
+    print(f"backup {backup_s:.1f}s", file=sys.stderr, flush=True)
+    t = time.perf_counter()
+    restore_snapshot(uri, store, res.id, "bench_restored")
+    restore_s = time.perf_counter() - t
+    rss_restore = peak_rss_mb()
+    client.drop_database("bench_restored")
+    print(f"restore {restore_s:.1f}s", file=sys.stderr, flush=True)
+    _, how, probe_s = newest_oplog_ts(client, "exact")
+    oplog_n = client.local.command("collStats", "oplog.rs")["count"]
+    size = res.manifest["totals"]["bytes"]
+    raw = sum(e.get("raw_bytes", 0) for e in res.manifest["collections"].values())
+    msgs = res.manifest["collections"]["messages"]["count"]
+    print(f"documents            {docs:,} in {len(names)} collections ({msgs:,} messages), {raw / 1e6:.1f} MB raw BSON")
+    print(f"cursor drain         {drain:.2f}s  {docs / drain:,.0f} docs/s")
+    print(f"backup ({a.compression})        {backup_s:.2f}s  {docs / backup_s:,.0f} docs/s  ratio to drain {drain / backup_s:.2f}"
+          f"  files {size / 1e6:.1f} MB ({raw / max(size, 1):.1f}x compression)")
+    print(f"restore              {restore_s:.2f}s  {docs / restore_s:,.0f} docs/s  ratio to drain {drain / restore_s:.2f}")
+    print(f"exact oplog probe    {probe_s:.2f}s over {oplog_n:,} oplog entries ({how}); each backup does two")
+    print(f"peak RSS             {rss_backup:.0f} MB after backup, {rss_restore:.0f} MB after restore", flush=True)
+
+
+def archiver_lag(load: Load, row, ac) -> float:
+    """How long the oldest write not yet in a cataloged slice has waited (0 when none waits):
+    an idle stretch is not lag, a write waiting behind it is."""
+    archived = ac.aware(row.last_wall).timestamp() if row is not None and row.last_wall is not None else 0.0
+    waiting = next((t for t in load.times if t > archived + 0.001), None)  # wall is stored in ms
+    return time.time() - waiting if waiting is not None else 0.0
 
 
 def pitr(a, uri, client, db, store, repo, ac, ArchiveOptions, archive_oplog, database_hash, restore_to_point,
@@ -156,7 +189,7 @@ def pitr(a, uri, client, db, store, repo, ac, ArchiveOptions, archive_oplog, dat
     t = time.perf_counter()
     backup()
     print(f"second backup (the point in time's base) {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
-    load = Load(db, a.rate)
+    load = Load(db, a.rate, updates=not a.inserts_only)
     untouched = [n for n in db.list_collection_names() if n not in ("messages", "conversations")]
     base = database_hash(db, untouched)  # the load writes only messages and conversations
     load.thread.start()
@@ -165,9 +198,7 @@ def pitr(a, uri, client, db, store, repo, ac, ArchiveOptions, archive_oplog, dat
     while writing_s < a.load_seconds:
         time.sleep(0.5)
         writing_s = time.perf_counter() - t0
-        row = ac.last_archived(store, repo)
-        if row is not None and row.last_wall is not None:
-            lags.append((datetime.now(UTC) - ac.aware(row.last_wall)).total_seconds())
+        lags.append(archiver_lag(load, ac.last_archived(store, repo), ac))
         if mark is None and writing_s >= a.load_seconds / 2:
             load.pause()
             time.sleep(0.01)  # wall times are ms: keep the copy's moment apart from the writes around it
@@ -178,15 +209,14 @@ def pitr(a, uri, client, db, store, repo, ac, ArchiveOptions, archive_oplog, dat
             mark = (at, copy, load.writes)
             time.sleep(0.01)
             load.resume()
-            t0 += copy_s  # the pause is not load time ...
-            lags.clear()  # ... and the lag it causes is not archiver lag: sample after it only
+            t0 += copy_s  # the pause is not load time
     load.stop.set()
     load.thread.join()
     stop_archiver.set()
     arch.join()
     at, copy, writes_at_mark = mark
     expected = {k: v for k, v in {**base, **copy}.items() if k != "*"}
-    print(f"load                 {load.writes:,} writes (insert + update each) in {a.load_seconds:.0f}s "
+    print(f"load                 {load.writes:,} writes ({'inserts' if a.inserts_only else 'insert + update each'}) in {a.load_seconds:.0f}s "
           f"({load.writes / a.load_seconds:.0f}/s, target {a.rate:.0f}/s); copy taken after {writes_at_mark:,} "
           f"in {copy_s:.1f}s")
     q = sorted(lags)
