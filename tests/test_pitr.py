@@ -253,3 +253,18 @@ def test_idle_archiver_keeps_the_recovery_point_fresh(setup):
     written = datetime.now(UTC)
     again = {r["data_class"]: r for r in rpo_status(store, default_policy(), "app")}["chat_history"]
     assert again["recoverable_point"] == point["recoverable_point"] < written
+
+
+def test_caught_up_archive_restores_a_later_moment_without_the_live_oplog(setup):
+    """A wall-clock point after the archive's last entry: once the archiver recorded that nothing
+    newer came until past that point, the archive alone proves it - the live oplog (lost with the
+    server in a disaster) is not needed."""
+    uri, client, db, store, repo, _ = setup
+    phase(db, 0)
+    copy, at = mark(db)  # `at` is after every write of phase 0
+    archive_oplog(uri, store, repo, ONCE)
+    time.sleep(2.5)  # idle: nothing is written
+    archive_oplog(uri, store, repo, ONCE)  # finds nothing new: records being caught up, > at + 2 s
+    client.local["oplog.rs"].delete_many({})  # the live oplog is gone
+    res = restore_to_point(uri, store, "app", "from_archive", at)
+    assert hashes(client.from_archive) == copy and [s["kind"] for s in res["sources"]] == ["slice"]

@@ -29,6 +29,9 @@ from .slices import read_slice
 
 RAW = CodecOptions(document_class=RawBSONDocument, tz_aware=True)
 LIVE_CHUNK = 20000
+#: A caught-up record (the archiver's clock) proves the archive complete up to a bound (the
+#: server's clock) only this far past it: the two clocks may differ by up to this much.
+CLOCK_MARGIN_S = 1
 
 
 @dataclass
@@ -114,12 +117,15 @@ def _parse(text: str) -> Timestamp:
 
 def plan_chain(store: Store, client, db: str | None, after: Timestamp, bound: Timestamp | None) -> list[Source]:
     """The sources that together hold every entry with ``after < ts < bound`` (``bound`` None: to
-    the end of the archive, archive only). Slices' checksums are verified here, so a damaged or
+    the end of the archive, archive only). Past the archive's last entry, the archiver's record of
+    being caught up (with nothing newer) after the bound ends the chain; otherwise the live oplog
+    must reach back. Slices' checksums are verified here, so a damaged or
     missing file is refused before anything is written. Raises naming the gap."""
     from .files import file_sha256
 
     sources = archive_sources(store, db)
     need = just_before(bound) if bound is not None else max((s.hi for s in sources), default=after)
+    proofs = ac.caught_up(store)
     c, chain = after, []
     rank = {"slice": 0, "incremental": 1}
     while c < need:
@@ -131,6 +137,8 @@ def plan_chain(store: Store, client, db: str | None, after: Timestamp, bound: Ti
                 if file_sha256(ac.slice_path(row)) != row.sha256:
                     raise FluxaError(f"oplog slice {src.label} failed its checksum (the file changed after it was archived)",
                                      "the slice is damaged and is refused; restore to a time before it")
+        elif bound is not None and c in proofs and proofs[c].timestamp() >= bound.time + CLOCK_MARGIN_S:
+            break  # the archiver found nothing after c until past the bound: nothing else was written
         elif client is not None:
             src, oldest = live_source(client, c, bound)
             if src is None or not src.covers(c):
