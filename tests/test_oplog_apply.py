@@ -180,3 +180,31 @@ def test_replay_of_many_updates_in_one_flush_completes(mongo_uri, tmp_path):
     finally:
         client.drop_database("replay_many_t")
         client.close()
+
+
+def test_multi_entry_transactions_apply_whole_at_commit_or_not_at_all(db):
+    """MongoDB writes a large transaction as applyOps entries marked partialTxn, then a commit
+    entry: replay applies it whole at the commit, and nothing of it when the point in time comes
+    before the commit (as the database was then) - also when the commit's own ops are elsewhere."""
+    from fluxa_integrity.backup.oplog_apply import entry_touches
+    from fluxa_integrity.restore.replay import Replayer, is_txn_entry
+
+    def txn(n, ops, partial):
+        o = {"applyOps": [{"op": "i", "ns": ns, "o": {"_id": _id}} for ns, _id in ops]}
+        if partial:
+            o["partialTxn"] = True
+        return {"op": "c", "ns": "admin.$cmd", "ts": TS, "o": o, "lsid": {"id": f"s{n}"}, "txnNumber": n}
+
+    r = Replayer(db, "src", None)
+    r.apply(txn(1, [("src.c", "a1")], True))
+    r.apply(txn(1, [("src.c", "a2")], True))
+    r.flush()
+    assert db.c.count_documents({}) == 0  # not committed yet: nothing visible
+    r.apply(txn(1, [("src.c", "a3")], False))  # the commit
+    commit_elsewhere = txn(2, [("other.c", "x")], False)
+    r.apply(txn(2, [("src.c", "b1")], True))
+    assert is_txn_entry(commit_elsewhere) and not entry_touches(commit_elsewhere, "src")  # pitr passes it on
+    r.apply(commit_elsewhere)
+    r.apply(txn(3, [("src.c", "never")], True))  # the point in time comes before its commit
+    r.flush()
+    assert sorted(d["_id"] for d in db.c.find()) == ["a1", "a2", "a3", "b1"]

@@ -35,7 +35,7 @@ from ..mongo.connection import connect
 from ..store import Store
 from ..store.backup_models import RESTORABLE, Backup
 from .executor import _set_run, restore_snapshot
-from .replay import Replayer
+from .replay import Replayer, is_txn_entry
 
 UTC = timezone.utc
 DECODE = CodecOptions(tz_aware=True)
@@ -115,7 +115,7 @@ def restore_to_point(uri: str, store: Store, db: str, target_db: str, at: str, *
         for raw in read_chain(chain, start, point.bound(inclusive), used):
             if point.past(raw, inclusive):
                 break
-            if entry_touches(raw, db):
+            if entry_touches(raw, db) or is_txn_entry(raw):
                 replayer.apply(bson.decode(raw.raw, DECODE))
             last = raw["ts"]
         replayer.flush()

@@ -1,5 +1,9 @@
 """Execute planned oplog operations (backup/oplog_apply.py) on the target database.
 
+A transaction MongoDB wrote as several applyOps entries (``partialTxn: true`` parts, then the
+commit entry) is applied whole when its commit entry is replayed, and not at all when the point
+in time comes before the commit - as the database was at that moment.
+
 Document writes are buffered and sent as unordered-across-collections, ordered-within-a-
 collection bulk writes (writes to different collections commute); a read-modify-write (``$v: 2``
 diffs, ``$v: 1`` modifiers) or a command first flushes the buffer so it sees every earlier write.
@@ -37,6 +41,20 @@ class ReplayStats:
         return dict(self.__dict__)
 
 
+def txn_key(entry: dict) -> tuple | None:
+    """(session id, txnNumber) of an applyOps entry written by a transaction, else None."""
+    o = entry.get("o") or {}
+    if entry.get("op") != "c" or "applyOps" not in o or "txnNumber" not in entry:
+        return None
+    return (str((entry.get("lsid") or {}).get("id")), entry["txnNumber"])
+
+
+def is_txn_entry(entry) -> bool:
+    """Cheap check on a raw entry: must reach the replayer even when its own ops are elsewhere,
+    because it may commit (or continue) a transaction whose earlier parts touch the database."""
+    return entry.get("op") == "c" and "txnNumber" in entry
+
+
 def bounded_updates(models: list, limit: int) -> list[list]:
     """Split an ordered list of writes so no part holds more than ``limit`` non-insert writes."""
     parts, start, n = [], 0, 0
@@ -54,11 +72,23 @@ class Replayer:
     def __init__(self, target: Database, source_db: str, collections: set[str] | None):
         self.db, self.source_db, self.collections = target, source_db, collections
         self.pending: dict[str, list] = defaultdict(list)
+        self.open_txns: dict[tuple, list[dict]] = {}  # partialTxn entries waiting for their commit
         self.n_pending = 0
         self.stats = ReplayStats()
 
     def apply(self, entry: dict) -> None:
         self.stats.entries += 1
+        key = txn_key(entry)
+        if key is not None:  # a transaction written as several applyOps entries (MongoDB 4.2+)
+            parts = self.open_txns.setdefault(key, [])
+            if entry["o"].get("partialTxn"):
+                parts.append(entry)  # applied with its commit, or never if the point comes first
+                return
+            for part in self.open_txns.pop(key):
+                self._apply_ops(part)
+        self._apply_ops(entry)
+
+    def _apply_ops(self, entry: dict) -> None:
         for op in plan_entry(entry, self.source_db, self.collections):
             if isinstance(op, Insert):
                 self._queue(op.coll, InsertOne(op.doc))
