@@ -29,6 +29,15 @@ from bson import ObjectId
 from bson.raw_bson import RawBSONDocument
 
 from _common import peak_rss_mb
+from fluxa_integrity.backup import archive_catalog as ac
+from fluxa_integrity.backup.archiver import ArchiveOptions, archive_oplog
+from fluxa_integrity.backup.oplog import newest_oplog_ts
+from fluxa_integrity.backup.snapshot import BackupOptions, run_backup
+from fluxa_integrity.mongo.devserver import DevServer, ensure_oplog, free_port
+from fluxa_integrity.mongo.hashing import database_hash
+from fluxa_integrity.restore.executor import restore_snapshot
+from fluxa_integrity.restore.pitr import restore_to_point
+from fluxa_integrity.store import open_store
 
 UTC = timezone.utc
 
@@ -97,13 +106,6 @@ def main() -> None:
     shutil.rmtree(tmp / "home", ignore_errors=True)  # a fresh catalog and repository every run
     shutil.rmtree(tmp / "repo", ignore_errors=True)
     os.environ["FLUXA_HOME"] = str(tmp / "home")
-    from fluxa_integrity.backup import archive_catalog as ac
-    from fluxa_integrity.backup.archiver import ArchiveOptions, archive_oplog
-    from fluxa_integrity.backup.snapshot import BackupOptions, run_backup
-    from fluxa_integrity.mongo.devserver import DevServer, ensure_oplog, free_port
-    from fluxa_integrity.mongo.hashing import database_hash
-    from fluxa_integrity.restore.pitr import restore_to_point
-    from fluxa_integrity.store import open_store
 
     server = DevServer(tmp / "devdb")
     uri = server.start(port=free_port(), progress=lambda m: None).uri
@@ -127,17 +129,12 @@ def main() -> None:
         if not a.only_pitr:
             throughput(a, uri, client, db, store, repo)
         if a.load_seconds > 0:
-            pitr(a, uri, client, db, store, repo, ac, ArchiveOptions, archive_oplog, database_hash, restore_to_point,
-                 lambda: run_backup(uri, "bench", store, BackupOptions(repo=repo, compression=a.compression,
-                                                                       oplog_probe="clock", schema=False)))
+            pitr(a, uri, client, db, store, repo)
     finally:
         server.stop()
 
 
 def throughput(a, uri, client, db, store, repo) -> None:
-    from fluxa_integrity.backup.oplog import newest_oplog_ts
-    from fluxa_integrity.backup.snapshot import BackupOptions, run_backup
-    from fluxa_integrity.restore.executor import restore_snapshot
 
     names = sorted(db.list_collection_names())
     t = time.perf_counter()
@@ -170,7 +167,7 @@ def throughput(a, uri, client, db, store, repo) -> None:
     print(f"peak RSS             {rss_backup:.0f} MB after backup, {rss_restore:.0f} MB after restore", flush=True)
 
 
-def archiver_lag(load: Load, row, ac) -> float:
+def archiver_lag(load: Load, row) -> float:
     """How long the oldest write not yet in a cataloged slice has waited (0 when none waits):
     an idle stretch is not lag, a write waiting behind it is."""
     archived = ac.aware(row.last_wall).timestamp() if row is not None and row.last_wall is not None else 0.0
@@ -178,8 +175,7 @@ def archiver_lag(load: Load, row, ac) -> float:
     return time.time() - waiting if waiting is not None else 0.0
 
 
-def pitr(a, uri, client, db, store, repo, ac, ArchiveOptions, archive_oplog, database_hash, restore_to_point,
-         backup) -> None:
+def pitr(a, uri, client, db, store, repo) -> None:
     # As in production the archiver runs before the snapshot a point in time starts from (the
     # restore above wrote more entries than the oplog holds, so the first snapshot's are gone).
     stop_archiver = threading.Event()
@@ -187,7 +183,7 @@ def pitr(a, uri, client, db, store, repo, ac, ArchiveOptions, archive_oplog, dat
         slice_seconds=a.slice_seconds, poll_ms=500), stop_archiver))
     arch.start()
     t = time.perf_counter()
-    backup()
+    run_backup(uri, "bench", store, BackupOptions(repo=repo, compression=a.compression, oplog_probe="clock", schema=False))
     print(f"second backup (the point in time's base) {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
     load = Load(db, a.rate, updates=not a.inserts_only)
     untouched = [n for n in db.list_collection_names() if n not in ("messages", "conversations")]
@@ -198,7 +194,7 @@ def pitr(a, uri, client, db, store, repo, ac, ArchiveOptions, archive_oplog, dat
     while writing_s < a.load_seconds:
         time.sleep(0.5)
         writing_s = time.perf_counter() - t0
-        lags.append(archiver_lag(load, ac.last_archived(store, repo), ac))
+        lags.append(archiver_lag(load, ac.last_archived(store, repo)))
         if mark is None and writing_s >= a.load_seconds / 2:
             load.pause()
             time.sleep(0.01)  # wall times are ms: keep the copy's moment apart from the writes around it

@@ -21,10 +21,10 @@ from ..errors import FluxaError
 from ..mongo.hashing import CollectionDigest
 from ..store import Store
 from . import catalog
-from .files import CHUNK, iter_raw_documents, open_decompressed
-from .manifest import FORMAT, write_manifest
+from .files import CHUNK, HashedWriter, iter_raw_documents, open_decompressed
+from .manifest import FORMAT, seal
 from .metadata import loads
-from .repository import backup_dir, new_backup_id, partial_dir, resolve_repo, write_pid
+from .repository import new_backup_id, partial_dir, resolve_repo, write_pid
 from .snapshot import BackupResult, _iso
 
 UTC = timezone.utc
@@ -53,15 +53,12 @@ def find_database_dir(source: Path, db: str | None) -> tuple[Path, str]:
 
 
 def _copy(src: Path, dst: Path) -> tuple[str, int]:
-    import hashlib
-
-    sha, size = hashlib.sha256(), 0
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
+    """Byte-for-byte copy; (sha256, size) of the bytes written."""
+    writer = HashedWriter(dst, "none")
+    with open(src, "rb") as fin:
         while chunk := fin.read(CHUNK):
-            sha.update(chunk)
-            size += len(chunk)
-            fout.write(chunk)
-    return sha.hexdigest(), size
+            writer.write(chunk)
+    return writer.close()
 
 
 def _collection(db_dir: Path, meta_path: Path, out: Path, rel: str, compression: str) -> tuple[str, dict]:
@@ -123,10 +120,7 @@ def import_dump(store: Store, source: str | Path, db: str | None = None, repo: s
             "totals": {"documents": sum(e.get("count", 0) for e in entries.values()),
                        "files": len(files), "bytes": sum(f["size"] for f in files)},
         }
-        manifest_sha = write_manifest(work, manifest)
-        (work / ".pid").unlink()
-        final = backup_dir(repo, backup_id)
-        work.rename(final)
+        final, manifest_sha = seal(work, repo, backup_id, manifest)
     except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
         catalog.fail_backup(store, backup_id, getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")

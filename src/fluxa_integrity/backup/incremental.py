@@ -23,10 +23,10 @@ from . import archive_catalog as ac
 from . import catalog
 from .archiver import ArchiveOptions, archive_oplog
 from .files import HashedWriter
-from .manifest import FORMAT, write_manifest
+from .manifest import FORMAT, seal
 from .oplog_apply import entry_touches
 from .oplog_sources import plan_chain, read_chain
-from .repository import backup_dir, new_backup_id, partial_dir, resolve_repo, write_pid
+from .repository import new_backup_id, partial_dir, resolve_repo, write_pid
 from .snapshot import BackupResult, _iso
 
 UTC = timezone.utc
@@ -73,10 +73,7 @@ def run_incremental(uri: str, db: str, store: Store, repo: str | Path | None = N
                     "oplog": {"start": {"t": start.time, "i": start.inc}, "end": {"t": end.time, "i": end.inc}},
                     "oplog_file": {"path": "oplog.bson.zst", "sha256": sha, "size": size}, "entries": count,
                     "sources": used, "collections": {}, "totals": {"documents": count, "files": 1, "bytes": size}}
-        manifest_sha = write_manifest(work, manifest)
-        (work / ".pid").unlink()
-        final = backup_dir(repo, backup_id)
-        work.rename(final)
+        final, manifest_sha = seal(work, repo, backup_id, manifest)
     except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
         catalog.fail_backup(store, backup_id, getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import FluxaError
 from .files import file_sha256
+from .repository import backup_dir
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -20,6 +21,16 @@ def write_manifest(directory: Path, manifest: dict) -> str:
     data = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
     (directory / MANIFEST).write_bytes(data)
     return hashlib.sha256(data).hexdigest()
+
+
+def seal(work: Path, repo: Path, backup_id: str, manifest: dict) -> tuple[Path, str]:
+    """Write the manifest into the ``.partial-<id>`` directory and rename it to ``<id>``: only a
+    whole backup ever carries a backup's name. Returns (its directory, the manifest's sha256)."""
+    sha = write_manifest(work, manifest)
+    (work / ".pid").unlink()
+    final = backup_dir(repo, backup_id)
+    work.rename(final)
+    return final, sha
 
 
 def read_manifest(directory: Path, expected_sha256: str | None = None) -> dict:

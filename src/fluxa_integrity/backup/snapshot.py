@@ -31,10 +31,10 @@ from ..mongo.hashing import CollectionDigest
 from ..store import Store
 from . import catalog
 from .files import SUFFIX, HashedWriter, check_compression
-from .manifest import FORMAT, write_manifest
+from .manifest import FORMAT, seal
 from .metadata import collection_infos, dumps_canonical, indexes_of, metadata_document
 from .oplog import MODES, newest_oplog_ts
-from .repository import backup_dir, new_backup_id, partial_dir, resolve_repo, write_pid
+from .repository import new_backup_id, partial_dir, resolve_repo, write_pid
 
 UTC = timezone.utc
 BATCH = 2000
@@ -191,10 +191,7 @@ def run_backup(uri: str, db_name: str, store: Store, opts: BackupOptions | None 
             "totals": {"documents": sum(e.get("count", 0) for e in entries.values()),
                        "files": len(files), "bytes": sum(f["size"] for f in files)},
         }
-        manifest_sha = write_manifest(work, manifest)
-        final = backup_dir(repo, backup_id)
-        (work / ".pid").unlink()
-        work.rename(final)
+        final, manifest_sha = seal(work, repo, backup_id, manifest)
     except BaseException as exc:  # KeyboardInterrupt included: never leave it looking complete
         shutil.rmtree(work, ignore_errors=True)
         msg = first_line(exc) if isinstance(exc, PyMongoError) else (
