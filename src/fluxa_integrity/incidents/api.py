@@ -17,8 +17,9 @@ are written together; notifications are delivered after the commit (incidents/no
 god file: this module keeps the core (construction, the change plumbing ``_get``/``_change``/
 ``_notify``/``_record``, opening and intake, the lifecycle transitions, notifications and reading);
 publishing.py (status-page communications), checklist_ops.py (checklists and their actions),
-escalation.py (escalation and the clock ``tick``) and review.py (review, postmortem, timeline)
-hold the rest. They sit below this module: they use the core through ``self`` and import only
+escalation.py (escalation and the clock ``tick``), review.py (review, postmortem, timeline) and
+recovery.py (``require_open``/``record_recovery_action`` for restore, promote and undo) hold
+the rest. They sit below this module: they use the core through ``self`` and import only
 change.py (the ``Change`` unit of work), never api.py.
 """
 
@@ -43,6 +44,7 @@ from .checklist_ops import COMMS_ACTIONS, ChecklistMixin  # noqa: F401 - COMMS_A
 from .escalation import EscalationMixin
 from .lifecycle import LIVE, STATUSES, TIMESTAMP, check_transition
 from .publishing import PublishingMixin
+from .recovery import RecoveryMixin
 from .review import ReviewMixin
 from .severity import classes_for, level_for, rank, scope_from
 from .timeutil import iso, now, utc
@@ -50,7 +52,7 @@ from .timeutil import iso, now, utc
 PD_ACTION = {"acknowledged": "acknowledge", "resolved": "resolve"}
 
 
-class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin):
+class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, RecoveryMixin):
     def __init__(self, store: Store, policy: Policy, channels: list[Channel] | None = None,
                  retry: dict | None = None):
         self.store, self.policy = store, policy

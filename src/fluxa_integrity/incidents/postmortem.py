@@ -48,7 +48,7 @@ def numbers_json(n: dict) -> dict:
 def _summary(ev) -> str:
     d = ev.data or {}
     keys = ("to", "from", "severity", "role", "person", "reason", "text", "item", "note", "template", "channel",
-            "error", "clock", "finding_ids", "title", "status", "result")
+            "error", "clock", "finding_ids", "title", "status", "result", "action", "ref", "counts")
     return "; ".join(f"{k}: {d[k]}" for k in keys if d.get(k) not in (None, "", [], {}))[:300]
 
 
@@ -90,9 +90,16 @@ def render(policy: Policy, inc, events: list, findings: list, publications: list
     lines += ["", "## Action items", ""] + [f"- [ ] {x}" for x in inc.action_items or []] + \
              ([] if inc.action_items else ["_none recorded_"])
     lines += ["", "## Recovery actions", ""]
-    actions = [e for e in events if e.kind in ("action", "checklist") and (e.data or {}).get("phase") in
-               ("recovery_planning", "recovery_execution", "service_restoration")]
-    lines += [f"- {iso(e.at)} {_summary(e)}" for e in actions] or ["_none recorded_"]
+    recovered = [e for e in events if e.kind == "recovery_action"]
+    if recovered:
+        lines += ["| when (UTC) | what | ref | counts | status | by |", "|---|---|---|---|---|---|"]
+        lines += [_recovery_row(e) for e in recovered]
+    else:
+        lines += ["_no restore, promotion or undo recorded with --incident_"]
+    ticks = [e for e in events if e.kind in ("action", "checklist") and (e.data or {}).get("phase") in
+             ("recovery_planning", "recovery_execution", "service_restoration")]
+    if ticks:
+        lines += ["", "Checklist:", ""] + [f"- {iso(e.at)} {_summary(e)}" for e in ticks]
     lines += ["", "## Communications", ""]
     lines += [f"- {iso(p.published_at)} {p.title}" for p in publications] or ["_none published_"]
     lines += ["", "## Final state", "",
@@ -102,6 +109,24 @@ def render(policy: Policy, inc, events: list, findings: list, publications: list
     lines += ["", "## Timeline", "", "| # | time (UTC) | event | by | details |", "|---|---|---|---|---|"]
     lines += [f"| {e.seq} | {iso(e.at)} | {e.kind} | {e.actor} | {_summary(e).replace('|', '/')} |" for e in events]
     return "\n".join(lines) + "\n"
+
+
+def counts_text(counts: dict) -> str:
+    """{"messages": {"inserted": 3, "replaced": 2}} -> "messages: 3 inserted, 2 replaced"."""
+    parts = []
+    for name, c in (counts or {}).items():
+        if isinstance(c, dict):
+            parts.append(f"{name}: " + (", ".join(f"{v} {k}" for k, v in c.items()) or "none"))
+        else:
+            parts.append(f"{name}: {c}")
+    return "; ".join(parts) or "-"
+
+
+def _recovery_row(e) -> str:
+    d = e.data or {}
+    what = d.get("action", "?") + (f" - {d['summary']}" if d.get("summary") else "")
+    cells = [iso(e.at), what, d.get("ref", ""), counts_text(d.get("counts") or {}), d.get("status", ""), e.actor]
+    return "| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |"
 
 
 def _met(flag) -> str:

@@ -1,0 +1,64 @@
+"""Recovery actions on an incident (issue 9, item 22): the contract the restore commands call
+(``require_open`` before any write, ``record_recovery_action`` after), the postmortem's
+"Recovery actions" table with counts, and checklist actions that run the real thing or say
+they are manual."""
+
+from __future__ import annotations
+
+import pytest
+
+from fluxa_integrity.errors import FluxaError
+from fluxa_integrity.incidents.api import Incidents
+from fluxa_integrity.policy import default_policy
+from fluxa_integrity.store import open_store
+
+
+@pytest.fixture()
+def api(tmp_path):
+    return Incidents(open_store(f"sqlite:///{tmp_path / 's.db'}"), default_policy())
+
+
+def test_require_open_refuses_unknown_resolved_and_closed(api):
+    with pytest.raises(FluxaError, match="no incident 999") as e:
+        api.require_open(999)
+    assert "incident list" in e.value.hint
+    iid = api.open("Lost messages", collections=["messages"])["id"]
+    assert api.require_open(iid)["id"] == iid
+    api.acknowledge(iid)
+    api.resolve(iid, "restored")
+    with pytest.raises(FluxaError, match=f"incident {iid} is resolved") as e:
+        api.require_open(iid)
+    assert "investigating" in e.value.hint  # how to reopen
+    api.review(iid, root_cause="a purge job")
+    api.close(iid)
+    with pytest.raises(FluxaError, match=f"incident {iid} is closed"):
+        api.require_open(iid)
+    with pytest.raises(FluxaError, match="closed"):
+        api.record_recovery_action(iid, "restore", "r1", "late", {})
+
+
+def test_recovery_actions_go_on_the_timeline_and_into_the_postmortem_with_counts(api):
+    iid = api.open("Lost messages", collections=["messages"])["id"]
+    api.acknowledge(iid, by="alice")
+    api.record_recovery_action(iid, "restore", "20260101T000000-ab12", "messages of conversation 7 from backup",
+                               {"messages": {"inserted": 3, "replaced": 2, "deleted": 0}}, actor="bob")
+    api.record_recovery_action(iid, "promote", "p-4", "scratch -> app", {"messages": {"replaced": 5}},
+                               status="partial")
+    api.record_recovery_action(iid, "undo", "p-4", "undo of promotion p-4", {"messages": {"restored": 5}},
+                               status="failed")
+    rows = [e for e in api.timeline(iid) if e["kind"] == "recovery_action"]
+    assert [(r["data"]["action"], r["data"]["status"]) for r in rows] == [
+        ("restore", "applied"), ("promote", "partial"), ("undo", "failed")]
+    assert rows[0]["data"]["counts"] == {"messages": {"inserted": 3, "replaced": 2, "deleted": 0}}
+    assert rows[0]["actor"] == "bob"
+    assert api.get(iid)["restores"] == ["20260101T000000-ab12"]
+    assert api.verify_timeline(iid)[0]["ok"]
+    md = api.postmortem(iid)["markdown"]
+    section = md.split("## Recovery actions")[1].split("## Communications")[0]
+    assert "| restore - messages of conversation 7 from backup | 20260101T000000-ab12 | " \
+           "messages: 3 inserted, 2 replaced, 0 deleted | applied | bob |" in section
+    assert "| partial |" in section and "| failed |" in section
+    with pytest.raises(FluxaError, match="unknown recovery action"):
+        api.record_recovery_action(iid, "teleport", "x", "", {})
+    with pytest.raises(FluxaError, match="unknown recovery status"):
+        api.record_recovery_action(iid, "restore", "x", "", {}, status="done")
