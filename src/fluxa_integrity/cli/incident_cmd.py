@@ -26,7 +26,17 @@ IdArg = typer.Argument(..., help="Incident id.")
 
 
 def _api() -> Incidents:
-    return Incidents.from_environment()
+    api = Incidents.from_environment()
+    api.on_delivery_failure = _warn_failure
+    return api
+
+
+def _warn_failure(f: dict) -> None:
+    """A channel that failed is said on stderr; the command itself still succeeds."""
+    later = f"will retry at {f['next_attempt_at'][:16]}" if f["will_retry"] else "gave up"
+    console.print(f"[yellow]notification failed[/]: incident {f['incident']} {f['about']} via {f['error']} "
+                  f"(attempts {f['attempts']}; {later}; `fluxa-integrity incident notify-retry` resends)",
+                  highlight=False, soft_wrap=True)
 
 
 def _when(value: Optional[str]):

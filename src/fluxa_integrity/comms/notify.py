@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -27,7 +28,35 @@ DEFAULT_PD_SEVERITY = {"P1": "critical", "P2": "error"}
 
 
 class ChannelError(Exception):
-    pass
+    """A delivery failed; the message names the channel, where it sent (host:port) and why."""
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "json": 80, "jsons": 443, "mailto": 25, "mailtos": 587}
+_LOG_PREFIX = re.compile(r"^\S+ \S+ - [A-Z]+ - ")
+_ERRNO = re.compile(r"\[Errno -?\d+\][^\"')\]]*")
+
+
+def endpoint(url: str) -> str:
+    """``host:port`` of a channel URL (the scheme's default port when none is given)."""
+    u = urlsplit(url)
+    try:
+        port = u.port or _DEFAULT_PORTS.get(u.scheme, "?")
+    except ValueError:
+        port = "?"
+    return f"{u.hostname or '?'}:{port}"
+
+
+def _why(log_text: str) -> str:
+    """The reason out of apprise's log: the socket error when there is one (``[Errno 111]
+    Connection refused``), else its warnings (``... error=503``)."""
+    lines = [_LOG_PREFIX.sub("", ln).strip() for ln in log_text.splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("Socket Exception"):
+            m = _ERRNO.search(ln)
+            return m.group(0).strip().rstrip(".") if m else ln[len("Socket Exception: "):][:200]
+    warnings = [ln for ln in lines if " - " not in ln and (ln.startswith(("Failed", "A ", "Connection", "SMTP", "Unable"))
+                                                            or "error" in ln.lower())]
+    return " ".join(warnings)[:300] or "delivery failed (apprise gave no reason)"
 
 
 @dataclass
@@ -69,13 +98,16 @@ class AppriseChannel(Channel):
         import apprise
 
         ap = apprise.Apprise()
-        with apprise.LogCapture(level=logging.WARNING) as log:
-            if not ap.add(self.build_url(msg)):
-                raise ChannelError(f"{self.name}: apprise does not understand the channel URL")
+        url = self.build_url(msg)
+        where = f"{self.name} ({self.type} to {endpoint(url)})"
+        # DEBUG: apprise logs the socket error (errno) only at debug level
+        with apprise.LogCapture(level=logging.DEBUG) as log:
+            if not ap.add(url):
+                raise ChannelError(f"{where}: apprise does not understand the channel URL")
             ok = ap.notify(title=msg.subject, body=msg.body)
-            detail = " ".join(log.getvalue().split())
+            text = log.getvalue()
         if not ok:
-            raise ChannelError(f"{self.name}: delivery failed" + (f": {detail[:300]}" if detail else ""))
+            raise ChannelError(f"{where}: {_why(text)}")
 
 
 def _apprise_json_url(http_url: str, extras: dict[str, str]) -> str:
@@ -163,9 +195,12 @@ class PagerDutyChannel(Channel):
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 resp.read()
         except urllib.error.HTTPError as exc:
-            raise ChannelError(f"{self.name}: PagerDuty answered {exc.code} {exc.reason}") from exc
+            raise ChannelError(f"{self._where()}: PagerDuty answered {exc.code} {exc.reason}") from exc
         except (urllib.error.URLError, OSError) as exc:
-            raise ChannelError(f"{self.name}: {getattr(exc, 'reason', exc)}") from exc
+            raise ChannelError(f"{self._where()}: {getattr(exc, 'reason', exc)}") from exc
+
+    def _where(self) -> str:
+        return f"{self.name} ({self.type} to {endpoint(self.events_url)})"
 
 
 def channel_from_config(c: dict, index: int) -> Channel:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -38,7 +38,7 @@ from ..policy.models import Policy
 from ..store import Store
 from ..store.incident_models import ChecklistState, Incident, IncidentFinding, Notification
 from ..store.models import Finding
-from . import intake, notifications, phases, timeline
+from . import intake, notifications, phases, refs, timeline
 from .change import SYSTEM, Change
 from .checklist_ops import COMMS_ACTIONS, ChecklistMixin  # noqa: F401 - COMMS_ACTIONS was defined here
 from .escalation import EscalationMixin
@@ -58,6 +58,9 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
         self.store, self.policy = store, policy
         self.channels = channels if channels is not None else []
         self.retry = retry or retry_settings({})
+        # called with each failed delivery (the CLI prints it on stderr); failures are also kept
+        self.on_delivery_failure: Callable[[dict], None] | None = None
+        self.delivery_failures: list[dict] = []
 
     @classmethod
     def from_environment(cls, policy: Policy | None = None) -> "Incidents":
@@ -92,7 +95,14 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
         self._deliver(ch.outbox, ch.at)
 
     def _deliver(self, ids: list[int], at: datetime) -> dict:
-        return notifications.deliver(self.store, self.channels, ids, at, self.retry) if ids else {"sent": 0, "failed": 0}
+        if not ids:
+            return {"sent": 0, "failed": 0, "failures": []}
+        res = notifications.deliver(self.store, self.channels, ids, at, self.retry)
+        for f in res["failures"]:
+            self.delivery_failures.append(f)
+            if self.on_delivery_failure is not None:
+                self.on_delivery_failure(f)
+        return res
 
     def _notify(self, ch: Change, kind: str, subject: str, body: str = "", pagerduty: str | None = None) -> None:
         inc = ch.inc
@@ -299,12 +309,13 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
     def link(self, incident_id: int, backups: list[str] | None = None, restores: list[str] | None = None,
              recovery_point: datetime | None = None, issue_started_at: datetime | None = None,
              at: datetime | None = None, actor: str | None = None) -> dict:
-        """Link backups/restores (free ids until the backup package lands) and set the recovery
-        point and the issue start used by the postmortem."""
+        """Link backups (id or unique prefix) and restores (restore run or promotion id), each of
+        which must exist, and set the recovery point and the issue start used by the postmortem."""
         with self._change(incident_id, at, actor) as ch:
             inc = ch.inc
-            inc.backup_ids = sorted(set(inc.backup_ids or []) | set(backups or []))
-            inc.restore_ids = sorted(set(inc.restore_ids or []) | set(restores or []))
+            backups, restores = refs.backups(ch.s, backups or []), refs.restores(ch.s, restores or [])
+            inc.backup_ids = sorted(set(inc.backup_ids or []) | set(backups))
+            inc.restore_ids = sorted(set(inc.restore_ids or []) | set(restores))
             if recovery_point is not None:
                 inc.recovery_point = utc(recovery_point)
             if issue_started_at is not None:
@@ -316,7 +327,10 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
     # -- notifications ----------------------------------------------------------------------
 
     def retry_notifications(self, at: datetime | None = None, incident_id: int | None = None) -> dict:
-        """Deliver every pending notification now, whatever its schedule."""
+        """Deliver every pending notification now, whatever its schedule (of one incident, which
+        must exist, or of all)."""
+        if incident_id is not None:
+            self.get(incident_id)
         return self._deliver(notifications.pending_ids(self.store, None, incident_id), utc(at) or now())
 
     def notifications(self, incident_id: int) -> list[dict]:

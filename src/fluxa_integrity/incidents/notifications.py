@@ -5,6 +5,9 @@ delivering after the commit means a slow or dead channel never holds or rolls ba
 A delivery tries ``attempts`` times with exponential backoff; if it still fails the row stays
 pending with a ``next_attempt_at`` (later rounds double, capped at an hour) and the failure goes
 into the timeline. ``tick`` retries the due ones; ``incident notify-retry`` retries all now.
+``deliver`` returns counts and one ``failures`` entry per message that did not go out (channel,
+where and why: the CLI prints them, so a failed channel is never silent while the command
+itself still succeeds).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from ..comms.notify import Channel, ChannelError, Message
 from ..store import Store
 from ..store.incident_models import Incident, Notification
 from . import timeline
-from .timeutil import utc
+from .timeutil import iso, utc
 
 
 def enqueue(s: Session, channels: list[Channel], msg: Message, at: datetime) -> list[int]:
@@ -45,7 +48,7 @@ def _message(row: Notification) -> Message:
 def deliver(store: Store, channels: list[Channel], ids: list[int], at: datetime, settings: dict) -> dict:
     """Try each pending notification in ``ids``; record the outcome in its incident's timeline."""
     by_name = {c.name: c for c in channels}
-    summary = {"sent": 0, "failed": 0}
+    summary: dict = {"sent": 0, "failed": 0, "failures": []}
     for nid in ids:
         with store.session() as s:
             row = s.get(Notification, nid)
@@ -90,6 +93,10 @@ def deliver(store: Store, channels: list[Channel], ids: list[int], at: datetime,
                                 will_retry=row.status == "pending",
                                 next_attempt_at=row.next_attempt_at)
                 summary["failed"] += 1
+                summary["failures"].append({"notification": row.id, "incident": row.incident_id,
+                                            "channel": row.channel, "about": row.kind, "error": error,
+                                            "attempts": row.attempts, "will_retry": row.status == "pending",
+                                            "next_attempt_at": iso(row.next_attempt_at)})
     return summary
 
 
