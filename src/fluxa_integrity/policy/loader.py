@@ -7,6 +7,7 @@ find the line of the offending value.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import types
@@ -111,11 +112,216 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
         problems += _validation_problems(exc, root)
+        # cross-section checks run only on a structurally valid policy: run them on what is valid
+        problems += [_problem(root, loc, msg, at_key=False, tags=False) for loc, msg in _salvaged_problems(data, exc)]
     else:
         if not problems:
             return policy
     problems.sort(key=lambda p: (p.line, p.column))
     raise PolicyError(source, problems[:MAX_REPORTED], total=len(problems))
+
+
+# --- every problem at once: cross-section checks on the valid remainder -----------------------------
+
+# A section substituted by the default's makes the cross-section checks of the sections that
+# refer to it meaningless (owners checked against the default's roles): their problems are dropped.
+_DEPENDENTS = {"roles": {"roles", "phases", "escalation"}, "severity": {"severity", "escalation"},
+               "escalation": {"escalation"}, "collections": {"collections", "data_classes"}}
+_MAX_SALVAGE_ROUNDS = 30
+
+
+def _salvaged_problems(data: dict, first: ValidationError) -> list[tuple[Loc, str]]:
+    """The cross-section problems of ``data`` with its invalid parts set aside, located in the
+    original file. Invalid parts are pruned as narrowly as possible (a list item, an optional
+    key, a collection's bad settings); a required section that is invalid is replaced by the
+    packaged default's, and problems that could stem from the replacement are dropped. The
+    structural problems themselves are reported from the first validation only."""
+    work = copy.deepcopy(data)
+    kept: dict[int, list[int]] = {}  # id(list in work) -> original index of each remaining item
+    touched: list[tuple] = []  # original-coordinate paths pruned or replaced
+    replaced: set[str] = set()  # top-level sections replaced by the default's
+    exc = first
+    for _ in range(_MAX_SALVAGE_ROUNDS):
+        cross = [e for e in exc.errors() if not e["loc"] and isinstance(e.get("ctx", {}).get("error"), PolicyProblems)]
+        if cross and len(exc.errors()) == 1:
+            if exc is first:
+                return []  # a structurally valid file: the caller has these problems already
+            out = []
+            for loc, msg in cross[0]["ctx"]["error"].problems:
+                orig = _original_loc(work, tuple(loc), kept)
+                if orig is None or any(orig[:len(t)] == t for t in touched):
+                    continue
+                if any(orig[0] in _DEPENDENTS.get(sec, {sec}) for sec in replaced):
+                    continue
+                out.append((orig, msg))
+            return out
+        # all targets in file coordinates first: pruning one shifts the indexes of the others
+        targets = set()
+        for err in exc.errors():
+            inner = err.get("ctx", {}).get("error")
+            locs = [tuple(err["loc"]) + tuple(loc) for loc, _ in inner.problems] \
+                if isinstance(inner, PolicyProblems) else [tuple(err["loc"])]
+            for loc in locs:
+                orig = _original_loc(work, _data_path(work, loc), kept)
+                if orig is not None:
+                    targets.add(orig)
+        progress = False
+        for orig in sorted(targets, key=lambda t: [(isinstance(e, str), e) for e in t], reverse=True):
+            path = _work_loc(work, orig, kept)
+            if path is not None and _set_aside(work, path, kept, touched, replaced):
+                progress = True
+        if not progress:
+            return []
+        try:
+            Policy.model_validate(work)
+        except ValidationError as again:
+            exc = again
+            continue
+        return []
+    return []
+
+
+def _data_path(data, loc: Loc) -> tuple | None:
+    """``loc`` (pydantic's, with union tags and ``[key]`` markers) as keys and indexes of ``data``;
+    a missing key ends the path at its parent."""
+    node, path = data, []
+    for elem in loc:
+        if isinstance(node, dict):
+            if elem == "[key]":
+                break  # a bad key: the entry is what to set aside
+            if elem not in node:
+                if node.get("kind") == elem:
+                    continue  # discriminator tag
+                path.append(elem)  # missing or unknown key: a path ending here
+                break
+            node = node[elem]
+        elif isinstance(node, list) and isinstance(elem, int) and 0 <= elem < len(node):
+            node = node[elem]
+        else:
+            break
+        path.append(elem)
+    return tuple(path)
+
+
+def _get(data, path: tuple):
+    for elem in path:
+        data = data[elem]
+    return data
+
+
+def _set_aside(work: dict, path: tuple, kept: dict, touched: list, replaced: set) -> bool:
+    """Prune the narrowest part of ``work`` containing ``path``; False when nothing more can go."""
+    for depth in range(len(path), 0, -1):
+        parent_path, elem = path[:depth - 1], path[depth - 1]
+        try:
+            parent = _get(work, parent_path)
+        except (KeyError, IndexError, TypeError):
+            continue
+        orig = _original_loc(work, path[:depth], kept)
+        if orig is None or orig in touched:
+            continue
+        container, required = _slot(work, path[:depth])
+        if isinstance(parent, list) and isinstance(elem, int) and elem < len(parent):
+            order = kept.setdefault(id(parent), list(range(len(parent))))
+            del parent[elem], order[elem]
+        elif isinstance(parent, dict) and container == "model" and not required:
+            if elem not in parent:
+                continue
+            del parent[elem]
+        elif isinstance(parent, dict) and container == "collections":
+            parent[elem] = {}  # keep the collection (rules point at it), drop its settings
+        elif isinstance(parent, dict) and container == "dict":
+            fallback = _default_at(orig)
+            if fallback is None:  # an entry the default lacks: gone, so its keys are unknown
+                parent.pop(elem, None)
+                replaced.add(orig[0])
+            else:
+                parent[elem] = fallback
+        elif isinstance(parent, dict) and depth == 1:
+            fallback = _default_at(orig)
+            if fallback is None:
+                parent.pop(elem, None)
+            else:
+                parent[elem] = fallback
+            replaced.add(elem)
+        else:
+            continue
+        touched.append(orig)
+        return True
+    return False
+
+
+def _slot(work: dict, path: tuple) -> tuple[str | None, bool]:
+    """What holds the last element of ``path``: ``model`` (and whether the key is required),
+    ``list``, ``collections`` or another ``dict``; found from the Policy's type annotations."""
+    tp, node, container, required = Policy, work, None, False
+    for elem in path:
+        models = [m for m in _members(tp) if isinstance(m, type) and issubclass(m, BaseModel)]
+        if len(models) > 1 and isinstance(node, dict):
+            models = [m for m in models if "kind" in m.model_fields and m.model_fields["kind"].default == node.get("kind")]
+        lists = [m for m in _members(tp) if get_origin(m) is list]
+        dicts = [m for m in _members(tp) if get_origin(m) is dict]
+        if len(models) == 1 and isinstance(elem, str):
+            info = models[0].model_fields.get(elem)
+            container, required = "model", bool(info and info.is_required())
+            tp = info.annotation if info else None
+        elif lists and isinstance(elem, int):
+            container, required, tp = "list", False, get_args(lists[0])[0]
+        elif dicts:
+            container = "collections" if tp is Policy.model_fields["collections"].annotation else "dict"
+            required, tp = False, get_args(dicts[0])[1]
+        else:
+            return None, False
+        try:
+            node = node[elem]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return container, required
+
+
+def _default_at(path: tuple):
+    """The packaged default's value at ``path`` (JSON form), or None."""
+    try:
+        return _get(_parsed_default().model_dump(mode="json"), path)
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def _work_loc(work, orig: tuple, kept: dict) -> tuple | None:
+    """A location in the file as a location in the pruned ``work``; None when it was pruned."""
+    node, out = work, []
+    for elem in orig:
+        if isinstance(node, list) and isinstance(elem, int):
+            order = kept.get(id(node), range(len(node)))
+            if elem not in order:
+                return None
+            out.append(order.index(elem))
+            node = node[out[-1]]
+        elif isinstance(node, dict):
+            out.append(elem)
+            node = node.get(elem)
+        else:
+            out.append(elem)
+            node = None
+    return tuple(out)
+
+
+def _original_loc(work, loc: Loc, kept: dict) -> tuple | None:
+    """A location in the pruned ``work`` as a location in the file (list items shifted back)."""
+    node, out = work, []
+    for elem in loc:
+        if isinstance(node, list) and isinstance(elem, int):
+            if not 0 <= elem < len(node):
+                return None
+            out.append(kept.get(id(node), range(len(node)))[elem])
+            node = node[elem]
+        elif isinstance(node, dict):
+            out.append(elem)
+            node = node.get(elem)
+        else:
+            out.append(elem)
+            node = None
+    return tuple(out)
 
 
 # --- locating problems -------------------------------------------------------------------------
