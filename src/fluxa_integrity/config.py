@@ -1,4 +1,4 @@
-"""Where the tool keeps its files and how it finds the application database.
+"""How the tool finds the application database (and, re-exported from ``home``, where it keeps its files).
 
 Resolution order for the application database (every command follows it):
 ``--uri``/``--db`` flags, then ``FLUXA_MONGODB_URI``/``FLUXA_DB``, then ``config.yaml`` under
@@ -9,33 +9,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
-
-import yaml
 
 from .errors import FluxaError
+from .home import fluxa_home, load_config_file
+from .mongo.devserver import DevServer
+
+# fluxa_home and load_config_file live in home.py (the bottom layer); re-exported for callers
+__all__ = ["DEFAULT_DB", "Target", "fluxa_home", "load_config_file", "resolve_target"]
 
 DEFAULT_DB = "fluxa"
-
-
-def fluxa_home() -> Path:
-    """The tool's own directory (state store, backups, logs, config, dev server)."""
-    home = Path(os.environ.get("FLUXA_HOME") or Path.home() / ".fluxa-integrity")
-    home.mkdir(parents=True, exist_ok=True)
-    return home
-
-
-def load_config_file() -> dict:
-    path = fluxa_home() / "config.yaml"
-    if not path.exists():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise FluxaError(f"{path}: not valid YAML: {exc}", "fix or delete the file") from exc
-    if not isinstance(data, dict):
-        raise FluxaError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-    return data
 
 
 @dataclass(frozen=True)
@@ -55,8 +37,6 @@ def resolve_target(uri: str | None = None, db: str | None = None) -> Target:
         cfg = load_config_file()
         uri, source = cfg.get("mongodb_uri"), "config.yaml"
     if not uri:
-        from .mongo.devserver import DevServer
-
         status = DevServer.default().status()
         if status.running:
             uri, source = status.uri, "dev server"

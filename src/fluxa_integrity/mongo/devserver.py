@@ -23,8 +23,8 @@ import psutil
 import pymongo
 from pymongo.errors import CollectionInvalid, PyMongoError
 
-from ..config import fluxa_home
 from ..errors import FluxaError
+from ..home import fluxa_home
 
 DEFAULT_PORT = 27217
 DEFAULT_OPLOG_MB = 1024
