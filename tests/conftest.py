@@ -4,6 +4,10 @@ By default the session starts the project's own FerretDB (tools/ferretdb) on a f
 temporary directory. With FLUXA_TEST_MONGODB_URI set, the whole suite runs against that server
 (a real MongoDB replica set) instead, unchanged; tests that must kill or restart a server
 start a private FerretDB of their own and are skipped there.
+
+FLUXA_TEST_LOAD=N runs the session beside N busy-loop processes (one per core keeps the machine
+fully loaded): tests must wait on readiness signals, never on sleeps, and this is how that is
+checked (`FLUXA_TEST_LOAD=2 ./dev test tests/test_check_cli.py`). See tests/waiting.py.
 """
 
 from __future__ import annotations
@@ -22,6 +26,33 @@ from fluxa_integrity.fluxa import model as m
 from fluxa_integrity.mongo.devserver import DevServer, build, free_port
 
 EXTERNAL_URI = os.environ.get("FLUXA_TEST_MONGODB_URI")
+
+#: One busy loop; it exits on its own when pytest goes away (a killed session leaves no spinner).
+_BUSY_LOOP = "import os\np = os.getppid()\nwhile os.getppid() == p:\n    for _ in range(10**6): pass\n"
+
+
+def load_processes() -> int:
+    raw = os.environ.get("FLUXA_TEST_LOAD", "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise pytest.UsageError(f"FLUXA_TEST_LOAD={raw!r}: expected a number of busy processes (e.g. 2)")
+    return int(raw)
+
+
+def pytest_report_header(config):
+    n = load_processes()
+    return [f"FLUXA_TEST_LOAD: {n} busy-loop processes beside the tests"] if n else []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_load():
+    """N busy-loop processes for the whole session when FLUXA_TEST_LOAD=N; their pids."""
+    procs = [subprocess.Popen([sys.executable, "-c", _BUSY_LOOP]) for _ in range(load_processes())]
+    yield [p.pid for p in procs]
+    for p in procs:
+        p.kill()
+        p.wait()
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,9 @@ and bad input that leaves the state store untouched."""
 from __future__ import annotations
 
 import os
-import threading
-import time
+import signal
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -14,6 +15,7 @@ from sqlalchemy import create_engine, text
 from fluxa_integrity.fluxa.faults import inject
 from fluxa_integrity.fluxa.generator import GenerateOptions, generate
 from fluxa_integrity.fluxa.manifest import Manifest
+from waiting import StderrWatch
 
 UTC = timezone.utc
 
@@ -75,6 +77,9 @@ def test_bad_input_writes_nothing(cli, db, mongo_uri, fluxa_home, tmp_path):
 
 @pytest.mark.skipif(bool(os.environ.get("FLUXA_TEST_MONGODB_URI")), reason="kills the server")
 def test_server_killed_mid_check_records_a_failed_run(cli, private_server, fluxa_home):
+    """The kill lands mid-scan whatever the machine's load: the test waits for the run's first
+    progress bar (drawn once it has connected, listed the collections and started scanning),
+    freezes the run, kills the server, then lets the run go on against a dead server."""
     import pymongo
 
     uri = private_server.status().uri
@@ -82,13 +87,21 @@ def test_server_killed_mid_check_records_a_failed_run(cli, private_server, fluxa
     first = cli("check", "run", "--uri", uri, "--db", "k", "--json")
     assert first.code == 0, first.stderr
 
-    def kill_soon():
-        time.sleep(1.0)
+    # rich draws its bars only on a terminal: TTY_COMPATIBLE makes it draw them into the pipe
+    env = {**os.environ, "FLUXA_HOME": str(fluxa_home), "COLUMNS": "200", "TTY_COMPATIBLE": "1", "NO_COLOR": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "fluxa_integrity", "check", "run", "--uri", uri, "--db", "k"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    watch = StderrWatch(proc)
+    try:
+        watch.wait_for(r"\s\d+/\d+\s")  # "users  0/600": scanning has begun
+        proc.send_signal(signal.SIGSTOP)  # nothing moves while the server dies
         private_server.kill()
-
-    threading.Thread(target=kill_soon).start()
-    res = cli("check", "run", "--uri", uri, "--db", "k")
-    assert res.code == 2 and "failed" in res.stderr and "Traceback" not in res.stderr
+        proc.send_signal(signal.SIGCONT)
+        code, stderr = watch.finish()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 2 and "failed" in stderr and "Traceback" not in stderr, stderr[-3000:]
     assert _runs(fluxa_home)[-1][1] == "failed"
     assert _count(fluxa_home, "sightings") == 0  # the first run was clean; nothing half-written
     assert _count(fluxa_home, "collection_counts") == 6  # only the first run's counts

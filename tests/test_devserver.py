@@ -12,6 +12,7 @@ import pytest
 
 from fluxa_integrity.errors import FluxaError
 from fluxa_integrity.mongo.devserver import DevServer, ferretdb_source_dir, free_port
+from waiting import DEADLINE_S, wait_until
 
 needs_own_server = pytest.mark.skipif(bool(os.environ.get("FLUXA_TEST_MONGODB_URI")),
                                       reason="needs the project's own FerretDB")
@@ -92,7 +93,7 @@ def test_oplog_records_insert_update_delete(client, db):
     if start is not None:
         flt["ts"] = {"$gt": start}
     cursor = oplog.find(flt, cursor_type=pymongo.CursorType.TAILABLE_AWAIT).max_await_time_ms(500)
-    ops, deadline = [], time.monotonic() + 10
+    ops, deadline = [], time.monotonic() + DEADLINE_S
     while len(ops) < 3 and cursor.alive and time.monotonic() < deadline:
         ops.extend(cursor)  # a tailable cursor stops at the end of what exists, and stays open
     assert [e["op"] for e in ops] == ["i", "u", "d"]
@@ -113,9 +114,7 @@ def test_server_trims_the_oplog_to_its_entry_cap(tmp_path, ferretdb_binary):
         c = pymongo.MongoClient(status.uri)
         c.app.t.insert_many([{"_id": i} for i in range(3000)])
         oplog = c.local["oplog.rs"]
-        deadline = time.monotonic() + 20
-        while oplog.estimated_document_count() > 500 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: oplog.estimated_document_count() <= 500, "the trimmer to cut the oplog to 500 entries")
         ids = [e["o"]["_id"] for e in oplog.find({"ns": "app.t"})]
         assert len(ids) == 500 and ids == list(range(2500, 3000))
     finally:
@@ -131,14 +130,15 @@ def test_an_oplog_that_outgrew_the_trimmer_is_recreated(tmp_path, ferretdb_binar
     try:
         c = pymongo.MongoClient(status.uri)
         c.app.t.insert_many([{"_id": i} for i in range(80_000)])  # > 32766 over the cap within one interval
-        deadline = time.monotonic() + 30
-        while "recreated it empty" not in server.log_file.read_text() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert "recreated it empty" in server.log_file.read_text()
-        c.app.t.insert_one({"_id": "after"})
-        time.sleep(7)  # one more trim: the new oplog is capped like the old one
+        wait_until(lambda: "recreated it empty" in server.log_file.read_text(), "the server to recreate the oplog",
+                   poll=0.5)
+        # the new oplog is capped like the old one: overfill it and wait for a trim to cut it back
+        c.app.u.insert_many([{"_id": i} for i in range(300)])
+        c.app.u.insert_one({"_id": "after"})
         oplog = c.local["oplog.rs"]
-        assert oplog.find_one({"o._id": "after"}) is not None and oplog.estimated_document_count() <= 100
+        wait_until(lambda: oplog.estimated_document_count() <= 100, "a trim of the recreated oplog", poll=0.5)
+        assert oplog.find_one({"o._id": "after"}) is not None  # the newest entries are the ones kept
+        assert oplog.find_one({"ns": "app.u", "o._id": 0}) is None
         assert c.local.command("listCollections", filter={"name": "oplog.rs"})["cursor"]["firstBatch"][0]["options"]["max"] == 100
     finally:
         server.stop()
