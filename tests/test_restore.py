@@ -86,8 +86,15 @@ def test_filter_operators():
 
 
 def test_diff_promote_and_undo_restore_exact_state(mongo_uri, client, db, backed_up, target, cli):
-    out = cli("restore", "run", "--backup", backed_up.id, "--to-db", target, "--uri", mongo_uri)
+    from fluxa_integrity.incidents.api import Incidents
+
+    incidents = Incidents.from_environment()
+    inc = incidents.open("users overwritten by a bad deploy", collections=["users"])["id"]
+    out = cli("restore", "run", "--backup", backed_up.id, "--to-db", target, "--incident", str(inc), "--uri", mongo_uri)
     assert out.code == 0, out.stderr
+    same = cli("restore", "diff", "--target-db", target, "--db", db.name, "--uri", mongo_uri)
+    assert same.code == 0, same.stderr  # nothing changed since the backup: exit 0, and it says what it compared
+    assert "no differences" in same.stderr and f"live {db.name} (" in same.stderr and f"with {target} (" in same.stderr
     users = list(db.users.find().sort("_id", 1).limit(5))
     db.users.update_one({"_id": users[0]["_id"]}, {"$set": {"name": "changed", "lastUpdated": datetime.now(timezone.utc)}})
     db.users.update_one({"_id": users[1]["_id"]}, {"$set": {"name": "changed too"}})  # old lastUpdated: no conflict
@@ -95,10 +102,14 @@ def test_diff_promote_and_undo_restore_exact_state(mongo_uri, client, db, backed
     db.users.insert_one({"email": "new@example.com", "lastUpdated": datetime.now(timezone.utc)})
 
     d = cli("restore", "diff", "--target-db", target, "--db", db.name, "--collections", "users", "--uri", mongo_uri, "--json")
-    assert d.code == 0, d.stderr
+    assert d.code == 1, d.stderr  # differences found
     u = d.json()["collections"]["users"]
     assert (u["added"], u["removed"], u["changed"], u["conflicts"]) == (1, 1, 2, 2)
     assert u["samples"]["removed"] == [{"$oid": str(users[2]["_id"])}]
+    assert d.json()["differences"] == 4
+    assert d.json()["live"] == {"db": db.name, "documents": db.users.count_documents({})}
+    assert d.json()["restored"]["db"] == target and d.json()["restored"]["backup_id"] == backed_up.id
+    assert d.json()["restored"]["documents"] == client[target].users.count_documents({})
 
     before = hashes(db)
     dry = cli("restore", "promote", "--from-db", target, "--collections", "users", "--db", db.name, "--uri", mongo_uri, "--json")
@@ -106,10 +117,17 @@ def test_diff_promote_and_undo_restore_exact_state(mongo_uri, client, db, backed
     c = dry.json()["collections"]["users"]
     assert (c["overwrite"], c["insert"]) == (2, 1) and c["sample_diffs"][0]["fields"]["name"][1] != "changed"
     assert hashes(db) == before  # a dry run writes nothing
+    human = cli("restore", "promote", "--from-db", target, "--collections", "users", "--db", db.name, "--uri", mongo_uri)
+    assert human.code == 0, human.stderr
+    old_date = client[target].users.find_one({"_id": users[0]["_id"]})["lastUpdated"]
+    # dates are printed (not swallowed as Rich markup), as ISO text; ObjectIds as ObjectId(hex)
+    assert "lastUpdated: " + old_date.isoformat(timespec="milliseconds").replace("+00:00", "Z") in human.stderr \
+        or "lastUpdated: " + old_date.isoformat(timespec="seconds").replace("+00:00", "Z") in human.stderr, human.stderr
+    assert f"_id ObjectId({users[0]['_id']})" in human.stderr
 
     ids = '[{"$oid": "%s"}, {"$oid": "%s"}]' % (users[0]["_id"], users[2]["_id"])
     app = cli("restore", "promote", "--from-db", target, "--collections", "users", "--ids", ids, "--db", db.name,
-              "--incident", "INC-1", "--apply", "--uri", mongo_uri, "--json")
+              "--incident", str(inc), "--apply", "--uri", mongo_uri, "--json")
     assert app.code == 0, app.stderr
     pid = app.json()["promotion_id"]
     assert app.json()["counts"]["users"] == {"overwritten": 1, "inserted": 1}
@@ -117,11 +135,19 @@ def test_diff_promote_and_undo_restore_exact_state(mongo_uri, client, db, backed
     assert db.users.find_one({"_id": users[2]["_id"]}) is not None
     assert db.users.find_one({"_id": users[1]["_id"]})["name"] == "changed too"  # not selected: untouched
 
-    undo = cli("restore", "undo", pid, "--uri", mongo_uri, "--json")
+    undo = cli("restore", "undo", pid, "--incident", str(inc), "--uri", mongo_uri, "--json")
     assert undo.code == 0, undo.stderr
     assert hashes(db) == before
     again = cli("restore", "undo", pid, "--uri", mongo_uri, "--json")
     assert again.code == 2 and "already undone" in again.json()["error"]
+
+    # the restore, the promotion and the undo are on the incident's timeline, with their counts
+    actions = [e["data"] for e in incidents.timeline(inc) if e["kind"] == "recovery_action"]
+    assert [(a["action"], a["status"]) for a in actions] == [("restore", "applied"), ("promote", "applied"),
+                                                             ("undo", "applied")]
+    assert actions[0]["counts"]["users"]["inserted"] == client[target].users.count_documents({})
+    assert actions[1]["ref"] == pid and actions[1]["counts"]["users"] == {"replaced": 1, "inserted": 1, "deleted": 0}
+    assert actions[2]["counts"]["users"] == {"replaced": 1, "inserted": 0, "deleted": 1}
 
 
 def test_verify_records_verdict_and_rto(mongo_uri, client, db, backed_up, cli):

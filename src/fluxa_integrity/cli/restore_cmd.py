@@ -9,14 +9,35 @@ import typer
 from bson import json_util
 from rich.table import Table
 
-from ..backup import catalog
-from ..backup.retention import aware
 from ..errors import FluxaError
 from ..mongo.connection import connect
+from ..restore.authority import Authority
 from ..store import open_store
-from .common import PolicyOpt, csv_list, policy_from
+from .common import EXIT_PROBLEMS, PolicyOpt, csv_list, policy_from
 from .common import DbOpt, JsonOpt, UriOpt, console, emit_json, target_option_values
 from .progress_bars import BarSink, bars
+from .restore_render import field_changes, readable
+
+IncidentOpt = typer.Option(None, "--incident", help="Open incident this is done for: checked before anything is "
+                           "written, and the action goes on its timeline.")
+
+
+def authority_from(incident: Optional[str], yes: bool = False) -> Authority:
+    """The incident (checked open now, before any write) or the operator's --yes."""
+    if incident is not None:
+        from ..incidents.api import Incidents
+
+        return Authority.for_incident(Incidents.from_environment(), incident)
+    return Authority.operator() if yes else Authority.none()
+
+
+def _timeline_line(timeline: dict | None) -> None:
+    if timeline and timeline.get("recorded"):
+        console.print(f"recorded on incident {timeline['incident']}'s timeline", highlight=False)
+    elif timeline:
+        console.print(f"[yellow]warning:[/] not recorded on incident {timeline['incident']}'s timeline: "
+                      f"{timeline['error']}", highlight=False)
+
 
 app = typer.Typer(help="Restore a backup into a separate database, compare it with live data, bring data back "
                   "(reversibly).", no_args_is_help=True)
@@ -29,10 +50,12 @@ def run(backup: Optional[str] = typer.Option(None, "--backup", help="Backup id (
         inclusive: bool = typer.Option(True, "--inclusive/--exclusive", help="Apply entries stamped exactly at --at "
                                        "(default) or stop before them."),
         to_db: str = typer.Option(..., "--to-db", help="Target database: never the source; empty unless --drop-target."),
-        collections: Optional[str] = typer.Option(None, "--collections", help="Comma-separated [default: all]."),
+        collections: Optional[str] = typer.Option(None, "--collections", help="Comma-separated collections to restore "
+                                                  "(default: all the backup holds)."),
         filter_json: Optional[str] = typer.Option(None, "--filter", help="Only documents matching this (Extended) JSON "
                                                   "filter: equality, $in, $nin, $ne, $gt/$gte/$lt/$lte, $exists."),
         drop_target: bool = typer.Option(False, "--drop-target", help="Drop the target database first."),
+        incident: Optional[str] = IncidentOpt,
         uri: Optional[str] = UriOpt, db: Optional[str] = DbOpt, json_out: bool = JsonOpt) -> None:
     """Restore a snapshot (--backup), or the database as it was at --at. Rerunning an interrupted
     snapshot restore resumes it."""
@@ -41,6 +64,7 @@ def run(backup: Optional[str] = typer.Option(None, "--backup", help="Backup id (
     if (backup is None) == (at is None):
         raise FluxaError("say what to restore: --backup ID or --at TIME (one of them)",
                          "e.g. restore run --at 2026-11-25T21:40:00Z --to-db fluxa_pitr")
+    authority = authority_from(incident)
     store = open_store()
     if at is not None:
         from ..restore.pitr import restore_to_point
@@ -50,7 +74,8 @@ def run(backup: Optional[str] = typer.Option(None, "--backup", help="Backup id (
         target = target_option_values(uri, db)
         with bars(json_out) as progress:
             res = restore_to_point(target.uri, store, target.db, to_db, at, collections=csv_list(collections),
-                                   inclusive=inclusive, drop_target=drop_target, progress=BarSink(progress))
+                                   inclusive=inclusive, drop_target=drop_target, progress=BarSink(progress),
+                                   authority=authority)
         if json_out:
             emit_json(res)
             return
@@ -60,78 +85,86 @@ def run(backup: Optional[str] = typer.Option(None, "--backup", help="Backup id (
                       f"({r['upserts']} upserts, {r['deletes']} deletes, {r['modified']} diffs) in {res['seconds']:.1f}s; "
                       "sources: " + ", ".join(f"{s['kind']} {s['source']} ({s['entries']})" for s in res["sources"]),
                       highlight=False)
+        _timeline_line(res.get("timeline"))
         return
     target = target_option_values(uri, None)
     with bars(json_out) as progress:
         res = restore_snapshot(target.uri, store, backup, to_db, collections=csv_list(collections), filter_text=filter_json,
-                               drop_target=drop_target, progress=BarSink(progress))
+                               drop_target=drop_target, progress=BarSink(progress), authority=authority)
     if json_out:
         emit_json({"restore_id": res.run_id, "backup_id": res.backup_id, "source_db": res.source_db,
                    "target_db": res.target_db, "resumed": res.resumed, "seconds": round(res.seconds, 3),
-                   "collections": res.collections})
+                   "collections": res.collections, "timeline": res.timeline})
         return
     total = sum(c.get("inserted", 0) + c.get("already_there", 0) for c in res.collections.values())
     console.print(f"[green]restored[/] backup {res.backup_id} ({res.source_db}) into {res.target_db}: "
-                  f"{total:,} documents in {res.seconds:.1f}s" + (" (resumed)" if res.resumed else ""), highlight=False)
+                  f"{total:,} documents in {res.seconds:.1f}s" + (" (resumed)" if res.resumed else "")
+                  + f"; restore id {res.run_id}", highlight=False)
+    _timeline_line(res.timeline)
 
 
 @app.command()
-def diff(backup: Optional[str] = typer.Option(None, "--backup", help="Backup id: compare its last restore target."),
-         target_db: Optional[str] = typer.Option(None, "--target-db", help="Restored database to compare."),
-         collections: Optional[str] = typer.Option(None, "--collections"),
-         time_field: Optional[str] = typer.Option(None, "--time-field", help="Field for conflicts [default: the "
-                                                  "policy's watermark_field of each collection]."),
-         samples: int = typer.Option(5, "--samples", min=0), policy: Optional[Path] = PolicyOpt,
+def diff(restore: Optional[str] = typer.Option(None, "--restore", help="Restore id (printed by `restore run`) "
+                                              "whose target database to compare."),
+         backup: Optional[str] = typer.Option(None, "--backup", help="Backup id: compare its newest complete restore."),
+         target_db: Optional[str] = typer.Option(None, "--target-db", help="Restored database to compare "
+                                                 "(its newest complete restore)."),
+         collections: Optional[str] = typer.Option(None, "--collections", help="Comma-separated collections to "
+                                                   "compare (default: every collection the restore holds)."),
+         time_field: Optional[str] = typer.Option(None, "--time-field", help="Field for conflicts (default: the "
+                                                  "policy's watermark_field of each collection)."),
+         samples: int = typer.Option(5, "--samples", min=0, help="How many _ids to show per kind of difference."),
+         policy: Optional[Path] = PolicyOpt,
          uri: Optional[str] = UriOpt, db: Optional[str] = DbOpt, json_out: bool = JsonOpt) -> None:
-    """Added, removed, changed and conflicting documents: live database vs a restored copy."""
-    from sqlalchemy import select
-
-    from ..restore.diff import diff_databases
-    from ..store.backup_models import RestoreRun
+    """Added, removed, changed and conflicting documents: live database vs a restored copy.
+    Exit 0: no differences; 1: differences; 2: a side is missing or another error."""
+    from ..restore.diff import choose_restore, compare_restore
 
     target = target_option_values(uri, db)
     store = open_store()
-    with store.session() as s:
-        q = select(RestoreRun).where(RestoreRun.status == "complete").order_by(RestoreRun.id.desc())
-        if backup:
-            q = q.where(RestoreRun.backup_id == catalog.get_backup(store, backup).id)
-        if target_db:
-            q = q.where(RestoreRun.target_db == target_db)
-        if not backup and not target_db:
-            raise FluxaError("say what to compare: --backup ID or --target-db NAME", "e.g. restore diff --target-db fluxa_restored")
-        run_row = s.scalars(q.limit(1)).first()
-    if run_row is None:
-        raise FluxaError("no complete restore matches " + (f"backup {backup} " if backup else "") +
-                         (f"into {target_db}" if target_db else ""), "restore it first with `restore run`")
-    row = catalog.get_backup(store, run_row.backup_id)
-    if target.db == run_row.target_db:
-        raise FluxaError(f"--db {target.db!r} is the restored database itself", "--db names the live database")
+    run_row = choose_restore(store, restore_id=restore, backup=backup, target_db=target_db)
     client = connect(target.uri)
-    names = csv_list(collections) or list(run_row.collections)
-    result = diff_databases(client[target.db], client[run_row.target_db], names, policy_from(policy),
-                            aware(row.finished_at), time_field, samples)
+    res = compare_restore(store, client, target.db, run_row, csv_list(collections), policy_from(policy),
+                          time_field, samples)
     if json_out:
-        emit_json({"live_db": target.db, "target_db": run_row.target_db, "backup_id": row.id,
-                   "backup_finished_at": row.finished_at, "collections": result})
-        return
-    table = Table(title=f"{target.db} (live) vs {run_row.target_db} (backup {row.id})")
-    for col in ("collection", "live", "backup", "added", "removed", "changed", "conflicts"):
-        table.add_column(col)
-    for n, r in result.items():
-        table.add_row(n, *(str(r[k]) for k in ("live_count", "backup_count", "added", "removed", "changed", "conflicts")))
-    console.print(table)
+        emit_json(res)
+    else:
+        live, rest = res["live"], res["restored"]
+        console.print(f"comparing live {live['db']} ({live['documents']:,} documents) with {rest['db']} "
+                      f"({rest['documents']:,} documents: restore {rest['restore_id']} of backup {rest['backup_id']} "
+                      f"of {rest['source_db']}, taken until {readable(rest['backup_finished_at'])})",
+                      highlight=False, markup=False)
+        table = Table(title=f"{live['db']} (live) vs {rest['db']} (backup {rest['backup_id']})")
+        for col in ("collection", "live", "backup", "added", "removed", "changed", "conflicts"):
+            table.add_column(col, overflow="fold")
+        for n, r in res["collections"].items():
+            table.add_row(n + ("" if r["live_exists"] else " (not in live)"),
+                          *(str(r[k]) for k in ("live_count", "backup_count", "added", "removed", "changed", "conflicts")))
+        console.print(table)
+        for n, r in res["collections"].items():
+            for kind in ("removed", "changed", "conflicts", "added"):
+                if r["samples"][kind]:
+                    console.print(f"  {n} {kind}: " + ", ".join(readable(i) for i in r["samples"][kind]),
+                                  highlight=False, markup=False)
+        console.print(f"{res['differences']:,} documents differ" if res["differences"] else "no differences",
+                      highlight=False)
+    if res["differences"]:
+        raise typer.Exit(EXIT_PROBLEMS)
 
 
 @app.command()
 def promote(from_db: str = typer.Option(..., "--from-db", help="The restored database to bring data back from."),
             collections: str = typer.Option(..., "--collections", help="Comma-separated collections."),
             ids: Optional[str] = typer.Option(None, "--ids", help="Only these _ids: an Extended JSON array."),
-            incident: Optional[str] = typer.Option(None, "--incident", help="Incident id authorising the write."),
+            incident: Optional[str] = typer.Option(None, "--incident", help="Open incident authorising the write: "
+                                                   "checked first, and the promotion goes on its timeline."),
             yes: bool = typer.Option(False, "--yes", help="Explicit operator confirmation instead of an incident."),
             apply: bool = typer.Option(False, "--apply", help="Write. Without it: a dry run (counts, sample diffs)."),
             uri: Optional[str] = UriOpt, db: Optional[str] = DbOpt, json_out: bool = JsonOpt) -> None:
-    """Bring collections or documents back to the live database; every overwritten document is saved first."""
-    from ..restore.promote import apply_promotion, plan_promotion, summarize
+    """Bring collections or documents back to the live database; every overwritten document is saved first.
+    If a promotion was interrupted, rerunning the same command resumes it."""
+    from ..restore.promote import apply_promotion, plan_promotion, resumable_promotion, summarize
+    from ..restore.server_errors import server_errors
 
     target = target_option_values(uri, db)
     if from_db == target.db:
@@ -147,17 +180,23 @@ def promote(from_db: str = typer.Option(..., "--from-db", help="The restored dat
     if apply and not (incident or yes):
         raise FluxaError("a promotion writes to the live database: tie it to an incident or confirm it",
                          "add --incident ID (preferred) or --yes")
+    authority = authority_from(incident, yes)  # an unknown or closed incident stops here, before any write
+    store = open_store()
     client = connect(target.uri)
     names = csv_list(collections)
-    have = set(client[from_db].list_collection_names())
-    missing = [n for n in names if n not in have]
-    if missing:
-        raise FluxaError(f"{from_db!r} has no collection {', '.join(missing)}", f"it has: {', '.join(sorted(have)) or '(none)'}")
-    plan = plan_promotion(client[target.db], client[from_db], names, id_list)
+    with server_errors(f"planning the promotion from {from_db!r} into {target.db!r} failed",
+                       "nothing was written; check the server and rerun"):
+        have = set(client[from_db].list_collection_names())
+        missing = [n for n in names if n not in have]
+        if missing:
+            raise FluxaError(f"{from_db!r} has no collection {', '.join(missing)}",
+                             f"it has: {', '.join(sorted(have)) or '(none)'}")
+        plan = plan_promotion(client[target.db], client[from_db], names, id_list)
     out = {"dry_run": not apply, "live_db": target.db, "from_db": from_db, "collections": summarize(plan)}
     if apply:
-        out.update(apply_promotion(open_store(), client[target.db], client[from_db], plan,
-                                   f"incident:{incident}" if incident else "operator confirmation (--yes)"))
+        out.update(apply_promotion(store, client[target.db], client[from_db], plan, authority, id_list))
+    else:
+        out["resumes"] = resumable_promotion(store, target.db, from_db, names, id_list)
     if json_out:
         emit_json(out)
         return
@@ -165,22 +204,32 @@ def promote(from_db: str = typer.Option(..., "--from-db", help="The restored dat
         console.print(f"{n}: {c['overwrite']} to overwrite, {c['insert']} to insert, {c['unchanged']} unchanged",
                       highlight=False)
         for d in c["sample_diffs"]:
-            console.print(f"  {d['_id']}: {d['fields']}", highlight=False)
+            console.print(f"  _id {readable(d['_id'])}:", highlight=False, markup=False)
+            for line in field_changes(d["fields"]):
+                console.print(f"    {line}", highlight=False, markup=False)
     if apply:
-        console.print(f"[green]promotion {out['promotion_id']} applied[/]; undo with "
-                      f"`fluxa-integrity restore undo {out['promotion_id']}`", highlight=False)
+        console.print(f"[green]promotion {out['promotion_id']} applied[/]" + (" (resumed)" if out["resumed"] else "")
+                      + f"; undo with `fluxa-integrity restore undo {out['promotion_id']}`", highlight=False)
+        _timeline_line(out.get("timeline"))
     else:
+        if out["resumes"]:
+            console.print(f"--apply finishes the interrupted promotion {out['resumes']}", highlight=False)
         console.print("dry run: nothing written; add --apply (with --incident ID or --yes) to write", highlight=False)
 
 
 @app.command()
-def undo(promotion_id: str = typer.Argument(...), uri: Optional[str] = UriOpt, json_out: bool = JsonOpt) -> None:
-    """Put back exactly what a promotion overwrote, and remove what it inserted."""
+def undo(promotion_id: str = typer.Argument(..., help="Promotion id (printed by `restore promote --apply`)."),
+         incident: Optional[str] = IncidentOpt, uri: Optional[str] = UriOpt, json_out: bool = JsonOpt) -> None:
+    """Put back exactly what a promotion overwrote, and remove what it inserted. If an undo was
+    interrupted, rerunning it resumes it."""
     from ..restore.promote import undo_promotion
 
+    authority = authority_from(incident)
     target = target_option_values(uri, None)
-    res = undo_promotion(open_store(), connect(target.uri), promotion_id)
+    res = undo_promotion(open_store(), connect(target.uri), promotion_id, authority)
     if json_out:
         emit_json(res)
     else:
-        console.print(f"[green]promotion {promotion_id} undone[/]: {res['counts']}", highlight=False)
+        console.print(f"[green]promotion {promotion_id} undone[/]: " + "; ".join(
+            f"{n}: {c['restored']} put back, {c['deleted']} deleted" for n, c in res["counts"].items()), highlight=False)
+        _timeline_line(res.get("timeline"))

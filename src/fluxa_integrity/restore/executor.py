@@ -9,6 +9,8 @@ separate target database. Idempotent and resumable:
   the target is byte-for-byte the backup's (anything else is a conflict and stops the restore).
 So a rerun completes with no duplicates and nothing lost, and the target database holds nothing
 but restored data (no bookkeeping collection that would change its content hash).
+A restore authorised by an incident (``authority``, see authority.py) is recorded on its
+timeline when it ends: complete, failed, or partial (some documents written).
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from ..errors import FluxaError
 from ..mongo.connection import connect, first_line
 from ..store import Store
 from ..store.backup_models import RestoreRun
+from .authority import Authority
 from .filters import compile_filter, parse_filter
+from .server_errors import server_errors
 
 UTC = timezone.utc
 RAW = CodecOptions(document_class=RawBSONDocument)
@@ -55,6 +59,7 @@ class RestoreResult:
     seconds: float
     resumed: bool = False
     warnings: list[str] = field(default_factory=list)
+    timeline: dict | None = None  # the incident timeline record, when an incident authorised it
 
 
 def load_metadata(path: Path) -> dict:
@@ -119,8 +124,10 @@ def _insert_batch(coll, docs: list[bytes]) -> tuple[int, int]:
 
 def restore_snapshot(uri: str, store: Store, backup_id: str, target_db: str, *, collections: list[str] | None = None,
                      filter_text: str | None = None, drop_target: bool = False, progress: Progress | None = None,
-                     workers: int = 3, batch_size: int = BATCH) -> RestoreResult:
+                     workers: int = 3, batch_size: int = BATCH, authority: Authority | None = None,
+                     record_on_success: bool = True) -> RestoreResult:
     progress = progress or Progress()
+    authority = authority or Authority.none()
     row = catalog.restorable_backup(store, backup_id)
     directory = backup_dir(Path(row.repo), row.id)
     manifest = read_manifest(directory, row.manifest_sha256)
@@ -142,12 +149,14 @@ def restore_snapshot(uri: str, store: Store, backup_id: str, target_db: str, *, 
     resumable = None if drop_target else _find_resumable(store, row.id, target_db)
     if resumable and (sorted(resumable.collections) != sorted(chosen) or (resumable.filter or {}).get("text") != filter_text):
         resumable = None
-    existing = db.list_collection_names()
-    if resumable is None and existing:
-        if not drop_target:
-            raise FluxaError(f"target database {target_db!r} is not empty ({len(existing)} collections)",
-                             "choose a new --to-db, or pass --drop-target to replace it")
-        client.drop_database(target_db)
+    with server_errors(f"restore of backup {row.id} into {target_db!r} could not start", "rerun the same command"):
+        existing = db.list_collection_names()
+        if resumable is None and existing:
+            if not drop_target:
+                client.close()
+                raise FluxaError(f"target database {target_db!r} is not empty ({len(existing)} collections)",
+                                 "choose a new --to-db, or pass --drop-target to replace it")
+            client.drop_database(target_db)
     started = datetime.now(UTC)
     if resumable is not None:
         run_id, done = resumable.id, dict(resumable.progress or {})
@@ -217,9 +226,12 @@ def restore_snapshot(uri: str, store: Store, backup_id: str, target_db: str, *, 
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()
     except BaseException as exc:
-        msg = first_line(exc) if isinstance(exc, PyMongoError) else str(exc)
+        msg = first_line(exc) if isinstance(exc, PyMongoError) else str(getattr(exc, "message", exc))
         _set_run(store, run_id, status="failed", error=msg)
         client.close()
+        written = _written(done)
+        authority.record("restore", run_id, f"restore {run_id} of backup {row.id} ({row.db}) into {target_db} "
+                         f"failed: {msg}", written, status="partial" if _any(written) else "failed")
         if isinstance(exc, PyMongoError):
             raise FluxaError(f"restore {run_id} of backup {row.id} into {target_db!r} failed: {msg}",
                              "rerun the same command: it resumes where it stopped") from exc
@@ -227,5 +239,20 @@ def restore_snapshot(uri: str, store: Store, backup_id: str, target_db: str, *, 
     seconds = time.perf_counter() - t0
     _set_run(store, run_id, status="complete", finished_at=datetime.now(UTC), seconds=round(seconds, 3))
     client.close()
-    return RestoreResult(run_id, row.id, row.db, target_db, {n: results[n] for n in chosen}, seconds,
-                         resumed=resumable is not None)
+    result = RestoreResult(run_id, row.id, row.db, target_db, {n: results[n] for n in chosen}, seconds,
+                           resumed=resumable is not None)
+    if record_on_success:
+        written = _written(result.collections)
+        result.timeline = authority.record("restore", run_id, f"restore {run_id} of backup {row.id} ({row.db}) into "
+                                           f"{target_db}" + (" (resumed)" if result.resumed else ""), written)
+    return result
+
+
+def _written(per_collection: dict) -> dict:
+    """Timeline counts of a restore: documents now in the target, per collection."""
+    return {n: {"inserted": c.get("inserted", 0) + c.get("already_there", 0), "replaced": 0, "deleted": 0}
+            for n, c in per_collection.items()}
+
+
+def _any(counts: dict) -> bool:
+    return any(v for c in counts.values() for v in c.values())

@@ -12,6 +12,8 @@
    is applied (``--exclusive``: it is not). Replay is a prefix of the oplog: it stops at the first
    entry past the point.
 Entries come from archived slices first, then the live oplog (oplog_sources.py).
+A restore authorised by an incident (``authority``) is recorded on its timeline once, when the
+replay has ended (or when the snapshot or the replay failed).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from ..errors import FluxaError
 from ..mongo.connection import connect
 from ..store import Store
 from ..store.backup_models import RESTORABLE, Backup
-from .executor import _set_run, restore_snapshot
+from .authority import Authority
+from .executor import _any, _set_run, _written, restore_snapshot
 from .replay import Replayer, is_txn_entry
 
 UTC = timezone.utc
@@ -92,7 +95,9 @@ def choose_snapshot(store: Store, db: str, point: Point, collections: list[str] 
 
 
 def restore_to_point(uri: str, store: Store, db: str, target_db: str, at: str, *, collections: list[str] | None = None,
-                     inclusive: bool = True, drop_target: bool = False, progress=None) -> dict:
+                     inclusive: bool = True, drop_target: bool = False, progress=None,
+                     authority: Authority | None = None) -> dict:
+    authority = authority or Authority.none()
     point = parse_point(at)
     if point.wall is not None and point.wall > datetime.now(UTC):
         raise FluxaError(f"--at {at} is in the future", "choose a time in the past")
@@ -106,7 +111,7 @@ def restore_to_point(uri: str, store: Store, db: str, target_db: str, at: str, *
         raise
     t0 = time.perf_counter()
     res = restore_snapshot(uri, store, snap.id, target_db, collections=collections, drop_target=drop_target,
-                           progress=progress)
+                           progress=progress, authority=authority, record_on_success=False)
     replayer = Replayer(client[target_db], db, set(collections) if collections else None)
     used: list[dict] = []
     pitr = {"at": at, "inclusive": inclusive, "snapshot": snap.id, "replay_from": ac.ts_text(start), "sources": used}
@@ -123,12 +128,20 @@ def restore_to_point(uri: str, store: Store, db: str, target_db: str, at: str, *
         pitr["error"] = str(getattr(exc, "message", exc))
         _set_run(store, res.run_id, status="failed", error=f"point-in-time replay: {pitr['error']}", pitr=pitr)
         client.close()
+        written = _written(res.collections)
+        authority.record("restore", res.run_id, f"point-in-time restore {res.run_id} of {db} as of {at} into {target_db} "
+                         f"failed during the replay: {pitr['error']}", written, status="partial" if _any(written) else "failed")
         raise
     client.close()
     pitr.update(last_applied=ac.ts_text(last), replay=replayer.stats.as_dict())
     seconds = time.perf_counter() - t0
     _set_run(store, res.run_id, pitr=pitr, seconds=round(seconds, 3))
-    return {"restore_id": res.run_id, "backup_id": snap.id, "source_db": db, "target_db": target_db,
+    stats = replayer.stats.as_dict()
+    timeline = authority.record("restore", res.run_id, f"point-in-time restore {res.run_id} of {db} as of {at} into "
+                                f"{target_db}: snapshot {snap.id} + {stats.get('entries', 0)} oplog entries replayed "
+                                f"({stats.get('upserts', 0)} upserts, {stats.get('deletes', 0)} deletes)",
+                                _written(res.collections))
+    return {"timeline": timeline, "restore_id": res.run_id, "backup_id": snap.id, "source_db": db, "target_db": target_db,
             "at": at, "inclusive": inclusive, "seconds": round(seconds, 3), "snapshot_seconds": round(res.seconds, 3),
             "collections": res.collections, "replay": replayer.stats.as_dict(), "sources": used,
             "last_applied": ac.ts_text(last)}

@@ -1,12 +1,26 @@
 """`restore promote` and `restore undo`: bring restored collections or documents back to the
-live database, reversibly.
+live database, reversibly, and resumably.
 
 Before any write, every live document that will be overwritten is saved (raw BSON, exactly as
 it was) and every _id that will be inserted is noted, in ``$FLUXA_HOME/undo/<promotion-id>/``
-(``<coll>.overwritten.bson``, ``<coll>.inserted.bson``, ``manifest.json`` with sha256s), and a
-``promotions`` row is written. Undo replaces the saved documents and deletes the inserted ones,
-so the live collections come back byte for byte. Promotion upserts and never deletes: a live
-document absent from the restored copy (created after the backup) is left alone.
+(``<coll>.overwritten.bson``, ``<coll>.inserted.bson``, ``manifest.json`` with sha256s and the
+selection the promotion was made for), and a ``promotions`` row is written (``applying``).
+Undo replaces the saved documents and deletes the inserted ones, so the live collections come
+back byte for byte. Promotion upserts and never deletes: a live document absent from the
+restored copy (created after the backup) is left alone.
+
+Failure behaviour. A server that goes away mid-way leaves the promotion ``failed`` (a killed
+process leaves it ``applying``) and the command exits 2 saying "rerun to resume". Rerunning the
+same promote command (same live and source databases, collections and --ids) resumes THAT
+promotion: it rewrites every document of the saved plan from the restored copy (replace by _id,
+upsert: a document written before the failure is written again identically, so no duplicate and
+nothing lost) and keeps the original undo store, which still describes the live data as it was
+before the first write. Any other promotion into a database that holds an unfinished one is
+refused until it is finished or undone. Undo is resumable the same way (``undoing``): putting a
+saved document back and deleting an inserted _id are both idempotent. A failure while saving the
+undo store removes it and writes nothing to the live database.
+Each run (applied, failed or partial) is recorded on the authorising incident's timeline
+(authority.py).
 """
 
 from __future__ import annotations
@@ -14,25 +28,37 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 import bson
+from bson import json_util
 from bson.raw_bson import RawBSONDocument
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
+from sqlalchemy import select
 
 from ..backup.files import file_sha256, iter_raw_documents
 from ..config import fluxa_home
 from ..errors import FluxaError
+from ..mongo.connection import first_line
 from ..store import Store
 from ..store.backup_models import Promotion
+from .authority import Authority
 from .compare import RAW, fingerprints, field_diff
 
 UTC = timezone.utc
+UNFINISHED = ("applying", "failed", "undoing")
 
 
 def undo_root() -> Path:
     return fluxa_home() / "undo"
+
+
+def selection_text(ids: list | None) -> str | None:
+    """The --ids a promotion was made for, canonical Extended JSON (None: whole collections)."""
+    return None if ids is None else json_util.dumps(ids, json_options=json_util.CANONICAL_JSON_OPTIONS)
 
 
 def plan_promotion(live: Database, source: Database, collections: list[str], ids: list | None,
@@ -51,13 +77,46 @@ def plan_promotion(live: Database, source: Database, collections: list[str], ids
                                                                   source[name].find_one({"_id": _id}))})
         plan[name] = {"overwrite": over, "insert": ins, "unchanged": len(ours) - len(over) - len(ins),
                       "ids": {k: ours[k][0] for k in over + ins}, "sample_diffs": sample_diffs,
-                      "missing_ids": (len(ids) - len(ours)) if ids is not None else 0}
+                      "missing_ids": (len(ids) - len(ours)) if ids is not None else 0,
+                      "live_count": len(theirs), "source_count": len(ours)}
     return plan
 
 
 def summarize(plan: dict) -> dict:
     return {n: {"overwrite": len(p["overwrite"]), "insert": len(p["insert"]), "unchanged": p["unchanged"],
                 "missing_ids": p["missing_ids"], "sample_diffs": p["sample_diffs"]} for n, p in plan.items()}
+
+
+def _read_manifest(undo: Path) -> dict:
+    try:
+        return json.loads((undo / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise FluxaError(f"undo store {undo} is unreadable: {exc}", "it must not be edited or moved") from exc
+
+
+def unfinished_promotions(store: Store, live_db: str) -> list[dict]:
+    """Promotions into ``live_db`` that were interrupted: applying, failed, or undoing."""
+    with store.session() as s:
+        rows = s.scalars(select(Promotion).where(Promotion.live_db == live_db, Promotion.status.in_(UNFINISHED))
+                         .order_by(Promotion.created_at)).all()
+        return [{"id": r.id, "status": r.status, "from_db": r.from_db, "collections": list(r.collections),
+                 "undo_dir": r.undo_dir} for r in rows]
+
+
+def resumable_promotion(store: Store, live_db: str, from_db: str, collections: list[str], ids: list | None) -> str | None:
+    """The id of the interrupted promotion this command would resume, or None. Raises when
+    another promotion into ``live_db`` is unfinished: two half-done promotions of one database
+    could not both be undone exactly."""
+    wanted = (from_db, sorted(collections), selection_text(ids))
+    for p in unfinished_promotions(store, live_db):
+        m = _read_manifest(Path(p["undo_dir"]))
+        if p["status"] != "undoing" and (m["from_db"], sorted(m["collections"]), m.get("selection")) == wanted:
+            return p["id"]
+        finish = (f"rerun `fluxa-integrity restore undo {p['id']}`" if p["status"] == "undoing" else
+                  f"rerun it (restore promote --from-db {p['from_db']} --collections {','.join(p['collections'])}"
+                  + (" --ids ..." if m.get("selection") else "") + f" --apply) or undo it (`restore undo {p['id']}`)")
+        raise FluxaError(f"promotion {p['id']} into {live_db!r} is unfinished ({p['status']})", f"finish it first: {finish}")
+    return None
 
 
 def _write_raw(path: Path, docs) -> dict:
@@ -69,37 +128,117 @@ def _write_raw(path: Path, docs) -> dict:
     return {"path": path.name, "sha256": file_sha256(path)}
 
 
-def apply_promotion(store: Store, live: Database, source: Database, plan: dict, authorized_by: str) -> dict:
+def _set_status(store: Store, pid: str, status: str, **values) -> None:
+    with store.session() as s:
+        row = s.get(Promotion, pid)
+        row.status = status
+        for k, v in values.items():
+            setattr(row, k, v)
+
+
+def _save_undo_store(store: Store, live: Database, source: Database, plan: dict, authorized_by: str,
+                     selection: str | None) -> tuple[str, dict]:
     now = datetime.now(UTC)
     pid = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     undo = undo_root() / pid
     undo.mkdir(parents=True)
     manifest = {"id": pid, "live_db": live.name, "from_db": source.name, "created_at": now.isoformat(),
-                "authorized_by": authorized_by, "collections": {}}
+                "authorized_by": authorized_by, "selection": selection, "collections": {}}
     live_raw = {n: live.get_collection(n, codec_options=RAW) for n in plan}
-    for name, p in plan.items():  # save first: nothing is written before the undo store is on disk
-        saved = (live_raw[name].find_one({"_id": p["ids"][k]}).raw for k in p["overwrite"])
-        entry = {"overwritten": _write_raw(undo / f"{name}.overwritten.bson", saved),
-                 "inserted": _write_raw(undo / f"{name}.inserted.bson",
-                                        (bson.encode({"_id": p["ids"][k]}) for k in p["insert"])),
-                 "counts": {"overwritten": len(p["overwrite"]), "inserted": len(p["insert"])}}
-        manifest["collections"][name] = entry
-    (undo / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    try:
+        for name, p in plan.items():  # save first: nothing is written before the undo store is on disk
+            saved, inserted = [], [bson.encode({"_id": p["ids"][k]}) for k in p["insert"]]
+            for k in p["overwrite"]:
+                doc = live_raw[name].find_one({"_id": p["ids"][k]})
+                if doc is None:  # deleted since the plan: the promotion inserts it, undo deletes it
+                    inserted.append(bson.encode({"_id": p["ids"][k]}))
+                else:
+                    saved.append(doc.raw)
+            entry = {"overwritten": _write_raw(undo / f"{name}.overwritten.bson", saved),
+                     "inserted": _write_raw(undo / f"{name}.inserted.bson", inserted),
+                     "counts": {"overwritten": len(saved), "inserted": len(inserted)}}
+            manifest["collections"][name] = entry
+        (undo / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    except (PyMongoError, OSError) as exc:
+        shutil.rmtree(undo, ignore_errors=True)
+        msg = first_line(exc) if isinstance(exc, PyMongoError) else str(exc)
+        raise FluxaError(f"saving the undo store of the promotion failed: {msg}; nothing was written to {live.name!r}",
+                         "fix the cause and rerun the same command") from exc
     with store.session() as s:
         s.add(Promotion(id=pid, from_db=source.name, live_db=live.name, collections=list(plan), authorized_by=authorized_by,
                         status="applying", undo_dir=str(undo), created_at=now,
                         counts={n: e["counts"] for n, e in manifest["collections"].items()}))
-    src_raw = {n: source.get_collection(n, codec_options=RAW) for n in plan}
-    for name, p in plan.items():
-        for k in p["overwrite"] + p["insert"]:
-            doc = src_raw[name].find_one({"_id": p["ids"][k]})
-            live_raw[name].replace_one({"_id": doc["_id"]}, doc, upsert=True)
-    with store.session() as s:
-        s.get(Promotion, pid).status = "applied"
-    return {"promotion_id": pid, "undo_dir": str(undo), "counts": {n: e["counts"] for n, e in manifest["collections"].items()}}
+    return pid, manifest
 
 
-def undo_promotion(store: Store, client, promotion_id: str) -> dict:
+def _ids_of(undo: Path, entry: dict) -> list:
+    """The _ids a promotion writes, from its undo store: overwritten documents, then inserted ones."""
+    return [RawBSONDocument(raw)["_id"] for part in ("overwritten", "inserted")
+            for raw in iter_raw_documents(undo / entry[part]["path"], "none")]
+
+
+def _plan_ids(plan: dict, name: str) -> list:
+    p = plan[name]
+    return [p["ids"][k] for k in p["overwrite"] + p["insert"]]
+
+
+def _counts_text(counts: dict) -> str:
+    return "; ".join(f"{n} " + ", ".join(f"{v} {k}" for k, v in c.items()) for n, c in counts.items()) or "nothing"
+
+
+def apply_promotion(store: Store, live: Database, source: Database, plan: dict, authority: Authority,
+                    ids: list | None = None) -> dict:
+    """Write the plan to ``live`` (or finish the interrupted promotion made for the same
+    selection), recording the outcome on the authorising incident's timeline."""
+    pid = resumable_promotion(store, live.name, source.name, list(plan), ids)
+    resumed = pid is not None
+    if resumed:
+        with store.session() as s:
+            undo = Path(s.get(Promotion, pid).undo_dir)
+        manifest = _read_manifest(undo)
+        todo = {n: _ids_of(undo, e) for n, e in manifest["collections"].items()}
+        _set_status(store, pid, "applying")
+    else:
+        pid, manifest = _save_undo_store(store, live, source, plan, authority.label, selection_text(ids))
+        undo = undo_root() / pid
+        todo = {n: _plan_ids(plan, n) for n in plan}
+    planned = {n: {"replaced": e["counts"]["overwritten"], "inserted": e["counts"]["inserted"], "deleted": 0}
+               for n, e in manifest["collections"].items()}
+    written = {n: {"replaced": 0, "inserted": 0, "deleted": 0} for n in todo}
+    where = f"from {source.name} into {live.name}"
+    try:
+        for name, id_list in todo.items():
+            src = source.get_collection(name, codec_options=RAW)
+            dst = live.get_collection(name, codec_options=RAW)
+            for _id in id_list:
+                doc = src.find_one({"_id": _id})
+                if doc is None:
+                    raise FluxaError(f"{source.name}.{name} no longer holds _id {_id!r}: promotion {pid} cannot finish",
+                                     f"undo it with `fluxa-integrity restore undo {pid}`")
+                res = dst.replace_one({"_id": _id}, doc, upsert=True)
+                written[name]["inserted" if res.upserted_id is not None else "replaced"] += 1
+    except (PyMongoError, FluxaError) as exc:
+        _set_status(store, pid, "failed")
+        done = sum(v for c in written.values() for v in c.values())
+        authority.record("promote", pid, f"promotion {pid} {where} interrupted after {done} documents",
+                         written, status="partial" if done else "failed")
+        if isinstance(exc, FluxaError):
+            raise
+        total = sum(len(v) for v in todo.values())
+        raise FluxaError(f"promotion {pid} {where} interrupted after {done} of {total} documents: {first_line(exc)}",
+                         "rerun the same command to resume it (it finishes this promotion; nothing is written twice), "
+                         f"or put everything back with `fluxa-integrity restore undo {pid}`") from exc
+    _set_status(store, pid, "applied")
+    timeline = authority.record("promote", pid, f"promotion {pid} {where}" + (" (resumed)" if resumed else "")
+                                + f": {_counts_text(planned)}", planned)
+    return {"promotion_id": pid, "undo_dir": str(undo), "resumed": resumed,
+            "counts": {n: e["counts"] for n, e in manifest["collections"].items()},
+            "written": written, "timeline": timeline}
+
+
+def undo_promotion(store: Store, client, promotion_id: str, authority: Authority | None = None) -> dict:
+    """Put back what the promotion overwrote and delete what it inserted; resumable."""
+    authority = authority or Authority.none()
     with store.session() as s:
         row = s.get(Promotion, promotion_id)
         if row is None:
@@ -107,29 +246,34 @@ def undo_promotion(store: Store, client, promotion_id: str) -> dict:
         if row.status == "undone":
             raise FluxaError(f"promotion {promotion_id} was already undone", "nothing to do")
         undo, live_name = Path(row.undo_dir), row.live_db
-    try:
-        manifest = json.loads((undo / "manifest.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise FluxaError(f"undo store {undo} is unreadable: {exc}", "it must not be edited or moved") from exc
+    manifest = _read_manifest(undo)
     for name, entry in manifest["collections"].items():
         for part in ("overwritten", "inserted"):
             path = undo / entry[part]["path"]
             if not path.is_file() or file_sha256(path) != entry[part]["sha256"]:
                 raise FluxaError(f"undo file {path} is missing or fails its sha256", "the undo store was altered")
     live = client[live_name]
-    counts = {}
-    for name, entry in manifest["collections"].items():
-        coll = live.get_collection(name, codec_options=RAW)
-        deleted = 0
-        for raw in iter_raw_documents(undo / entry["inserted"]["path"], "none"):
-            deleted += coll.delete_one({"_id": bson.decode(raw)["_id"]}).deleted_count
-        restored = 0
-        for raw in iter_raw_documents(undo / entry["overwritten"]["path"], "none"):
-            doc = RawBSONDocument(raw)
-            coll.replace_one({"_id": doc["_id"]}, doc, upsert=True)
-            restored += 1
-        counts[name] = {"restored": restored, "deleted": deleted}
-    with store.session() as s:
-        got = s.get(Promotion, promotion_id)
-        got.status, got.undone_at = "undone", datetime.now(UTC)
-    return {"promotion_id": promotion_id, "counts": counts}
+    _set_status(store, promotion_id, "undoing")
+    counts = {name: {"restored": 0, "deleted": 0} for name in manifest["collections"]}
+    try:
+        for name, entry in manifest["collections"].items():
+            coll = live.get_collection(name, codec_options=RAW)
+            for raw in iter_raw_documents(undo / entry["inserted"]["path"], "none"):
+                counts[name]["deleted"] += coll.delete_one({"_id": bson.decode(raw)["_id"]}).deleted_count
+            for raw in iter_raw_documents(undo / entry["overwritten"]["path"], "none"):
+                doc = RawBSONDocument(raw)
+                coll.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+                counts[name]["restored"] += 1
+    except PyMongoError as exc:
+        done = {n: {"replaced": c["restored"], "inserted": 0, "deleted": c["deleted"]} for n, c in counts.items()}
+        any_done = any(v for c in done.values() for v in c.values())
+        authority.record("undo", promotion_id, f"undo of promotion {promotion_id} in {live_name} interrupted",
+                         done, status="partial" if any_done else "failed")
+        raise FluxaError(f"undo of promotion {promotion_id} in {live_name!r} interrupted: {first_line(exc)}",
+                         f"rerun `fluxa-integrity restore undo {promotion_id}` to resume it (putting a saved "
+                         "document back twice is harmless)") from exc
+    _set_status(store, promotion_id, "undone", undone_at=datetime.now(UTC))
+    recorded = {n: {"replaced": c["restored"], "inserted": 0, "deleted": c["deleted"]} for n, c in counts.items()}
+    timeline = authority.record("undo", promotion_id, f"undo of promotion {promotion_id} in {live_name}: "
+                                f"{_counts_text(recorded)}", recorded)
+    return {"promotion_id": promotion_id, "counts": counts, "timeline": timeline}

@@ -2,7 +2,8 @@
 
 Checks every file's sha256, restores into a scratch database, compares counts, per-collection
 content hashes and index definitions with the manifest, runs the policy's integrity checks on
-the restored copy, drops the scratch database and records the verdict.
+the restored copy, drops the scratch database (its restore run becomes ``dropped``, so `restore
+diff` never picks it) and records the verdict.
 
 The verdict is about the backup reproducing its source: checksums, counts, hashes and indexes.
 Integrity-check findings are reported with it (a faithful backup of bad data is still a faithful
@@ -30,7 +31,7 @@ from ..mongo.connection import connect, first_line
 from ..mongo.hashing import database_hash
 from ..policy.models import Policy
 from ..store import Store
-from .executor import load_metadata, restore_snapshot
+from .executor import _set_run, load_metadata, restore_snapshot
 
 UTC = timezone.utc
 
@@ -56,6 +57,7 @@ def verify_backup(uri: str, store: Store, backup_id: str, policy: Policy, progre
     scratch = f"{row.db}_verify_{row.id.split('-')[-1]}"
     client = connect(uri)
     t0 = time.perf_counter()
+    result = None
     try:
         result = restore_snapshot(uri, store, row.id, scratch, drop_target=True, progress=progress)
         restore_wall = time.perf_counter() - t0
@@ -87,6 +89,8 @@ def verify_backup(uri: str, store: Store, backup_id: str, policy: Policy, progre
     finally:
         try:
             client.drop_database(scratch)
+            if result is not None:  # so `restore diff` never compares against a database that is gone
+                _set_run(store, result.run_id, status="dropped")
         except PyMongoError:
             pass
         client.close()

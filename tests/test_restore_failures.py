@@ -1,0 +1,194 @@
+"""Restore commands fail explicitly: the server killed mid-promotion and mid-undo (exit 2, rerun
+resumes), diffs that refuse a missing side, ids that must exist, readable values."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+import pymongo
+import pytest
+from bson import ObjectId
+
+from backup_helpers import hashes, make_data
+from fluxa_integrity.backup.snapshot import BackupOptions, run_backup
+from fluxa_integrity.cli.restore_render import readable
+from fluxa_integrity.incidents.api import Incidents
+from fluxa_integrity.policy import default_policy
+from fluxa_integrity.restore.verification import verify_backup
+from fluxa_integrity.store import open_store
+from fluxa_integrity.store.backup_models import Promotion
+
+N = 3000  # documents to promote: several seconds of writes on FerretDB, so a kill lands mid-way
+GONE = 150  # of them deleted from live since the backup: the promotion inserts them back
+EPOCH = datetime(2026, 5, 1, tzinfo=timezone.utc)
+
+
+def _start(args: list[str], fluxa_home) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "fluxa_integrity", *args], text=True,
+                            env={**os.environ, "FLUXA_HOME": str(fluxa_home)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the command ended before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _kill_server_under(proc: subprocess.Popen, server, still_midway) -> dict:
+    """Freeze the command, prove it is mid-way, kill the server, let the command run on into the
+    dead server; return its JSON answer."""
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        assert proc.poll() is None and still_midway(), "the command finished before the kill could land"
+        server.kill()
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, (out, err)
+    assert "Traceback" not in err, err
+    return json.loads(out)
+
+
+def _status(pid: str) -> str:
+    with open_store().session() as s:
+        return s.get(Promotion, pid).status
+
+
+def test_server_killed_mid_promotion_and_mid_undo_then_reruns_complete(private_server, fluxa_home, cli):
+    uri = private_server.status().uri
+    c = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+    docs = [{"_id": i, "name": f"user {i}", "joined": EPOCH, "n": i} for i in range(N)]
+    c.app_restored.users.insert_many(docs)
+    c.app.users.insert_many(docs)
+    c.app.users.update_many({}, {"$set": {"name": "tampered"}})
+    c.app.users.delete_many({"_id": {"$lt": GONE}})
+    c.app.users.insert_many([{"_id": N + i, "name": "created after the backup"} for i in range(10)])
+    c.expected.users.insert_many(docs + [{"_id": N + i, "name": "created after the backup"} for i in range(10)])
+    expected, before = hashes(c.expected), hashes(c.app)
+    c.close()
+    watch = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+    incidents = Incidents.from_environment()
+    inc = incidents.open("users tampered", collections=["users"])["id"]
+    promote = ["restore", "promote", "--from-db", "app_restored", "--collections", "users", "--db", "app",
+               "--uri", uri, "--incident", str(inc), "--apply", "--json"]
+
+    # 1. the server dies mid-promotion: exit 2 saying how to resume, the promotion is failed
+    proc = _start(promote, fluxa_home)
+    restored = lambda: watch.app.users.count_documents({"name": {"$regex": "^user "}})  # noqa: E731
+    _wait_for(lambda: restored() > 0, proc, "the promotion started writing")
+    err = _kill_server_under(proc, private_server, lambda: restored() < N - GONE)
+    assert "interrupted" in err["error"] and "rerun the same command to resume" in err["hint"]
+    with open_store().session() as s:
+        pid = s.query(Promotion).one().id
+    assert _status(pid) == "failed"
+
+    # 2. the server is back: the same command resumes THAT promotion and finishes it exactly
+    uri = private_server.start(progress=lambda m: None).uri
+    watch = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+    again = cli(*promote[:promote.index("--uri") + 1], uri, *promote[promote.index("--uri") + 2:])
+    assert again.code == 0, again.stderr
+    assert again.json()["promotion_id"] == pid and again.json()["resumed"] is True
+    assert hashes(watch.app) == expected  # every document promoted once: nothing lost, no duplicates
+    assert _status(pid) == "applied"
+
+    # 3. the server dies mid-undo: exit 2, rerun resumes, the live data is back byte for byte
+    undo = ["restore", "undo", pid, "--incident", str(inc), "--uri", uri, "--json"]
+    proc = _start(undo, fluxa_home)
+    put_back = lambda: watch.app.users.count_documents({"name": "tampered"})  # noqa: E731
+    _wait_for(lambda: put_back() > 0, proc, "the undo started putting documents back")
+    err = _kill_server_under(proc, private_server, lambda: put_back() < N - GONE)
+    assert "interrupted" in err["error"] and "rerun" in err["hint"]
+    assert _status(pid) == "undoing"
+    uri = private_server.start(progress=lambda m: None).uri
+    watch = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+    again = cli("restore", "undo", pid, "--incident", str(inc), "--uri", uri, "--json")
+    assert again.code == 0, again.stderr
+    assert hashes(watch.app) == before
+    assert _status(pid) == "undone"
+    watch.close()
+
+    # every run is on the incident's timeline: the interrupted ones as partial, with what they wrote
+    rows = [e["data"] for e in incidents.timeline(inc) if e["kind"] == "recovery_action"]
+    assert [(r["action"], r["status"]) for r in rows] == [("promote", "partial"), ("promote", "applied"),
+                                                          ("undo", "partial"), ("undo", "applied")]
+    assert 0 < rows[0]["counts"]["users"]["replaced"] < N - GONE
+    assert rows[1]["counts"]["users"] == {"replaced": N - GONE, "inserted": GONE, "deleted": 0}
+    assert rows[3]["counts"]["users"] == {"replaced": N - GONE, "inserted": 0, "deleted": GONE}
+
+
+@pytest.fixture()
+def small_backup(mongo_uri, db):
+    make_data(db, users=8)
+    return run_backup(mongo_uri, db.name, open_store(), BackupOptions(oplog_probe="clock"))
+
+
+def test_diff_refuses_a_missing_side(mongo_uri, client, db, small_backup, cli):
+    # backup verify restores into a scratch database and drops it: diff never compares against it
+    assert verify_backup(mongo_uri, open_store(), small_backup.id, default_policy(),
+                         run_integrity_checks=False)["verdict"] == "pass"
+    d = cli("restore", "diff", "--backup", small_backup.id, "--db", db.name, "--uri", mongo_uri, "--json")
+    assert d.code == 2 and "no complete restore of backup" in d.json()["error"], d.stdout
+
+    target = f"{db.name}_r"
+    out = cli("restore", "run", "--backup", small_backup.id, "--to-db", target, "--uri", mongo_uri, "--json")
+    assert out.code == 0, out.stderr
+    rid = out.json()["restore_id"]
+    ok = cli("restore", "diff", "--restore", str(rid), "--db", db.name, "--uri", mongo_uri, "--json")
+    assert ok.code == 0 and ok.json()["differences"] == 0, ok.stdout
+    missing_live = cli("restore", "diff", "--restore", str(rid), "--db", "no_such_db", "--uri", mongo_uri, "--json")
+    assert missing_live.code == 2 and "'no_such_db' does not exist" in missing_live.json()["error"]
+    not_restored = cli("restore", "diff", "--restore", str(rid), "--db", db.name, "--collections", "users,nope",
+                       "--uri", mongo_uri, "--json")
+    assert not_restored.code == 2 and "no collection 'nope'" in not_restored.json()["error"]
+    client.drop_database(target)
+    gone = cli("restore", "diff", "--target-db", target, "--db", db.name, "--uri", mongo_uri, "--json")
+    assert gone.code == 2 and f"{target!r}" in gone.json()["error"] and "does not exist" in gone.json()["error"]
+
+
+def test_every_id_given_must_exist(mongo_uri, client, db, small_backup, cli):
+    target = f"{db.name}_r"
+    incidents = Incidents.from_environment()
+    resolved = incidents.open("old", collections=["users"])["id"]
+    incidents.acknowledge(resolved)
+    incidents.resolve(resolved, "fixed")
+    run = ["restore", "run", "--backup", small_backup.id, "--to-db", target, "--uri", mongo_uri, "--json"]
+    for bad, says in (("999", "no incident 999"), ("abc", "not"), (str(resolved), "is resolved")):
+        r = cli(*run, "--incident", bad)
+        assert r.code == 2 and says in r.json()["error"], r.stdout
+        assert target not in client.list_database_names()  # refused before anything was written
+    r = cli("restore", "run", "--backup", "nosuchbackup", "--to-db", target, "--uri", mongo_uri, "--json")
+    assert r.code == 2 and "no backup 'nosuchbackup'" in r.json()["error"]
+    assert cli(*run).code == 0
+    before = hashes(db)
+    db.users.update_many({}, {"$set": {"name": "x"}})
+    changed = hashes(db)
+    for extra in ([], ["--apply"]):
+        p = cli("restore", "promote", "--from-db", target, "--collections", "users", "--db", db.name,
+                "--incident", "999", *extra, "--uri", mongo_uri, "--json")
+        assert p.code == 2 and "no incident 999" in p.json()["error"], p.stdout
+    assert hashes(db) == changed != before  # nothing promoted
+    for args, says in ((["restore", "diff", "--restore", "999"], "no restore '999'"),
+                       (["restore", "diff", "--backup", "nosuchbackup"], "no backup 'nosuchbackup'"),
+                       (["restore", "undo", "nosuchpromotion"], "no promotion 'nosuchpromotion'"),
+                       (["restore", "undo", "nosuchpromotion", "--incident", "999"], "no incident 999")):
+        r = cli(*args, "--db", db.name, "--uri", mongo_uri, "--json") if args[1] == "diff" else \
+            cli(*args, "--uri", mongo_uri, "--json")
+        assert r.code == 2 and says in r.json()["error"], (args, r.stdout)
+
+
+def test_readable_values():
+    oid = ObjectId("65f0c0ffee0000000000beef")
+    assert readable(datetime(2026, 5, 1, 12, 30, tzinfo=timezone.utc)) == "2026-05-01T12:30:00Z"
+    assert readable(datetime(2026, 5, 1, 12, 30, 0, 250000)) == "2026-05-01T12:30:00.250Z"
+    assert readable(oid) == "ObjectId(65f0c0ffee0000000000beef)"
+    assert readable({"a": [1, {"b": None}], "s": "x\x00y"}) == '{a: [1, {b: null}], s: "x\\u0000y"}'
+    assert readable("z" * 500, limit=10) == "\"" + "z" * 8 + "…"
