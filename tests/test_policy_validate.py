@@ -4,12 +4,16 @@ each at its own line, and none that only the repair of another problem would cau
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from fluxa_integrity.policy import PolicyError, load_policy
+from fluxa_integrity.policy import PolicyError, load_policy, parse_policy
+from fluxa_integrity.policy.json_schema import policy_json_schema
 from fluxa_integrity.policy.loader import default_policy_text
 
 
@@ -96,3 +100,120 @@ def test_cli_validate_json_lists_every_problem(cli, tmp_path):
     assert doc["valid"] is False
     messages = [p["message"] for p in doc["problems"]]
     assert any("(got 'strng')" in m for m in messages) and any("unknown collection 'user'" in m for m in messages)
+
+
+# --- the JSON Schema editors use (policy schema) ------------------------------------------------
+
+def _errors(schema: dict, value, root: dict, at: str = "$") -> list[str]:
+    """A small JSON Schema (2020-12 subset) validator: the keywords pydantic emits. The test
+    suite has no jsonschema dependency; see test_schema_with_jsonschema for the real one."""
+    if "$ref" in schema:
+        target = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return _errors(target, value, root, at)
+    out: list[str] = []
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            passing = sum(not _errors(s, value, root, at) for s in schema[key])
+            if passing == 0 or (key == "oneOf" and passing > 1):
+                out.append(f"{at}: {key} matched {passing}")
+    kinds = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
+             "integer": int, "number": (int, float)}
+    t = schema.get("type")
+    if t and not (isinstance(value, kinds[t]) and not (t in ("integer", "number") and isinstance(value, bool))):
+        return out + [f"{at}: not {t}"]
+    if "const" in schema and value != schema["const"]:
+        out.append(f"{at}: not {schema['const']!r}")
+    if "enum" in schema and value not in schema["enum"]:
+        out.append(f"{at}: not one of {schema['enum']}")
+    if isinstance(value, str):
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            out.append(f"{at}: {value!r} does not match {schema['pattern']}")
+        if len(value) < schema.get("minLength", 0):
+            out.append(f"{at}: too short")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"] or "maximum" in schema and value > schema["maximum"]:
+            out.append(f"{at}: out of range")
+        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+            out.append(f"{at}: out of range")
+    if isinstance(value, list):
+        if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
+            out.append(f"{at}: wrong length")
+        prefix = schema.get("prefixItems", [])
+        for i, item in enumerate(value):
+            sub = prefix[i] if i < len(prefix) else schema.get("items")
+            if sub:
+                out += _errors(sub, item, root, f"{at}[{i}]")
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        out += [f"{at}.{k}: required" for k in schema.get("required", []) if k not in value]
+        if len(value) < schema.get("minProperties", 0):
+            out.append(f"{at}: too few keys")
+        for k, v in value.items():
+            if "propertyNames" in schema:
+                out += _errors(schema["propertyNames"], k, root, f"{at}[key {k!r}]")
+            if k in props:
+                out += _errors(props[k], v, root, f"{at}.{k}")
+            elif schema.get("additionalProperties") is False:
+                out.append(f"{at}.{k}: unknown key")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                out += _errors(schema["additionalProperties"], v, root, f"{at}.{k}")
+    return out
+
+
+def _schema_and_default():
+    return policy_json_schema(), yaml.safe_load(default_policy_text())
+
+
+def test_schema_accepts_the_default_policy_and_rejects_what_the_loader_rejects():
+    schema, policy = _schema_and_default()
+    assert _errors(schema, policy, schema) == []
+    bad = [("misspelt key", lambda p, rule: p["clocks"].update(warn_befor="15m")),
+           ("duration without unit", lambda p, rule: p["data_classes"][0].update(retention="7")),
+           ("unknown type", lambda p, rule: rule.update(types=["strng"])),
+           ("unknown rule kind", lambda p, rule: rule.update(kind="fieldd")),
+           ("setting of another kind", lambda p, rule: rule.update(to_field="x")),
+           ("missing section", lambda p, rule: p.pop("clocks"))]
+    for what, spoil in bad:
+        spoilt = copy.deepcopy(policy)
+        spoil(spoilt, spoilt["collections"]["users"]["rules"][0])
+        assert _errors(schema, spoilt, schema), what
+        with pytest.raises(PolicyError):  # the schema refuses only what the loader refuses
+            parse_policy(yaml.safe_dump(spoilt))
+
+
+def test_schema_rules_require_their_kind_and_durations_have_a_pattern():
+    schema, _ = _schema_and_default()
+    rules = schema["$defs"]["CollectionPolicy"]["properties"]["rules"]["items"]
+    kinds = set(rules["discriminator"]["mapping"])
+    assert {"field", "unique", "reference", "counter", "deletions", "sync"} <= kinds
+    for ref in rules["oneOf"]:
+        assert "kind" in schema["$defs"][ref["$ref"].rsplit("/", 1)[1]]["required"]
+    pattern = schema["$defs"]["Clocks"]["properties"]["acknowledge"]["pattern"]
+    assert all(re.search(pattern, d) for d in ("15m", "1h30m", "90d"))
+    assert not any(re.search(pattern, d) for d in ("7", "1 day", "h"))
+
+
+def test_schema_with_jsonschema():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema, policy = _schema_and_default()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(policy, schema, cls=jsonschema.Draft202012Validator)
+
+
+def test_cli_policy_schema(cli, tmp_path):
+    res = cli("policy", "schema")
+    assert res.code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["$schema"].endswith("2020-12/schema") and "collections" in doc["required"]
+    out = tmp_path / "policy.schema.json"
+    res = cli("policy", "schema", "--output", str(out))
+    assert res.code == 0 and json.loads(out.read_text()) == doc and str(out) in res.stderr
+    res = cli("policy", "schema", "--output", str(tmp_path / "no" / "such" / "dir.json"))
+    assert res.code == 2 and "cannot write" in res.stderr
+    # the editor modeline docs/policy.md shows is a comment the loader accepts
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"# yaml-language-server: $schema=./{out.name}\n" + default_policy_text())
+    res = cli("policy", "validate", str(policy))
+    assert res.code == 0, res.stderr

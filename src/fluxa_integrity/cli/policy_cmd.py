@@ -1,7 +1,9 @@
-"""``fluxa-integrity policy``: show the playbook-as-data, and validate a policy file."""
+"""``fluxa-integrity policy``: show the playbook-as-data, validate a policy file, print its JSON Schema."""
 
 from __future__ import annotations
 
+import json
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -11,6 +13,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ..errors import FluxaError
+from ..policy.json_schema import policy_json_schema
 from ..policy.loader import PolicyError, load_policy
 from ..policy.models import Policy
 from .common import EXIT_ERROR, JsonOpt, console, emit_json
@@ -81,6 +85,26 @@ def validate(
         return
     console.print(Text(f"{file}: valid - {counts['data_classes']} data classes, "
                        f"{counts['collections']} collections, {counts['rules']} rules", style="green"))
+
+
+@app.command()
+def schema(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the schema to this file instead of stdout."),
+) -> None:
+    """Print the JSON Schema of a policy file, for editors to validate and complete it (docs/policy.md)."""
+    text = json.dumps(policy_json_schema(), indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    tmp = output.with_name(f".{output.name}.writing")
+    try:  # whole or nothing: an editor may be watching the file
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise FluxaError(f"cannot write {output}: {exc.strerror or exc}",
+                         "choose a writable path, or print to stdout and redirect") from exc
+    console.print(Text(f"wrote {output}", style="green"))
 
 
 # --- renderers (rich markup off for data: templates are full of [BRACKETS]) ---------------------
