@@ -78,6 +78,22 @@ def client(mongo_uri) -> pymongo.MongoClient:
     c.close()
 
 
+@pytest.fixture(scope="session")
+def server_is_ferretdb(client) -> bool:
+    """Whether the session's server is FerretDB (the dev server) rather than a real MongoDB."""
+    from fluxa_integrity.mongo.unsupported import is_ferretdb
+
+    return is_ferretdb(client)
+
+
+@pytest.fixture()
+def real_mongodb_only(server_is_ferretdb):
+    """Skip (not fail) on FerretDB a test of values only a real MongoDB stores (docs/local-server.md)."""
+    if server_is_ferretdb:
+        pytest.skip("FerretDB 1.24 cannot store Decimal128, MinKey/MaxKey, JavaScript code, NaN, Infinity, "
+                    "nested arrays, DBRefs or '.'/'$' keys: run with FLUXA_TEST_MONGODB_URI=<a real MongoDB>")
+
+
 @pytest.fixture()
 def db(client):
     """A fresh database for one test (and its secondary-system twin), dropped afterwards."""
