@@ -131,7 +131,7 @@ def run(binary: Path, args: list[str], timeout: float | None = None) -> subproce
 def mongodump(tools: MongoTools, uri: str, db: str, out: Path, gzip: bool = False,
               threads: int | None = None) -> None:
     """Dump one database into ``out/<db>/`` as mongodump does."""
-    args = [f"--uri={uri}", f"--db={db}", f"--out={out}", "--quiet"]
+    args = [f"--uri={uri}", f"--db={db}", f"--out={out}"]  # not --quiet: it hides the reason of a failure
     args += ["--gzip"] if gzip else []
     args += [f"--numParallelCollections={threads}"] if threads else []
     run(tools.mongodump, args)
@@ -143,7 +143,7 @@ def mongorestore(tools: MongoTools, uri: str, dump_dir: Path, source_db: str, ta
     --noIndexRestore: FerretDB 1.24 refuses the createIndexes mongorestore sends (it adds an
     ``ns`` field to each index spec), whoever wrote the dump."""
     args = [f"--uri={uri}", f"--dir={dump_dir}", f"--nsInclude={source_db}.*",
-            f"--nsFrom={source_db}.*", f"--nsTo={target_db}.*", "--quiet"]
+            f"--nsFrom={source_db}.*", f"--nsTo={target_db}.*"]  # not --quiet: it hides the reason of a failure
     args += ["--gzip"] if gzip else []
     args += [] if indexes else ["--noIndexRestore"]
     args += [f"--numParallelCollections={threads}"] if threads else []
