@@ -9,16 +9,17 @@ from typing import Optional
 import typer
 from pymongo.errors import PyMongoError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ..checks.history import (baselines, get_finding, list_findings, list_runs, record_failed_run, record_run,
                               watermarks)
+from ..checks.findings import fingerprint
 from ..checks.runner import ProgressSink, RunOptions, run_checks
 from ..errors import FluxaError
 from ..mongo.connection import first_line
 from ..store import open_store
 from .common import (EXIT_PROBLEMS, DbOpt, JsonOpt, PolicyOpt, UriOpt, csv_list, console, emit_json, policy_from,
                      target_option_values)
+from .render import Col, is_id_key, print_table, value, when
 
 app = typer.Typer(help="Integrity checks from the policy: one streaming pass per collection, findings with "
                   "evidence, history in the state store.", no_args_is_help=True)
@@ -75,33 +76,51 @@ def run(
         raise FluxaError(f"check run {run_id} failed: {first_line(exc)}",
                          "the run is recorded as failed and no finding changed; check the server and run again") from exc
     summary = record_run(store, report)
+    # the state store's finding ids: what `check show` and `incident open --finding` take
+    ids = {r.fingerprint: r.id for r in list_findings(store, report.database, None)}
+    fid = [ids.get(fingerprint(report.database, f.rule_id, f.variant)) for f in report.findings]
     if json_out:
         emit_json({"run_id": summary["run_id"], "database": report.database, "seconds": round(report.seconds, 3),
                    "docs": report.docs, "rules": report.rules, "warnings": report.warnings,
                    "history": {k: v for k, v in summary.items() if k != "run_id"},
-                   "findings": [f.as_dict() for f in report.findings]})
+                   "findings": [{"finding_id": i, **f.as_dict()} for i, f in zip(fid, report.findings)]})
     else:
         for w in report.warnings:
             console.print(f"[yellow]warning:[/] {w}", highlight=False)
-        _findings_table(report.findings, f"run {summary['run_id']} on {report.database}: "
+        _findings_table(report.findings, fid, f"run {summary['run_id']} on {report.database}: "
                         f"{report.total_docs:,} documents in {report.seconds:.1f}s")
         console.print(f"{summary['opened']} new, {summary['seen_again']} seen again, {summary['reopened']} reopened, "
                       f"{summary['closed']} closed", highlight=False)
+        if report.findings:
+            next_steps(fid[0])
     raise typer.Exit(EXIT_PROBLEMS if report.findings else 0)
 
 
-def _findings_table(findings, title: str) -> None:
+def next_steps(example_id) -> None:
+    """What a responder does after findings: read the evidence, open incidents, recover."""
+    console.print(f"next: fluxa-integrity check show {example_id if example_id is not None else 'ID'}"
+                  "   the evidence of one finding\n"
+                  "      fluxa-integrity incident intake   open incidents for the open findings\n"
+                  "      fluxa-integrity restore run --backup ID --to-db T   recover into a copy first",
+                  highlight=False, markup=False, soft_wrap=True)
+
+
+def _findings_table(findings, ids, title: str) -> None:
     if not findings:
         console.print(f"[green]no findings[/] - {title}", highlight=False)
         return
-    table = Table(title=title)
-    for col in ("rule", "variant", "criticality", "docs", "users", "first", "last"):
-        table.add_column(col, overflow="fold", justify="right" if col in ("docs", "users") else "left")
-    for f in findings:  # the message is in `check show`; the table stays readable at 80 columns
-        table.add_row(f.rule_id, f.variant, f.criticality or "-", str(f.count), str(f.affected_users),
-                      f"{f.first_doc_time:%Y-%m-%d}" if f.first_doc_time else "",
-                      f"{f.last_doc_time:%Y-%m-%d}" if f.last_doc_time else "")
-    console.print(table)
+    # ids (the finding's, the rule's) are typed into the next command: printed whole, never wrapped;
+    # the message is in `check show`
+    cols = [Col("id", id=True), Col("rule", id=True), Col("variant"), Col("criticality"),
+            Col("docs", justify="right"), Col("users", justify="right"), Col("documents dated")]
+    rows = [["-" if i is None else str(i), f.rule_id, f.variant, f.criticality or "-", str(f.count),
+             str(f.affected_users), _span(f.first_doc_time, f.last_doc_time)] for i, f in zip(ids, findings)]
+    print_table(console, title, cols, rows)
+
+
+def _span(first, last) -> str:
+    a, b = when(first, day=True), when(last, day=True)
+    return a if a == b else f"{a}..{b}"
 
 
 @app.command()
@@ -113,14 +132,14 @@ def history(db: Optional[str] = typer.Option(None, "--db", help="Only runs on th
         emit_json([{"id": r.id, "database": r.database, "started_at": r.started_at, "finished_at": r.finished_at,
                     "status": r.status, "stats": r.stats, "error": r.error} for r in runs])
         return
-    table = Table(title="check runs")
-    for col in ("run", "database", "started", "status", "documents", "findings", "seconds"):
-        table.add_column(col)
+    cols = [Col("run", id=True), Col("database"), Col("started"), Col("status"), Col("documents", justify="right"),
+            Col("findings", justify="right"), Col("seconds", justify="right")]
+    rows = []
     for r in runs:
         st = r.stats or {}
-        table.add_row(str(r.id), r.database, f"{r.started_at:%Y-%m-%d %H:%M:%S}", r.status,
-                      str(sum((st.get("docs") or {}).values())), str(st.get("findings", "")), str(st.get("seconds", "")))
-    console.print(table)
+        rows.append([str(r.id), r.database, when(r.started_at), r.status, str(sum((st.get("docs") or {}).values())),
+                     str(st.get("findings", "-")), str(st.get("seconds", "-"))])
+    print_table(console, "check runs", cols, rows)
 
 
 @app.command()
@@ -131,13 +150,14 @@ def findings(status: str = typer.Option("open", "--status", help="open, closed o
     if json_out:
         emit_json([_finding_dict(r) for r in rows])
     else:
-        table = Table(title=f"{status} findings")
-        for col in ("id", "fingerprint", "rule", "variant", "status", "count", "sightings run", "class"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(str(r.id), r.fingerprint[:12], r.rule_id, r.variant, r.status, str(r.count),
-                          f"{r.first_run_id}..{r.last_run_id}", r.data_class or "-")
-        console.print(table)
+        cols = [Col("id", id=True), Col("rule", id=True), Col("variant"), Col("status"), Col("count", justify="right"),
+                Col("runs"), Col("class"), Col("fingerprint", id=True)]
+        print_table(console, f"{status} findings", cols,
+                    [[str(r.id), r.rule_id, r.variant, r.status, str(r.count), f"{r.first_run_id}..{r.last_run_id}",
+                      r.data_class or "-", r.fingerprint[:12]] for r in rows])
+        if rows:
+            console.print(f"next: fluxa-integrity check show {rows[0].id}   the evidence of one finding",
+                          highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(EXIT_PROBLEMS if any(r.status == "open" for r in rows) else 0)
 
 
@@ -165,11 +185,12 @@ def show(finding: str = typer.Argument(..., help="Finding id or fingerprint pref
     console.print(f"{row.rule_id} / {row.variant} on {row.database}.{row.collection} "
                   f"({row.data_class or 'unclassified'}, {row.criticality or '-'})\n{row.message}", highlight=False)
     console.print(f"{row.count} documents, {row.affected_users} users, documents dated "
-                  f"{row.first_doc_time} .. {row.last_doc_time}", highlight=False)
-    table = Table(title="samples")
-    table.add_column("_id")
-    table.add_column("value")
-    for smp in row.samples:
-        table.add_row(str(smp.get("_id")), str({k: v for k, v in smp.items() if k != "_id"}))
-    console.print(table)
-    console.print("sightings: " + ", ".join(f"run {s.run_id} ({s.count})" for s in sightings), highlight=False)
+                  f"{when(row.first_doc_time)} .. {when(row.last_doc_time)}", highlight=False, soft_wrap=True)
+    samples = row.samples or []
+    extra = [k for k in dict.fromkeys(k for smp in samples for k in smp) if k not in ("_id", "value")]
+    cols = [Col("_id", id=True), Col("value")] + [Col(k, id=is_id_key(k)) for k in extra]
+    print_table(console, f"samples ({len(samples)} of {row.count})", cols,
+                [[value(smp.get("_id"), key="_id"), value(smp.get("value", {"$missing": True}))]
+                 + [value(smp.get(k), key=k) if k in smp else "-" for k in extra] for smp in samples])
+    console.print("sightings: " + ", ".join(f"run {s.run_id} ({s.count}, {when(s.seen_at)})" for s in sightings),
+                  highlight=False)

@@ -13,7 +13,8 @@ Two halves, both pure functions of their input (no I/O but the console they are 
 - ``print_table(console, title, cols, rows)`` prints a Rich table whose id columns (``Col(...,
   id=True)``) are exactly as wide as their longest value and never wrap; the other columns wrap.
   When the console is too narrow for the ids plus a minimum for every other column, it prints one
-  record per block instead (``key: value`` lines, soft-wrapped so an id is never split by us).
+  record per block instead: the ids on a line of their own that we never break (the terminal may
+  soft-wrap it, a pipe gets it whole), the other ``key: value`` pairs wrapped and indented below.
 
 Nothing here raises on odd input: an unknown type falls back to its ``repr``, shortened.
 """
@@ -28,7 +29,9 @@ from typing import Any, Iterable, Optional, Sequence
 
 from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 UTC = timezone.utc
 LIMIT = 60  # characters of one shortened value
@@ -237,11 +240,14 @@ def print_table(console: Console, title: Optional[str], cols: Sequence[Col], row
 
 
 def print_blocks(console: Console, title: Optional[str], cols: Sequence[Col], rows: Sequence[Sequence[str]]) -> None:
-    """One record per block: the first column's ``name: value``, then the others indented."""
+    """One record per block: its ids (``name: value``) on a line we never break, then the other
+    columns as ``name: value; ...`` wrapped and indented under it."""
     if title:
         console.print(title, style="italic", highlight=False, markup=False, soft_wrap=True)
-    for n, r in enumerate(rows):
-        if n:
-            console.print()
-        for i, (c, x) in enumerate(zip(cols, r)):
-            console.print(f"{'' if i == 0 else '  '}{c.name}: {x}", highlight=False, markup=False, soft_wrap=True)
+    has_ids = any(c.id for c in cols)
+    for r in rows:
+        head = [f"{c.name}: {x}" for c, x in zip(cols, r) if c.id or (not has_ids and c is cols[0])]
+        rest = [f"{c.name}: {x}" for c, x in zip(cols, r) if not (c.id or (not has_ids and c is cols[0]))]
+        console.print("  ".join(head), highlight=False, markup=False, soft_wrap=True)
+        if rest:
+            console.print(Padding(Text("; ".join(rest)), (0, 0, 0, 4), expand=False), highlight=False)

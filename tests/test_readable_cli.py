@@ -1,0 +1,57 @@
+"""The command line read by a person at 200, 80 and 40 columns: every id whole on one line,
+values rendered readably (no Extended-JSON or Python dicts), a next step after findings."""
+
+from __future__ import annotations
+
+import re
+
+from fluxa_integrity.fluxa.faults import inject
+from fluxa_integrity.fluxa.generator import GenerateOptions, generate
+from fluxa_integrity.fluxa.manifest import Manifest
+
+RAW = re.compile(r"\$oid|\$date|'value'|\{'|datetime\.datetime|ObjectId\(")
+
+
+def _lines_with(text: str, needle: str) -> list[str]:
+    return [ln for ln in text.splitlines() if needle in ln]
+
+
+def test_check_run_findings_table_has_whole_ids_and_a_next_step(cli, db, mongo_uri, tmp_path):
+    generate(db, GenerateOptions(users=40, seed=3))
+    man = Manifest(tmp_path / "m.json", db.name)
+    for kind in ("orphan-conversations", "wrong-type-createdat", "malformed-email", "broken-counter"):
+        inject(db, man, kind, 2)
+    target = ("--uri", mongo_uri, "--db", db.name)
+    first = cli("check", "run", *target)
+    assert first.code == 1, first.stderr
+    found = cli("check", "findings", "--json").json()
+    assert len(found) >= 4
+    for width in ("80", "40"):
+        res = cli("check", "run", *target, env={"COLUMNS": width})
+        assert res.code == 1, res.stderr
+        for f in found:  # the finding id and its rule id, whole, on the same line or block
+            assert _lines_with(res.stderr, f["rule_id"]), (width, f["rule_id"], res.stderr)
+            assert re.search(rf"(^|\s|id: ){f['id']}(\s|$)", res.stderr, re.M), (width, f["id"], res.stderr)
+        assert "check show " in res.stderr and "incident intake" in res.stderr and "restore run" in res.stderr
+        assert all(len(ln) <= int(width) for ln in res.stderr.splitlines() if f"{found[0]['rule_id']}" in ln
+                   and width == "80"), res.stderr
+        listed = cli("check", "findings", env={"COLUMNS": width})
+        for f in found:
+            assert _lines_with(listed.stderr, f["rule_id"]) and _lines_with(listed.stderr, f["fingerprint"][:12])
+    clean = cli("check", "run", *target, "--collections", "analytics")
+    assert "next:" not in clean.stderr  # no findings, no next step
+
+
+def test_check_show_renders_evidence_readably(cli, db, mongo_uri, tmp_path):
+    generate(db, GenerateOptions(users=40, seed=4))
+    done = inject(db, Manifest(tmp_path / "m.json", db.name), "wrong-type-createdat", 3)
+    res = cli("check", "run", "--uri", mongo_uri, "--db", db.name, "--json")
+    assert res.code == 1, res.stderr
+    hit = next(f for f in res.json()["findings"] if f["collection"] == done[0].collection and f["count"] == 3)
+    for width in ("200", "80", "40"):
+        shown = cli("check", "show", str(hit["finding_id"]), env={"COLUMNS": width})
+        assert shown.code == 0, shown.stderr
+        assert not RAW.search(shown.stderr), shown.stderr
+        for _id in done[0].ids:  # every sample's _id, whole, on one line
+            assert _lines_with(shown.stderr, str(_id)), (width, shown.stderr)
+        assert re.search(r"dated \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z \.\. \d{4}", shown.stderr), shown.stderr
