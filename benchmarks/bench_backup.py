@@ -1,5 +1,7 @@
 """Full backup and restore throughput as ratios to a plain cursor drain of the same collections,
-in the same run, on a FerretDB of its own; the exact oplog probe's cost; with ``--load-seconds``
+in the same run, on a FerretDB of its own, beside the real mongodump --gzip and mongorestore
+(built from tools/mongo-tools; restored without indexes, which FerretDB refuses from
+mongorestore, and checked byte-identical to the source); the exact oplog probe's cost; with ``--load-seconds``
 also the oplog archiver's lag under a sustained write load on the same data and the time of a
 point-in-time restore to the middle of that load (checked against a copy taken at that moment).
 
@@ -34,6 +36,7 @@ from fluxa_integrity.backup.archiver import ArchiveOptions, archive_oplog
 from fluxa_integrity.backup.oplog import newest_oplog_ts
 from fluxa_integrity.backup.snapshot import BackupOptions, run_backup
 from fluxa_integrity.mongo.devserver import DevServer, ensure_oplog, free_port
+from fluxa_integrity.mongo import mongotools
 from fluxa_integrity.mongo.hashing import database_hash
 from fluxa_integrity.restore.executor import restore_snapshot
 from fluxa_integrity.restore.pitr import restore_to_point
@@ -98,6 +101,7 @@ def main() -> None:
     ap.add_argument("--slice-seconds", type=float, default=10.0)
     ap.add_argument("--inserts-only", action="store_true", help="load: message inserts without conversation updates")
     ap.add_argument("--only-pitr", action="store_true", help="skip drain, backup and restore throughput")
+    ap.add_argument("--no-mongotools", action="store_true", help="skip the mongodump/mongorestore baselines")
     ap.add_argument("--reuse", type=Path, help="a previous run's directory (printed at the start): its server's "
                     "data is used and generation skipped")
     a = ap.parse_args()
@@ -112,7 +116,7 @@ def main() -> None:
     try:
         if a.reuse:  # left by an earlier run: its restored copies, and an oplog with that run's limits
             reused = pymongo.MongoClient(uri)
-            for stale in ("bench_restored", "bench_pitr"):
+            for stale in ("bench_restored", "bench_mongorestored", "bench_pitr"):
                 reused.drop_database(stale)
             reused.local.drop_collection("oplog.rs")
             ensure_oplog(reused)
@@ -135,7 +139,7 @@ def main() -> None:
 
 
 def throughput(a, uri, client, db, store, repo) -> None:
-
+    tools = None if a.no_mongotools else mongotools.build(lambda m: print(m, file=sys.stderr, flush=True))
     names = sorted(db.list_collection_names())
     t = time.perf_counter()
     docs = drain_all(db, names)
@@ -153,6 +157,21 @@ def throughput(a, uri, client, db, store, repo) -> None:
     rss_restore = peak_rss_mb()
     client.drop_database("bench_restored")
     print(f"restore {restore_s:.1f}s", file=sys.stderr, flush=True)
+    if tools:
+        dump_dir = repo.parent / "mongodump"
+        shutil.rmtree(dump_dir, ignore_errors=True)
+        t = time.perf_counter()  # 3 collections at a time, as our backup's and restore's threads
+        mongotools.mongodump(tools, uri, "bench", dump_dir, gzip=True, threads=3)
+        dump_s = time.perf_counter() - t
+        dump_size = sum(f.stat().st_size for f in (dump_dir / "bench").iterdir())
+        print(f"mongodump {dump_s:.1f}s", file=sys.stderr, flush=True)
+        t = time.perf_counter()
+        mongotools.mongorestore(tools, uri, dump_dir, "bench", "bench_mongorestored", gzip=True, threads=3)
+        mrestore_s = time.perf_counter() - t
+        print(f"mongorestore {mrestore_s:.1f}s", file=sys.stderr, flush=True)
+        identical = database_hash(client.bench_mongorestored) == database_hash(db)
+        client.drop_database("bench_mongorestored")
+        shutil.rmtree(dump_dir, ignore_errors=True)
     _, how, probe_s = newest_oplog_ts(client, "exact")
     oplog_n = client.local.command("collStats", "oplog.rs")["count"]
     size = res.manifest["totals"]["bytes"]
@@ -163,6 +182,12 @@ def throughput(a, uri, client, db, store, repo) -> None:
     print(f"backup ({a.compression})        {backup_s:.2f}s  {docs / backup_s:,.0f} docs/s  ratio to drain {drain / backup_s:.2f}"
           f"  files {size / 1e6:.1f} MB ({raw / max(size, 1):.1f}x compression)")
     print(f"restore              {restore_s:.2f}s  {docs / restore_s:,.0f} docs/s  ratio to drain {drain / restore_s:.2f}")
+    if tools:
+        print(f"mongodump --gzip     {dump_s:.2f}s  {docs / dump_s:,.0f} docs/s  ratio to drain {drain / dump_s:.2f}"
+              f"  files {dump_size / 1e6:.1f} MB; our backup takes {backup_s / dump_s:.2f}x its time")
+        print(f"mongorestore --gzip  {mrestore_s:.2f}s  {docs / mrestore_s:,.0f} docs/s  ratio to drain {drain / mrestore_s:.2f}"
+              f"  (--noIndexRestore; byte-identical to the source: {identical}); our restore, indexes included, "
+              f"takes {restore_s / mrestore_s:.2f}x its time")
     print(f"exact oplog probe    {probe_s:.2f}s over {oplog_n:,} oplog entries ({how}); each backup does two")
     print(f"peak RSS             {rss_backup:.0f} MB after backup, {rss_restore:.0f} MB after restore", flush=True)
 
