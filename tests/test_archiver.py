@@ -85,7 +85,42 @@ def test_oplog_rolled_past_the_archive_is_a_recorded_gap(server, tmp_path, cli):
     assert "GAP after" in human.stderr and "broken" in human.stderr
 
 
+def wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 120) -> list[str]:
+    """Read the process's stderr until a line containing ``text`` (the readiness signal); the
+    rest of stderr keeps being drained by a thread so the process never blocks on a full pipe."""
+    import queue
+    import threading
+
+    lines: queue.Queue = queue.Queue()
+    seen: list[str] = []
+
+    def pump():
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+        if text in line:
+            proc._rest_of_stderr = lines  # type: ignore[attr-defined]
+            return seen
+    proc.kill()
+    raise AssertionError(f"no {text!r} on stderr: {''.join(seen)}")
+
+
 def test_cli_once_and_sigterm_closes_the_slice(server, tmp_path, cli, fluxa_home):
+    """The follower says on stderr when its SIGTERM handler is installed and it follows the oplog;
+    the test waits for that line (never a sleep), writes, and stops it: every write made before
+    the signal is archived and the open slice closed. Checked passing with both cores kept busy
+    by two `python3 -c 'while True: pass'` processes."""
     uri, client = server
     client.app.c.insert_many([{"_id": i} for i in range(5)])
     out = cli("backup", "archive-oplog", "--once", "--repo", str(tmp_path / "repo"), "--uri", uri, "--json")
@@ -95,12 +130,11 @@ def test_cli_once_and_sigterm_closes_the_slice(server, tmp_path, cli, fluxa_home
                              str(tmp_path / "repo"), "--uri", uri, "--slice-seconds", "600", "--json"],
                             env={**os.environ, "FLUXA_HOME": str(fluxa_home)}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
-    client.app.c.insert_many([{"_id": i} for i in range(5, 12)])
-    time.sleep(1.5)
+    wait_for_line(proc, "archiver ready")
+    client.app.c.insert_many([{"_id": i} for i in range(5, 12)])  # acknowledged before the signal
     proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=30)
-    assert proc.returncode == 0, stderr
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stdout
     assert __import__("json").loads(stdout)["entries"] == 7  # the open slice was closed, not lost
     store = open_store()
     assert [r.count for r in ac.slices(store)] == [5, 7] and not list((tmp_path / "repo" / "oplog").glob(".writing-*"))

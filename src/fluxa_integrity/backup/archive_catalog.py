@@ -1,9 +1,14 @@
 """Catalog rows of the oplog archive (slices, gaps) and the windows of continuous coverage.
 
-A window is a run of slices each continuing the previous one (``prev`` == the previous slice's
-last ts) whose files are present: every oplog entry from the window's first to its last ts is
-archived. A break between windows is a gap: recorded by the archiver when the oplog rolled past
-it, or found here (a slice file missing or the wrong size, a slice row gone).
+A slice holds every entry with ``lo < ts <= last``, ``lo`` being its ``prev`` link (the last ts
+of the slice it continues) or just before its first entry. A window is the union of such ranges
+of intact slices (file present, cataloged size; with ``deep`` also the sha256) that touch or
+overlap: every oplog entry from the window's first to its last ts is archived. Overlaps are
+tolerated, never reported as gaps: duplicate rows written by two archivers at once (before
+archive_lock.py existed) and an archive moved to a new repository both produce them. A break
+between windows is a gap: recorded by the archiver (the oplog rolled past it, or the archive
+moved and the oplog no longer reached back), or found here (a slice file missing, the wrong size
+or checksum, a slice row gone).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from sqlalchemy import select
 
 from ..store import Store
 from ..store.backup_models import OplogArchiveState, OplogGap, OplogSlice
+from .files import file_sha256
 from .retention import aware
 
 UTC = timezone.utc
@@ -92,6 +98,13 @@ def last_archived(store: Store, repo: Path) -> OplogSlice | None:
                          .order_by(OplogSlice.last_t.desc(), OplogSlice.last_i.desc()).limit(1)).first()
 
 
+def previous_archive(store: Store, repo: Path) -> OplogSlice | None:
+    """The newest slice of any other repository: the archive before ``backup_repo`` changed."""
+    with store.session() as s:
+        return s.scalars(select(OplogSlice).where(OplogSlice.repo != str(repo))
+                         .order_by(OplogSlice.last_t.desc(), OplogSlice.last_i.desc()).limit(1)).first()
+
+
 def slice_path(row: OplogSlice) -> Path:
     return Path(row.repo) / row.path
 
@@ -108,13 +121,15 @@ def prev_ts(row) -> Timestamp | None:
     return ts_of(row.prev_t, row.prev_i)
 
 
-def file_problem(row: OplogSlice) -> str | None:
-    """Cheap check (presence and size); restores check the sha256."""
+def file_problem(row: OplogSlice, deep: bool = False) -> str | None:
+    """Presence and size; with ``deep`` also the sha256 of the bytes (restores always check it)."""
     p = slice_path(row)
     if not p.is_file():
         return f"slice file {p} is missing"
     if p.stat().st_size != row.size:
         return f"slice file {p} is {p.stat().st_size} bytes, the catalog says {row.size}"
+    if deep and file_sha256(p) != row.sha256:
+        return f"slice file {p} failed its checksum (its sha256 is not the one cataloged when it was archived)"
     return None
 
 
@@ -127,49 +142,91 @@ class Window:
     slices: list = field(default_factory=list)
     entries: int = 0
     lo: Timestamp | None = None  # covers every entry with lo < ts <= last
+    duplicates: list = field(default_factory=list)  # slices wholly inside the window (two archivers at once)
+    problems: list = field(default_factory=list)  # damaged slices whose entries other slices also hold
 
     def covers_from(self, ts: Timestamp) -> bool:
         return self.lo is not None and self.lo <= ts <= self.last
 
     def as_dict(self) -> dict:
         return {"from": ts_text(self.first), "to": ts_text(self.last), "from_wall": self.first_wall,
-                "to_wall": self.last_wall, "slices": len(self.slices), "entries": self.entries}
+                "to_wall": self.last_wall, "slices": len(self.slices), "entries": self.entries,
+                "duplicate_slices": [r.path for r in self.duplicates], "problems": self.problems}
 
 
-def coverage(store: Store, repo: Path | None = None) -> tuple[list[Window], list[dict]]:
+def _lo(row) -> Timestamp:
+    """Every entry with lo < ts <= last is in the slice: its prev link, or just before its first."""
+    return prev_ts(row) or just_before(first_ts(row))
+
+
+def coverage(store: Store, repo: Path | None = None, deep: bool = False) -> tuple[list[Window], list[dict]]:
     """(windows of continuous coverage, gaps), oldest first. A gap says: oplog entries after
-    ``after`` and up to ``before`` are not in the archive."""
-    recorded = {(g.after_t, g.after_i): g for g in gaps(store, repo)}
-    windows: list[Window] = []
-    breaks: list[dict] = []
-    cur: Window | None = None
-    lost_upto: Timestamp | None = None  # last ts of a damaged slice just reported
+    ``after`` and up to ``before`` are not in the archive.
+
+    The windows are the union of the intact slices' ranges ``(lo, last]``, so duplicate or
+    overlapping rows (two archivers that ran at once before the lock existed; an archive moved
+    to a new repository that re-archived the live oplog) join the window instead of breaking it;
+    a gap's ``after`` is always before its ``before``. ``deep`` checks every slice's sha256."""
+    recorded = gaps(store, repo)
+    healthy, damaged = [], []
     for row in slices(store, repo):
-        problem = file_problem(row)
-        after = cur.last if cur is not None else prev_ts(row)
-        if problem:
-            breaks.append({"after": ts_text(after), "before": ts_text(last_ts(row)), "reason": problem,
-                           "after_wall": cur.last_wall if cur else None, "file": row.path})
-            cur, lost_upto = None, last_ts(row)
-            continue
-        if cur is not None and prev_ts(row) == cur.last:
+        problem = file_problem(row, deep)
+        (damaged if problem else healthy).append((_lo(row), row, problem))
+    healthy.sort(key=lambda x: (x[0], last_ts(x[1]), x[1].id))
+    windows: list[Window] = []
+    for lo, row, _ in healthy:
+        cur = windows[-1] if windows else None
+        if cur is not None and lo <= cur.last:  # continues (or overlaps) the window
+            if last_ts(row) <= cur.last:
+                cur.duplicates.append(row)
+                continue
             cur.last, cur.last_wall = last_ts(row), aware(row.last_wall)
         else:
-            if (cur is not None or prev_ts(row) is not None) and not (lost_upto and prev_ts(row) == lost_upto):
-                gap = recorded.get((after.time, after.inc)) if after else None
-                breaks.append({"after": ts_text(after), "before": ts_text(first_ts(row)),
-                               "reason": gap.reason if gap else "slices between them are missing from the catalog",
-                               "after_wall": cur.last_wall if cur else None, "file": None})
-            cur = Window(first_ts(row), last_ts(row), aware(row.first_wall), aware(row.last_wall),
-                         lo=prev_ts(row) or just_before(first_ts(row)))
+            cur = Window(first_ts(row), last_ts(row), aware(row.first_wall), aware(row.last_wall), lo=lo)
             windows.append(cur)
-        lost_upto = None
         cur.slices.append(row)
         cur.entries += row.count
-    tail = windows[-1].last if windows else None
-    for g in recorded.values():  # detected, but no slice after it closed yet
-        after = ts_of(g.after_t, g.after_i)
-        if after is not None and (tail is None or after >= tail) and not any(b["after"] == ts_text(after) for b in breaks):
-            breaks.append({"after": ts_text(after), "before": ts_text(ts_of(g.before_t, g.before_i)), "reason": g.reason,
-                           "after_wall": windows[-1].last_wall if windows else None, "file": None})
+    breaks: list[dict] = []
+    left = []  # damaged slices no window makes up for
+    for lo, row, problem in damaged:
+        w = next((w for w in windows if w.lo <= lo and last_ts(row) <= w.last), None)
+        if w is not None:
+            w.problems.append(problem)
+        else:
+            left.append((lo, row, problem))
+    for k, w in enumerate(windows):
+        before_w = windows[k - 1] if k else None
+        if before_w is None and prev_ts(w.slices[0]) is None:
+            continue  # the archive starts here
+        after = before_w.last if before_w else w.lo
+        inside = [(lo, r, p) for lo, r, p in left if last_ts(r) > after and lo < w.first]
+        for item in inside:
+            left.remove(item)
+        gap = next((g for g in recorded if ts_of(g.after_t, g.after_i) == after), None)
+        reason = ("; ".join(p for _, _, p in inside) if inside else
+                  gap.reason if gap else "slices between them are missing from the catalog")
+        breaks.append({"after": ts_text(after), "before": ts_text(w.first), "reason": reason,
+                       "after_wall": before_w.last_wall if before_w else None,
+                       "file": inside[0][1].path if inside else None})
+    for lo, row, problem in left:  # damaged slices past the last window (or with no window at all)
+        breaks.append({"after": ts_text(prev_ts(row)), "before": ts_text(last_ts(row)), "reason": problem,
+                       "after_wall": None, "file": row.path})
+    # detected, but not between two windows: no slice after it closed yet, or the previous archive
+    # is in another repository (slice pruning deletes gaps with nothing archived before them)
+    for g in recorded:
+        after, before = ts_of(g.after_t, g.after_i), ts_of(g.before_t, g.before_i)
+        if after is None or any(b["after"] == ts_text(after) for b in breaks):
+            continue
+        if any(w.lo <= after and before is not None and just_before(before) <= w.last for w in windows):
+            continue  # another slice holds those entries after all (the archive moved, the oplog reached back)
+        breaks.append({"after": ts_text(after), "before": ts_text(before), "reason": g.reason,
+                       "after_wall": None, "file": None})
+    breaks.sort(key=lambda b: (b["after"] is not None, _key(b["after"])))
     return windows, breaks
+
+
+def _key(text: str | None) -> tuple[int, int]:
+    if text is None:
+        return (0, 0)
+    t, i = text.split(":")
+    return (int(t), int(i))

@@ -9,9 +9,17 @@ archived ``ts`` and writes compressed, checksummed slices (slices.py) with a cat
   drains the result, and only a full first batch keeps it open; getMores then take ``batch``.
   Each (re)open is a full oplog scan on FerretDB, so the cursor is kept, not re-queried.
 - A slice closes every ``slice_seconds`` or at ``max_slice_bytes`` of raw BSON, when ``once``
-  has caught up, and on stop (SIGTERM/SIGINT in the CLI). A slice that was being written when
-  the process died is never cataloged; the next run re-archives its entries (no duplicates:
-  everything at or before the last cataloged ts is skipped).
+  has caught up, and on stop (SIGTERM/SIGINT in the CLI): a stop first archives what the oplog
+  already holds (until a poll comes back empty, at most STOP_DRAIN_S), so every write made before
+  the signal is in a closed slice. A slice that was being written when the process died is never
+  cataloged; the next run re-archives its entries (no duplicates: everything at or before the
+  last cataloged ts is skipped).
+- One archiver per repository (archive_lock.py): a second one is refused naming the first.
+- A write that fails (full disk) discards the open slice's temporary file and raises FluxaError:
+  nothing half-written, nothing of it cataloged; slices closed before stay.
+- A repository with no slices while another repository holds the previous archive
+  (``backup_repo`` changed) starts at the oldest entry of the live oplog and says at once
+  whether that reaches back to the previous archive's last entry; if not, a gap is recorded.
 """
 
 from __future__ import annotations
@@ -32,12 +40,14 @@ from ..errors import FluxaError
 from ..mongo.connection import connect, first_line
 from ..store import Store
 from . import archive_catalog as ac
+from .archive_lock import ArchiveLock
 from .repository import resolve_repo
 from .slices import SliceWriter, remove_stale_temp
 
 RAW = CodecOptions(document_class=RawBSONDocument, tz_aware=True)
 UTC = timezone.utc
 CAUGHT_UP_EVERY_S = 5.0  # how often an idle archiver records that it is caught up
+STOP_DRAIN_S = 10.0  # on stop, keep archiving what is already written for at most this long
 
 
 @dataclass
@@ -94,20 +104,62 @@ class _Cursor:
             self.id = 0
 
 
+def _disk_error(exc: OSError, repo: Path) -> FluxaError:
+    return FluxaError(f"oplog archiver stopped: cannot write to {repo / 'oplog'}: "
+                      f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else ""),
+                      "free space on that file system (or point backup_repo elsewhere); the slice being written was "
+                      "discarded and nothing of it is cataloged; rerun: it resumes after the last archived entry")
+
+
+def _predecessor_check(store: Store, repo: Path, pred, oldest: Timestamp, report: ArchiveReport,
+                       log: Callable[[str], None]) -> None:
+    """A new repository while another one holds the previous archive (``backup_repo`` changed):
+    the new archive starts at the oldest entry of the live oplog, so it continues the previous one
+    only if the oplog still reaches back to the previous archive's last entry. Said at once."""
+    p_last = ac.last_ts(pred)
+    if oldest <= p_last:
+        log(f"new archive repository {repo}: the previous archive ({pred.repo}) ends at {ac.ts_text(p_last)} and the "
+            f"live oplog still reaches back to it (oldest entry {ac.ts_text(oldest)}): the archive continues without a gap")
+        return
+    reason = (f"the archive moved from {pred.repo} to {repo} (backup_repo changed): the previous archive ends at "
+              f"{ac.ts_text(p_last)}, the oldest entry the live oplog still has is {ac.ts_text(oldest)}; "
+              "entries in between are in neither")
+    ac.add_gap(store, repo, p_last, oldest, reason)
+    report.gaps.append({"after": ac.ts_text(p_last), "before": ac.ts_text(oldest), "reason": reason})
+    log(f"GAP: {reason}; the point-in-time window is broken from {ac.ts_text(p_last)}")
+
+
 def archive_oplog(uri: str, store: Store, repo: str | Path | None = None, opts: ArchiveOptions | None = None,
-                  stop: threading.Event | None = None, log: Callable[[str], None] = lambda msg: None) -> ArchiveReport:
+                  stop: threading.Event | None = None, log: Callable[[str], None] = lambda msg: None,
+                  ready: Callable[[], None] = lambda: None) -> ArchiveReport:
+    """Archive the oplog into ``repo``. Holds the repository's archiver lock throughout (a second
+    archiver gets ArchiverBusy). ``ready`` is called once the lock is held and the cursor is open.
+    On ``stop`` it archives what the oplog holds (until a poll comes back empty, at most
+    STOP_DRAIN_S), closes the open slice and returns."""
     opts = opts or ArchiveOptions()
     stop = stop or threading.Event()
     repo = resolve_repo(repo)
-    remove_stale_temp(repo)
+    with ArchiveLock(repo, log):
+        return _archive(uri, store, repo, opts, stop, log, ready)
+
+
+def _archive(uri: str, store: Store, repo: Path, opts: ArchiveOptions, stop: threading.Event,
+             log: Callable[[str], None], ready: Callable[[], None]) -> ArchiveReport:
+    try:
+        remove_stale_temp(repo)
+    except OSError as exc:
+        raise _disk_error(exc, repo) from exc
     report = ArchiveReport(repo)
     t0 = time.perf_counter()
     row = ac.last_archived(store, repo)
     last = ac.last_ts(row) if row else None
+    pred = ac.previous_archive(store, repo) if row is None else None
     prev = last  # the link the next slice records
     writer: SliceWriter | None = None
     opened = 0.0
     proved = float("-inf")  # monotonic time of the last caught-up mark
+    stop_seen: float | None = None  # monotonic time the stop was first seen
+    poll_at = float("-inf")  # when the poll that gave `batch` started, if it was a complete answer
 
     def close_slice() -> None:
         nonlocal writer, prev
@@ -116,7 +168,12 @@ def archive_oplog(uri: str, store: Store, repo: str | Path | None = None, opts: 
                 writer.discard()
             writer = None
             return
-        path, sha, size = writer.close()
+        try:
+            path, sha, size = writer.close()
+        except OSError:
+            writer.discard()
+            writer = None
+            raise
         sid = ac.add_slice(store, repo, path, first=writer.first, last=writer.last, prev=prev,
                            first_wall=writer.first_wall, last_wall=writer.last_wall, count=writer.count,
                            size=size, raw_bytes=writer.raw_bytes, sha256=sha)
@@ -125,17 +182,36 @@ def archive_oplog(uri: str, store: Store, repo: str | Path | None = None, opts: 
         log(f"slice {path.name}: {writer.count} entries, {size} bytes")
         prev, writer = writer.last, None
 
+    def keep_what_was_read() -> None:
+        """On a server error or a stop by exception: the open slice is whole up to ``last``."""
+        try:
+            close_slice()
+        except OSError as exc:
+            raise _disk_error(exc, repo) from exc
+
+    def stopping() -> bool:
+        nonlocal stop_seen
+        if stop.is_set() and stop_seen is None:
+            stop_seen = time.monotonic()
+        return stop_seen is not None
+
     client = connect(uri)
     cursor = _Cursor(client, opts)
     try:
         if "oplog.rs" not in client.local.list_collection_names(filter={"name": "oplog.rs"}):
             raise FluxaError("the server has no local.oplog.rs to archive",
                              "run a replica set (MongoDB) or the dev server (it creates a capped oplog)")
+        t = time.monotonic()
         batch, check_first = cursor.open(last), last is not None
+        poll_at = t if cursor.id == 0 else float("-inf")
+        ready()
         while True:
             added = 0
             for entry in batch:
                 ts = entry["ts"]
+                if pred is not None:
+                    _predecessor_check(store, repo, pred, ts, report, log)
+                    pred = None
                 if check_first:
                     check_first = False
                     if ts != last and ts > last:  # the last archived entry is no longer in the oplog
@@ -158,16 +234,20 @@ def archive_oplog(uri: str, store: Store, repo: str | Path | None = None, opts: 
                     close_slice()
             if writer is not None and time.monotonic() - opened >= opts.slice_seconds:
                 close_slice()
-            if stop.is_set():
+            # stop once a poll that began after the stop found nothing new: every write made
+            # before the signal is archived (bounded by STOP_DRAIN_S under a write storm)
+            if stopping() and ((not added and poll_at >= stop_seen) or time.monotonic() - stop_seen >= STOP_DRAIN_S):
                 break
             if cursor.id == 0:  # the server ended the cursor (or it never stayed open): reopen
-                if not added:  # caught up
+                if not added and not stopping():  # caught up
                     if opts.once:
                         break
                     stop.wait(opts.poll_ms / 1000)
+                t = time.monotonic()
                 batch, check_first = cursor.open(last), last is not None
+                poll_at = t if cursor.id == 0 else float("-inf")  # a first batch of 1 proves nothing
                 continue
-            polled = datetime.now(UTC)
+            polled, poll_at = datetime.now(UTC), time.monotonic()
             batch = cursor.more()
             if not batch:
                 if writer is None and time.monotonic() - proved >= CAUGHT_UP_EVERY_S:
@@ -177,16 +257,19 @@ def archive_oplog(uri: str, store: Store, repo: str | Path | None = None, opts: 
                     proved = time.monotonic()
                 if opts.once:
                     break
-                stop.wait(opts.poll_ms / 1000)
+                if not stopping():
+                    stop.wait(opts.poll_ms / 1000)
         close_slice()
     except PyMongoError as exc:
-        if writer is not None:  # keep what was read: it is whole up to `last`
-            close_slice()
+        keep_what_was_read()
         raise FluxaError(f"oplog archiver stopped: {first_line(exc)}",
                          "rerun it: it resumes after the last archived entry") from exc
-    except BaseException:
+    except OSError as exc:  # a full disk, a read-only or vanished repository: nothing half-written
         if writer is not None:
-            close_slice()
+            writer.discard()
+        raise _disk_error(exc, repo) from exc
+    except BaseException:
+        keep_what_was_read()
         raise
     finally:
         cursor.close()

@@ -68,6 +68,15 @@ class HashedWriter:
         self._raw.close()
         return self._sink.sha.hexdigest(), self._sink.size
 
+    def abort(self) -> None:
+        """Close without finishing (after a failed write, e.g. a full disk) and delete the file."""
+        try:
+            self._raw.close()  # may fail flushing what is buffered: the file goes anyway
+        except OSError:
+            pass
+        finally:
+            self.path.unlink(missing_ok=True)
+
 
 def open_decompressed(path: Path, compression: str) -> BinaryIO:
     f = open(path, "rb")

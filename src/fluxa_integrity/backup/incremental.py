@@ -21,6 +21,7 @@ from ..errors import FluxaError
 from ..store import Store
 from . import archive_catalog as ac
 from . import catalog
+from .archive_lock import ArchiverBusy
 from .archiver import ArchiveOptions, archive_oplog
 from .files import HashedWriter
 from .manifest import FORMAT, seal
@@ -48,7 +49,10 @@ def run_incremental(uri: str, db: str, store: Store, repo: str | Path | None = N
     start = (Timestamp(base.oplog_start_t, base.oplog_start_i) if base.kind == "full" and base.oplog_start_t is not None
              else Timestamp(base.oplog_end_t, base.oplog_end_i))
     if archive:
-        archive_oplog(uri, store, repo, ArchiveOptions(once=True, poll_ms=200))
+        try:
+            archive_oplog(uri, store, repo, ArchiveOptions(once=True, poll_ms=200))
+        except ArchiverBusy:
+            pass  # a follower is archiving this repository: the copy ends at its last closed slice
     last = ac.last_archived(store, repo)
     end = max(ac.last_ts(last), start) if last else start
     chain = plan_chain(store, None, db, start, Timestamp(end.time, end.inc + 1))  # refuses a gap

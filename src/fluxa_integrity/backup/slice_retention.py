@@ -20,7 +20,7 @@ from sqlalchemy import select
 from ..policy.durations import parse_duration
 from ..policy.models import Policy
 from ..store import Store
-from ..store.backup_models import RESTORABLE, Backup, OplogSlice
+from ..store.backup_models import RESTORABLE, Backup, OplogGap, OplogSlice
 from . import archive_catalog as ac
 from .retention import PruneItem, aware
 
@@ -70,7 +70,8 @@ def plan_slice_prune(store: Store, policy: Policy, now: datetime | None = None) 
 
 def apply_slice_prune(store: Store, items: list[PruneItem]) -> list[str]:
     """Delete the planned slices, then unlink the oldest kept slice of each repository from its
-    pruned predecessor, so the archive's coverage starts there instead of reporting a gap."""
+    pruned predecessor, so the archive's coverage starts there instead of reporting a gap; recorded
+    gaps older than every slice left go too."""
     ids = [int(i.id.split(":", 1)[1]) for i in items if i.action == "delete"]
     if not ids:
         return []
@@ -86,6 +87,11 @@ def apply_slice_prune(store: Store, items: list[PruneItem]) -> list[str]:
             if oldest is not None and oldest.prev_t is not None and any(
                     (r.last_t, r.last_i) == (oldest.prev_t, oldest.prev_i) for r in rows):
                 oldest.prev_t = oldest.prev_i = None
+        # a recorded gap with nothing archived before it any more is no longer between anything
+        oldest = s.scalars(select(OplogSlice).order_by(OplogSlice.first_t, OplogSlice.first_i).limit(1)).first()
+        for gap in s.scalars(select(OplogGap).where(OplogGap.after_t.is_not(None))):
+            if oldest is None or (gap.after_t, gap.after_i) < (oldest.first_t, oldest.first_i):
+                s.delete(gap)
     for p in paths:  # after the commit: a failed commit leaves every file its row names
         p.unlink(missing_ok=True)
     return [f"slice:{r.id}" for r in rows]

@@ -62,14 +62,13 @@ class SliceWriter:
         return final, sha, size
 
     def discard(self) -> None:
-        try:
-            self._w.close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
+        """Drop the temporary file: nothing of it is ever cataloged (also after a failed write)."""
+        self._w.abort()
 
 
 def remove_stale_temp(repo: Path) -> None:
-    """Temporary files of archivers that died (their pid is gone) are removed at start."""
+    """Temporary files of archivers that died (their pid is gone) are removed at start (the
+    caller holds the repository's archiver lock, so no live archiver is writing one)."""
     import psutil
 
     for p in (repo / OPLOG_DIR).glob(".writing-*.bson.zst"):

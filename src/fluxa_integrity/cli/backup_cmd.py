@@ -253,7 +253,14 @@ def archive_oplog_cmd(once: bool = typer.Option(False, "--once", help="Archive w
                           poll_ms=200 if once else 1000)
     log = (lambda msg: None) if json_out else (lambda msg: console.print(
         f"[bold red]{msg}[/]" if msg.startswith("GAP") else msg, highlight=False))
-    rep = archive_oplog(target.uri, open_store(), repo, opts, stop, log)
+    import os
+
+    def ready() -> None:  # a readiness signal for supervisors and tests: the stop handler is in place
+        console.print(f"archiver ready (pid {os.getpid()}): " + ("archiving what the oplog holds" if once else
+                      "following local.oplog.rs; SIGTERM or SIGINT archives what is written, closes the slice "
+                      "and exits"), highlight=False)
+
+    rep = archive_oplog(target.uri, open_store(), repo, opts, stop, log, ready)
     if json_out:
         emit_json({"repo": str(rep.repo), "entries": rep.entries, "slices": rep.slices, "gaps": rep.gaps,
                    "last": None if rep.last is None else f"{rep.last.time}:{rep.last.inc}",
