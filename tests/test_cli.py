@@ -72,3 +72,20 @@ def test_unknown_fault_kind_and_bad_count(cli, db, mongo_uri):
 def test_devdb_status_when_stopped(cli):
     res = cli("devdb", "status", "--json")
     assert res.code == 1 and res.json()["running"] is False
+
+
+def test_usage_errors_with_json_are_one_json_document_on_stdout(cli):
+    res = cli("check", "run", "--bogus", "--json")
+    assert res.code == 2 and res.json() == {"error": "No such option: --bogus",
+                                            "hint": "see `fluxa-integrity check run --help`"}
+    assert "No such option" in res.stderr and "Traceback" not in res.stderr
+    res = cli("backup", "list", "--json", "--kind")  # an option missing its value
+    assert res.code == 2 and "--kind" in res.json()["error"]
+    res = cli("check", "run", "--workers", "zero", "--json")
+    assert res.code == 2 and "--workers" in res.json()["error"]
+    res = cli("check", "show", "999", "--json")  # a command's own error keeps its shape
+    assert res.code == 2 and res.json()["error"] == "no finding '999'"
+    res = cli("check", "run", "--bogus")  # without --json nothing lands on stdout
+    assert res.code == 2 and res.stdout == "" and "No such option" in res.stderr
+    res = cli("devdb", "status", "--json", "--help")
+    assert res.code == 0 and "Usage" in res.stdout

@@ -54,8 +54,11 @@ def _root(
 
 def app() -> None:
     """Console script. Click handles usage errors (exit 2) and typer.Exit; a FluxaError raised
-    by a command becomes a clear message, with its hint, and exit code 2 - never a traceback."""
+    by a command becomes a clear message, with its hint, and exit code 2 - never a traceback.
+    With --json, a usage error (unknown option, bad value) is also a JSON document on stdout."""
     try:
+        if "--json" in sys.argv[1:]:
+            sys.exit(_run_for_json())
         cli()
     except FluxaError as exc:
         if "--json" in sys.argv:
@@ -64,3 +67,32 @@ def app() -> None:
         if exc.hint:
             console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
         sys.exit(EXIT_ERROR)
+
+
+def _run_for_json() -> int:
+    """Run the command line without click's standalone mode, which prints usage errors on stderr
+    only: a script reading stdout must get ``{"error", "hint"}`` there too. stderr keeps the usual
+    usage panel."""
+    try:
+        from typer._click import exceptions as click_exc  # typer >= 0.23 vendors click
+    except ImportError:  # pragma: no cover - older typer on real click
+        from click import exceptions as click_exc
+
+    try:
+        rv = typer.main.get_command(cli).main(prog_name="fluxa-integrity", standalone_mode=False)
+    except click_exc.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        path = ctx.command_path if ctx is not None else "fluxa-integrity"
+        emit_json({"error": exc.format_message(), "hint": f"see `{path} --help`"})
+        try:
+            from typer.rich_utils import rich_format_error
+
+            rich_format_error(exc)
+        except ImportError:  # pragma: no cover
+            exc.show()
+        return EXIT_ERROR
+    except typer.Abort:
+        emit_json({"error": "aborted", "hint": None})
+        console.print("aborted", highlight=False)
+        return EXIT_ERROR
+    return rv if isinstance(rv, int) else 0
