@@ -12,7 +12,7 @@ from fluxa_integrity.checks.history import baselines, list_findings, record_run
 from fluxa_integrity.checks.runner import RunOptions, run_checks
 from fluxa_integrity.errors import FluxaError
 from fluxa_integrity.fluxa import model as m
-from fluxa_integrity.fluxa.expectations import EXPECTED, score
+from fluxa_integrity.fluxa.expectations import EXPECTED, SIDE_EFFECTS, score
 from fluxa_integrity.fluxa.faults import KINDS, inject
 from fluxa_integrity.fluxa.generator import GenerateOptions, generate
 from fluxa_integrity.fluxa.manifest import Manifest
@@ -46,7 +46,7 @@ def test_every_injected_fault_found_and_clean_data_is_clean(mongo_uri, db, polic
         assert row["recall"] == 1.0, f"{kind}: missed {row['missed']}"
     # nothing is reported that the injections did not cause (no false positives on this data)
     expected_rules = {rule for by_variant in EXPECTED.values() for rule, _ in by_variant.values()}
-    assert {f.rule_id for f in report.findings} <= expected_rules | {"conversations.messageCount"}
+    assert {f.rule_id for f in report.findings} <= expected_rules | SIDE_EFFECTS
 
 
 def test_two_workers_find_the_same(mongo_uri, db, policy, tmp_path):
@@ -186,6 +186,7 @@ def test_missing_collections_are_warnings_not_crashes(mongo_uri, db, policy):
     db.users.insert_one({"_id": 1, "email": "a@b.co", "createdAt": datetime.now(UTC)})
     report = run_checks(mongo_uri, db.name, policy)
     assert any("'messages' does not exist" in w for w in report.warnings)
+    assert report.missing == ["conversations", "messages", "logs", "auditLog", "analytics"]
 
 
 def default_policy_path():
@@ -210,3 +211,82 @@ def test_consistency_rules_timestamp_order_and_copied_field(mongo_uri, db, polic
     assert order.ids == [early["_id"]] and order.samples[0]["parent"] == conv["_id"]
     assert order.samples[0]["parent_value"] == conv["createdAt"]
     assert copied.ids == [other["_id"]] and copied.samples[0]["value"] == stranger
+
+
+# -- rules that must not miss values (issue 9, items 11 and 26) -------------------------------
+
+def _violations(rule_doc: dict, doc: dict) -> list[str]:
+    from pydantic import TypeAdapter
+
+    from fluxa_integrity.checks.document_rules import compile_document_rule
+    from fluxa_integrity.policy.rules import Rule
+
+    rule = TypeAdapter(Rule).validate_python({"id": "t.rule", **rule_doc})
+    return [variant for variant, _value, _msg in compile_document_rule(rule, "t")(doc)]
+
+
+def test_required_fields_are_not_null_unless_the_policy_says_so():
+    sender = {"kind": "field", "field": "sender", "required": True, "enum": ["user", "bot"]}
+    assert _violations(sender, {"sender": None}) == ["null"]
+    assert _violations(sender, {}) == ["missing"] and _violations(sender, {"sender": "bot"}) == []
+    assert _violations({**sender, "nullable": True}, {"sender": None}) == []
+    # an optional field's null is a value like any other: not one of the enum's, not of the types
+    theme = {"kind": "field", "field": "theme", "enum": ["light", "dark"], "only_if_present": True}
+    assert _violations(theme, {"theme": None}) == ["enum"]
+    assert _violations({**theme, "enum": ["light", None]}, {"theme": None}) == []
+    assert _violations({"kind": "field", "field": "d", "types": ["date"]}, {"d": None}) == ["type"]
+    assert _violations({"kind": "field", "field": "d", "types": ["date", "null"]}, {"d": None}) == []
+    assert _violations({"kind": "field", "field": "x"}, {"x": None}) == []  # no constraint at all
+    assert _violations({"kind": "field", "field": "x", "nullable": False}, {"x": None}) == ["null"]
+
+
+def test_formats_reject_control_and_invisible_characters():
+    from fluxa_integrity.checks.formats import FORMATS
+    from fluxa_integrity.policy.rules import Format
+    from typing import get_args
+
+    assert set(FORMATS) == set(get_args(Format))  # every format the policy accepts is implemented
+    email = {"kind": "field", "field": "email", "format": "email"}
+    assert _violations(email, {"email": "ada.lovelace@example.com"}) == []
+    assert _violations(email, {"email": "ädä@exämple.de"}) == []  # non-ASCII letters are fine
+    for bad in ("ada\x00@example.com", "ada@example.com\n", "ada\u200b@example.com", "ada@\texample.com",
+                "ada@example.com\x7f", "ada@exa\u202emple.com", "ada@example..com", "ada@.example.com",
+                "a" * 250 + "@b.co"):
+        assert _violations(email, {"email": bad}) == ["format"], repr(bad)
+
+
+def test_field_order_within_a_document():
+    from datetime import datetime
+
+    rule = {"kind": "field_order", "earlier": "createdAt", "later": "lastUpdated"}
+    t0, t1 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
+    assert _violations(rule, {"createdAt": t0, "lastUpdated": t1}) == []
+    assert _violations(rule, {"createdAt": t0, "lastUpdated": t0}) == []
+    assert _violations(rule, {"createdAt": t1, "lastUpdated": t0}) == ["out_of_order"]
+    # a missing or mistyped date is the type rule's finding, not this one
+    assert _violations(rule, {"createdAt": "2026-02-01", "lastUpdated": t0}) == []
+    assert _violations(rule, {"lastUpdated": t0}) == []
+
+
+def test_detection_imports_nothing_of_fluxa():
+    """checks/ is app-agnostic: no import of fluxa_integrity.fluxa (the email format lives in
+    checks/formats.py, the values in the policy)."""
+    import ast
+    from pathlib import Path
+
+    import fluxa_integrity.checks as checks
+
+    for path in Path(checks.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                assert not module.startswith("..fluxa") and "fluxa_integrity.fluxa" not in module, (path, module)
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("fluxa_integrity.fluxa") for a in node.names), path
+
+
+def test_a_run_that_evaluates_no_rule_is_an_error(mongo_uri, client, policy):
+    with pytest.raises(FluxaError, match="has none of the collections the policy checks") as err:
+        run_checks(mongo_uri, "nosuchdb_fluxa_runner", policy)
+    assert "users" in err.value.message and "analytics" in err.value.message and err.value.hint
+    assert "nosuchdb_fluxa_runner" not in client.list_database_names()

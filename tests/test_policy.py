@@ -161,6 +161,68 @@ def test_templates_are_the_playbooks_words(policy):
         assert template.text == block.group(1)
 
 
+DATA_MODEL = Path(__file__).resolve().parents[1] / "docs" / "data-model.md"
+
+
+def _data_model_fields() -> dict[str, set[str]]:
+    """{collection: dotted field paths} from the fields column of docs/data-model.md's table."""
+    out: dict[str, set[str]] = {}
+    for line in DATA_MODEL.read_text().splitlines():
+        cols = [c.strip() for c in re.split(r"(?<!\\)\|", line)]
+        if len(cols) < 4 or not re.fullmatch(r"`\w+`", cols[1]):
+            continue
+        prefix, last, fields = None, None, set()
+        for tok in re.finditer(r"`([^`]+)`|(\{)|(\})", cols[2]):
+            if tok.group(2):
+                prefix = last
+            elif tok.group(3):
+                prefix = None
+            else:
+                last = tok.group(1)
+                fields.add(f"{prefix}.{last}" if prefix else last)
+        out[cols[1].strip("`")] = fields
+    return out
+
+
+def test_default_policy_covers_the_data_model(policy):
+    """Every field of docs/data-model.md has a rule on its type, value or reference, and every
+    date takes part in an ordering rule (issue 9, item 12)."""
+    model = _data_model_fields()
+    assert set(model) == set(policy.collections) and "preferences.fontSize" in model["users"]
+    for coll, fields in model.items():
+        ruled = set()
+        for rule in policy.collections[coll].rules:
+            if rule.kind in ("field", "reference"):
+                ruled.add(rule.field)
+            elif rule.kind == "unique":
+                ruled.update(rule.fields)
+        assert fields - ruled == set(), f"{coll}: fields without a rule"
+    ordered = set()
+    for coll, rule in policy.iter_rules():
+        if rule.kind == "field_order":
+            ordered |= {(coll, rule.earlier), (coll, rule.later)}
+        elif rule.kind == "timestamp_order":
+            ordered |= {(coll, rule.field), (rule.parent_collection, rule.parent_field)}
+    dates = {(coll, r.field) for coll, r in policy.iter_rules() if r.kind == "field" and r.types == ["date"]}
+    # the audit log's documentId points into whichever collection its entry names: no parent rule
+    # can follow it, so its timestamp has no ordering of its own
+    assert dates - ordered == {("auditLog", "timestamp")}
+    r = policy.rule
+    assert (r("users.preferences.fontSize").min, r("users.preferences.fontSize").max) == (12, 20)
+    assert r("users.name.type").required and r("users.name.type").null_allowed is False
+    assert r("auditLog.before.type").null_allowed is True  # null for inserts
+    deletion = r("messages.timestamp.before_user_deletion")
+    assert (deletion.relation, deletion.parent_collection, deletion.parent_field) == ("not_after", "users", "deletedAt")
+
+
+def test_a_parent_rule_on_its_own_collection_is_refused(tmp_path):
+    text = default_policy_text().replace("parent_collection: conversations\n        parent_field: createdAt",
+                                         "parent_collection: messages\n        parent_field: timestamp", 1)
+    with pytest.raises(PolicyError) as err:
+        load_policy(_write(tmp_path, text))
+    assert any("cannot point at its own collection" in p.message for p in err.value.problems)
+
+
 def test_templates_placeholders_and_fill(policy):
     assert "[SPECIFIC_ISSUES]" in policy.templates.initial.text
     assert "[ESTIMATED_TIME]" in policy.templates.progress.text
@@ -173,7 +235,9 @@ def test_templates_placeholders_and_fill(policy):
 
 def test_default_rules(policy):
     ids = {coll: [r.id for r in cp.rules] for coll, cp in policy.collections.items()}
-    assert ids == {
+    # the playbook's own rules come first, in this order (tests and findings refer to their
+    # positions and ids); the rules covering the rest of the data model follow them
+    playbook = {
         "users": ["users.email.type", "users.email.format", "users.email.unique", "users.createdAt.type",
                   "users.lastLogin.type", "users.lastUpdated.type", "users.preferences.theme",
                   "users.preferences.notifications", "users.preferences.keys", "users.count_drop",
@@ -187,6 +251,7 @@ def test_default_rules(policy):
         "auditLog": ["auditLog.operation.enum", "auditLog.timestamp.type"],
         "analytics": ["analytics.timestamp.type", "analytics.count_drop"],
     }
+    assert {c: ids[c][:len(want)] for c, want in playbook.items()} == playbook and set(ids) == set(playbook)
     r = policy.rule
     assert (r("users.email.type").types, r("users.email.type").nullable, r("users.email.type").required) == (
         ["string"], False, True)
@@ -373,7 +438,7 @@ def test_duplicate_yaml_key(tmp_path):
 
 
 def test_all_problems_are_reported_up_to_ten(tmp_path):
-    text = default_policy_text().replace("types: [", "types: [no")  # 11 field rules with types
+    text = default_policy_text().replace("types: [", "types: [no", 11)  # the first 11 field rules with types
     with pytest.raises(PolicyError) as err:
         load_policy(_write(tmp_path, text))
     assert len(err.value.problems) == 10
@@ -427,14 +492,14 @@ def test_cli_show_json_is_a_valid_policy(cli, tmp_path):
     path = _write(tmp_path, res.stdout, "dumped.json")  # JSON is YAML
     assert load_policy(path).model_dump() == default_policy().model_dump()
     res = cli("policy", "validate", str(path))
-    assert res.code == 0 and "valid - 4 data classes, 6 collections, 36 rules" in res.stderr
+    assert res.code == 0 and "valid - 4 data classes, 6 collections, 77 rules" in res.stderr
 
 
 def test_cli_validate(cli, tmp_path):
     good = _write(tmp_path, default_policy_text(), "good.yaml")
     res = cli("policy", "validate", str(good), "--json")
     assert res.code == 0 and res.json() == {"valid": True, "file": str(good), "data_classes": 4,
-                                            "collections": 6, "rules": 36}
+                                            "collections": 6, "rules": 77}
     text, line = _replace("types: [string]", "types: [strng]")
     bad = _write(tmp_path, text, "bad.yaml")
     res = cli("policy", "validate", str(bad))

@@ -1,4 +1,5 @@
-"""Rules decided by one document alone: field schema (S5) and migration state (S9).
+"""Rules decided by one document alone: field schema (S5), the order of two dates in the same
+document (S3) and migration state (S9).
 
 Each rule compiles to a function ``doc -> [(variant, value, message), ...]``, so the scan loop
 does no rule interpretation per document.
@@ -7,16 +8,16 @@ does no rule interpretation per document.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Callable
 
-from ..fluxa.model import EMAIL_PATTERN
-from ..policy.rules import FieldRule, MigrationRule
+from ..policy.rules import FieldOrderRule, FieldRule, MigrationRule
+from .facts import to_ms
+from .formats import FORMATS
 from .values import MISSING, bson_type, get_path, type_matches
 
 Violation = tuple[str, object, str]
 Check = Callable[[dict], list[Violation]]
-
-FORMATS = {"email": re.compile(EMAIL_PATTERN)}
 
 
 def compile_field_rule(rule: FieldRule, collection: str) -> Check:
@@ -26,6 +27,12 @@ def compile_field_rule(rule: FieldRule, collection: str) -> Check:
     fmt = FORMATS[rule.format] if rule.format else None
     enum = rule.enum
     allowed = set(rule.allowed_keys) if rule.allowed_keys is not None else None
+    key_re = re.compile(rule.key_pattern) if rule.key_pattern else None
+    nullable = rule.null_allowed
+    # null is a value like any other unless the policy says `nullable: true` (or lists it in
+    # types/enum): a null theme is not one of the enum's values
+    null_ok = rule.nullable is True or (rule.types is not None and "null" in rule.types) or (
+        enum is not None and None in enum) or (rule.types is None and enum is None)
 
     def check(doc: dict) -> list[Violation]:
         v = get_path(doc, path)
@@ -34,9 +41,9 @@ def compile_field_rule(rule: FieldRule, collection: str) -> Check:
                 return [("missing", v, f"{where} is missing")]
             return []
         if v is None:
-            if not rule.nullable:
+            if not nullable:
                 return [("null", v, f"{where} is null")]
-            if not rule.types or "null" in rule.types:
+            if null_ok:
                 return []
         if rule.types and not type_matches(v, rule.types):
             return [("type", v, f"{where} should be {' or '.join(rule.types)}, found {bson_type(v)}")]
@@ -46,7 +53,7 @@ def compile_field_rule(rule: FieldRule, collection: str) -> Check:
         if isinstance(v, str):
             if pattern is not None and not pattern.search(v):
                 out.append(("pattern", v, f"{where} does not match /{rule.pattern}/"))
-            if fmt is not None and not fmt.match(v):
+            if fmt is not None and not fmt(v):
                 out.append(("format", v, f"{where} is not a valid {rule.format}"))
         if (rule.min is not None or rule.max is not None) and isinstance(v, (int, float)) and not isinstance(v, bool):
             if (rule.min is not None and v < rule.min) or (rule.max is not None and v > rule.max):
@@ -57,6 +64,20 @@ def compile_field_rule(rule: FieldRule, collection: str) -> Check:
             unknown = sorted(set(v) - allowed)
             if unknown:
                 out.append(("unknown_keys", unknown, f"{where} has keys outside {sorted(allowed)}"))
+        if key_re is not None and isinstance(v, dict):
+            bad = sorted(k for k in v if not key_re.search(k))
+            if bad:
+                out.append(("key_pattern", bad[:10], f"{where} has keys not matching /{rule.key_pattern}/"))
+        if (rule.values_types or rule.values_enum is not None) and isinstance(v, (dict, list)):
+            items = list(v.values()) if isinstance(v, dict) else v
+            if rule.values_types and any(not type_matches(x, rule.values_types) for x in items):
+                found = sorted({bson_type(x) for x in items if not type_matches(x, rule.values_types)})
+                out.append(("values_type", found, f"{where} holds {', '.join(found)} values, "
+                                                  f"expected {' or '.join(rule.values_types)}"))
+            if rule.values_enum is not None:
+                outside = [x for x in items if x not in rule.values_enum]
+                if outside:
+                    out.append(("values_enum", outside[:10], f"{where} holds values outside {rule.values_enum}"))
         return out
 
     return check
@@ -79,9 +100,25 @@ def compile_migration_rule(rule: MigrationRule, collection: str) -> Check:
     return check
 
 
+def compile_field_order_rule(rule: FieldOrderRule, collection: str) -> Check:
+    """``earlier <= later`` within one document; documents lacking either date are the type
+    rules' business (a string or a missing date is not compared)."""
+    msg = f"{collection}.{rule.later} is before {collection}.{rule.earlier}"
+
+    def check(doc: dict) -> list[Violation]:
+        a, b = get_path(doc, rule.earlier), get_path(doc, rule.later)
+        if isinstance(a, datetime) and isinstance(b, datetime) and to_ms(b) < to_ms(a):
+            return [("out_of_order", {rule.earlier: a, rule.later: b}, msg)]
+        return []
+
+    return check
+
+
 def compile_document_rule(rule, collection: str) -> Check | None:
     if isinstance(rule, FieldRule):
         return compile_field_rule(rule, collection)
+    if isinstance(rule, FieldOrderRule):
+        return compile_field_order_rule(rule, collection)
     if isinstance(rule, MigrationRule):
         return compile_migration_rule(rule, collection)
     return None

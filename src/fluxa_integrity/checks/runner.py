@@ -22,14 +22,15 @@ from ..mongo.connection import connect, fast_count
 from ..policy.durations import parse_duration
 from ..policy.models import Policy
 from ..policy.rules import (CopiedFieldRule, CorruptionRule, CountDropRule, CounterRule, DeletionsRule,
-                            FieldRule, MigrationRule, ReferenceRule, SyncRule, TimestampOrderRule)
+                            FieldOrderRule, FieldRule, MigrationRule, ReferenceRule, SyncRule,
+                            TimestampOrderRule)
 from .collection_rules import (audit_deletion_findings, corruption_findings, count_drop_findings,
                                counter_findings, sync_extra_findings)
 from .findings import DEFAULT_SAMPLES, Findings, FindingResult
 from .scan import PassResult, PassSpec, run_pass
 
 UTC = timezone.utc
-DOC_LOCAL = (FieldRule, MigrationRule, ReferenceRule, DeletionsRule)  # what incremental runs evaluate
+DOC_LOCAL = (FieldRule, FieldOrderRule, MigrationRule, ReferenceRule, DeletionsRule)  # what incremental runs evaluate
 
 
 @dataclass
@@ -57,6 +58,7 @@ class RunReport:
     watermarks: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     incremental: bool = False
     counts: dict[str, int] = field(default_factory=dict)  # full document counts: count-drop baselines
+    missing: list[str] = field(default_factory=list)  # collections in scope absent from the database
 
     @property
     def total_docs(self) -> int:
@@ -80,8 +82,13 @@ def _time_window(rule: DeletionsRule, opts: RunOptions, now: datetime) -> dateti
     return opts.since or now - parse_duration(rule.lookback)
 
 
-def plan(policy: Policy, existing: set[str], opts: RunOptions) -> tuple[dict[str, list], list[str]]:
-    """Active rules per collection in scope, and warnings about what cannot be checked."""
+def plan(policy: Policy, existing: set[str], opts: RunOptions,
+         db_name: str = "the database") -> tuple[dict[str, list], list[str], list[str]]:
+    """Active rules per collection in scope, warnings about what cannot be checked, and the
+    collections in scope that the database lacks.
+
+    Raises FluxaError when nothing would be evaluated: a run that checked no rule must not look
+    like a clean one (a mistyped --db, or a policy written for another database)."""
     warnings: list[str] = []
     known = list(policy.collections)
     wanted = opts.collections or known
@@ -95,17 +102,31 @@ def plan(policy: Policy, existing: set[str], opts: RunOptions) -> tuple[dict[str
         if bad:
             raise FluxaError(f"unknown rule {bad[0]!r}", "list them with `fluxa-integrity policy show --section rules`")
     active: dict[str, list] = {}
+    missing: list[str] = []
+    selected = 0
     for coll in wanted:
         rules = [r for r in policy.collections[coll].rules if r.enabled and (not opts.rules or r.id in opts.rules)]
         if opts.incremental:
             rules = [r for r in rules if isinstance(r, DOC_LOCAL)]
         if not rules:
             continue
+        selected += len(rules)
         if coll not in existing:
+            missing.append(coll)
             warnings.append(f"collection {coll!r} does not exist in the database: its {len(rules)} rules were skipped")
             continue
         active[coll] = rules
-    return active, warnings
+    if not active:
+        if selected == 0:
+            what = "incremental run" if opts.incremental else "run"
+            raise FluxaError(f"this {what} selects no enabled rule of the policy, so it would check nothing",
+                             "widen --rules/--collections" + (" or run without --incremental (it evaluates only "
+                                                               "per-document rules)" if opts.incremental else ""))
+        raise FluxaError(f"database {db_name!r} has none of the collections the policy checks "
+                         f"(expected {', '.join(missing)}), so no rule could be evaluated",
+                         "check --db and --uri (database names are case-sensitive), or point --policy at the "
+                         "policy written for this database")
+    return active, warnings, missing
 
 
 def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None = None,
@@ -117,8 +138,12 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
     now = opts.now or datetime.now(UTC)
     client = connect(uri)
     db = client[db_name]
-    existing = set(db.list_collection_names())
-    active, warnings = plan(policy, existing, opts)
+    try:
+        existing = set(db.list_collection_names())
+        active, warnings, missing = plan(policy, existing, opts, db_name)
+    except FluxaError:
+        client.close()
+        raise
     watermarks = watermarks or {}
 
     # -- what each pass must provide to others ------------------------------------------------
@@ -253,7 +278,7 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
     report = RunReport(database=db_name, started_at=now, seconds=time.perf_counter() - began,
                        collections=sorted(c for c, r in active.items() if r), rules=evaluated, docs=docs,
                        findings=findings, warnings=warnings, watermarks=wm_out, incremental=opts.incremental,
-                       counts=counts_now)
+                       counts=counts_now, missing=missing)
     return report
 
 

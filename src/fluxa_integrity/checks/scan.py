@@ -282,9 +282,16 @@ class _Scanner:
                 continue  # a missing parent is the reference rule's finding
             v = get_path(d, rule.field)
             if is_order:
-                if isinstance(v, datetime) and to_ms(v) < column[row]:
+                if not isinstance(v, datetime):
+                    continue  # a missing or mistyped date is the type rule's finding
+                ms = to_ms(v)
+                if rule.relation == "not_before" and ms < column[row]:
                     self._add(rule, "before_parent",
                               f"{coll}.{rule.field} is before {rule.parent_collection}.{rule.parent_field}", d, v,
+                              {"parent": facts.ids[row], "parent_value": from_ms(column[row])})
+                elif rule.relation == "not_after" and ms > column[row]:
+                    self._add(rule, "after_parent",
+                              f"{coll}.{rule.field} is after {rule.parent_collection}.{rule.parent_field}", d, v,
                               {"parent": facts.ids[row], "parent_value": from_ms(column[row])})
             elif v is not MISSING and (v is None or key_hash(v) != column[row]):
                 self._add(rule, "mismatch",

@@ -29,7 +29,44 @@ EXPECTED: dict[str, dict[str | None, tuple[str, set[str]]]] = {
         "extra-in-secondary": ("users.sync", {"extra_in_secondary"}),
         "conflicting-lastUpdated": ("users.sync", {"changed_after_sync"}),
     },
+    "null-required": {
+        "message-sender": ("messages.sender.enum", {"null"}),
+        "user-name": ("users.name.type", {"null"}),
+        "conversation-title": ("conversations.title.type", {"null"}),
+    },
+    "wrong-type-fields": {
+        "user-name-missing": ("users.name.type", {"missing"}),
+        "title-number": ("conversations.title.type", {"type"}),
+        "text-missing": ("messages.text.type", {"missing"}),
+        "event-missing": ("analytics.event.type", {"missing"}),
+    },
+    "out-of-range": {
+        "font-too-small": ("users.preferences.fontSize", {"range"}),
+        "font-too-large": ("users.preferences.fontSize", {"range"}),
+        "unknown-language": ("users.preferences.language", {"enum"}),
+    },
+    "control-char-email": {None: ("users.email.format", {"format"})},
+    "dates-out-of-order": {
+        "login-before-signup": ("users.lastLogin.after_createdAt", {"out_of_order"}),
+        "updated-before-signup": ("users.lastUpdated.after_createdAt", {"out_of_order"}),
+        "conversation-before-user": ("conversations.createdAt.after_user", {"before_parent"}),
+        "updated-before-created": ("conversations.lastUpdated.after_createdAt", {"out_of_order"}),
+        "message-after-conversation-update": ("messages.timestamp.before_conversation_update", {"after_parent"}),
+        "log-before-signup": ("logs.timestamp.after_user_creation", {"before_parent"}),
+    },
+    "activity-after-deletion": {
+        "user": ("users.lastLogin.before_deletedAt", {"out_of_order"}),
+        "conversation": ("conversations.lastUpdated.before_user_deletion", {"after_parent"}),
+        "message": ("messages.timestamp.before_user_deletion", {"after_parent"}),
+        "log": ("logs.timestamp.before_user_deletion", {"after_parent"}),
+        "analytics": ("analytics.timestamp.before_user_deletion", {"after_parent"}),
+    },
 }
+
+# Findings a kind causes besides its own, by design (the fault breaks two invariants at once):
+# a user updated before sign-up was also updated before the last login; a conversation updated
+# before it was created has messages after its last update.
+SIDE_EFFECTS = {"users.lastUpdated.after_lastLogin", "messages.timestamp.before_conversation_update"}
 
 
 def score(manifest: Manifest, findings: list[FindingResult]) -> dict[str, dict]:

@@ -238,6 +238,168 @@ def sync_drift(ctx: Context, count: int) -> list[Injection]:
                       details={"secondary_db": sec.name, "lastSyncAt": state["lastSyncAt"]})]
 
 
+# --- kinds for the rest of the data model (required non-null, ranges, formats, date order,
+# soft deletion). Each returns one Injection per collection it touches, variants per id.
+
+def _by_collection(kind: str, now: datetime, rows: list[tuple[str, object, str]]) -> list[Injection]:
+    """(collection, id, variant) rows -> one Injection per collection, in first-seen order."""
+    out: dict[str, Injection] = {}
+    for coll, _id, variant in rows:
+        inj = out.setdefault(coll, Injection(kind, coll, [], now, variants=[]))
+        inj.ids.append(_id)
+        inj.variants.append(variant)
+    return list(out.values())
+
+
+def _split(variants: tuple[str, ...], count: int) -> dict[str, int]:
+    rotated = _rotate(variants, count)
+    return {v: rotated.count(v) for v in variants if rotated.count(v)}
+
+
+def null_required(ctx: Context, count: int) -> list[Injection]:
+    """Required fields present but null: a message's sender, a user's name, a conversation's title."""
+    where = {"message-sender": (m.MESSAGES, "sender"), "user-name": (m.USERS, "name"),
+             "conversation-title": (m.CONVERSATIONS, "title")}
+    rows = []
+    for variant, n in _split(tuple(where), count).items():
+        coll, fld = where[variant]
+        docs = ctx.sample(coll, n)
+        ctx.db[coll].update_many({"_id": {"$in": _ids(docs)}}, {"$set": {fld: None}})
+        rows += [(coll, d["_id"], variant) for d in docs]
+    return _by_collection("null-required", ctx.now, rows)
+
+
+def wrong_type_fields(ctx: Context, count: int) -> list[Injection]:
+    """Fields of the model missing or of the wrong type: a user without a name, a numeric
+    conversation title, a message without text, an analytics event without its name."""
+    changes = {"user-name-missing": (m.USERS, {"$unset": {"name": ""}}),
+               "title-number": (m.CONVERSATIONS, {"$set": {"title": 42}}),
+               "text-missing": (m.MESSAGES, {"$unset": {"text": ""}}),
+               "event-missing": (m.ANALYTICS, {"$unset": {"event": ""}})}
+    rows = []
+    for variant, n in _split(tuple(changes), count).items():
+        coll, update = changes[variant]
+        docs = ctx.sample(coll, n)
+        ctx.db[coll].update_many({"_id": {"$in": _ids(docs)}}, update)
+        rows += [(coll, d["_id"], variant) for d in docs]
+    return _by_collection("wrong-type-fields", ctx.now, rows)
+
+
+def out_of_range(ctx: Context, count: int) -> list[Injection]:
+    """Preferences outside their range: font size below 12 or above 20, an unsupported language."""
+    sets = {"font-too-small": {"preferences.fontSize": 8}, "font-too-large": {"preferences.fontSize": 48},
+            "unknown-language": {"preferences.language": "xx"}}
+    variants = _rotate(tuple(sets), count)
+    docs = ctx.sample(m.USERS, count, {"preferences": {"$exists": True}})
+    for d, v in zip(docs, variants):
+        ctx.db[m.USERS].update_one({"_id": d["_id"]}, {"$set": sets[v]})
+    return [Injection("out-of-range", m.USERS, _ids(docs), ctx.now, variants=variants)]
+
+
+CONTROL = {"nul": lambda e: e.replace("@", "\x00@", 1), "newline": lambda e: e + "\n",
+           "zero-width": lambda e: e.replace("@", "\u200b@", 1), "tab": lambda e: e.replace("@", "@\t", 1)}
+
+
+def control_char_email(ctx: Context, count: int) -> list[Injection]:
+    """Emails that look right but hold a control or invisible character: NUL, a trailing newline,
+    a zero-width space, a tab."""
+    docs = ctx.sample(m.USERS, count, projection={"email": 1})
+    variants = _rotate(tuple(CONTROL), count)
+    for d, v in zip(docs, variants):
+        ctx.db[m.USERS].update_one({"_id": d["_id"]}, {"$set": {"email": CONTROL[v](d["email"])}})
+    return [Injection("control-char-email", m.USERS, _ids(docs), ctx.now, variants=variants)]
+
+
+def _users_to_avoid(ctx: Context) -> set:
+    """Users touched by an earlier injection: their dates may no longer be dates."""
+    return set(ctx.manifest.touched(m.USERS))
+
+
+def dates_out_of_order(ctx: Context, count: int) -> list[Injection]:
+    """Dates against the order the model implies: a login before sign-up, a user updated before
+    sign-up, a conversation older than its user or updated before it was created, a message
+    after its conversation's last update, a log entry before its user signed up."""
+    day, hour = timedelta(days=1), timedelta(hours=1)
+    split = _split(("login-before-signup", "updated-before-signup", "conversation-before-user",
+                    "updated-before-created", "message-after-conversation-update", "log-before-signup"), count)
+    avoid = _users_to_avoid(ctx)
+    rows: list[tuple[str, object, str]] = []
+    users_done: set = set()
+    if n := split.get("login-before-signup"):
+        for d in ctx.sample(m.USERS, n, {"lastLogin": {"$exists": True}}, {"createdAt": 1}):
+            ctx.db[m.USERS].update_one({"_id": d["_id"]}, {"$set": {"lastLogin": d["createdAt"] - day}})
+            rows.append((m.USERS, d["_id"], "login-before-signup"))
+            users_done.add(d["_id"])
+    if n := split.get("updated-before-signup"):
+        flt = {"_id": {"$nin": list(users_done)}}
+        for d in ctx.sample(m.USERS, n, flt, {"createdAt": 1}):
+            ctx.db[m.USERS].update_one({"_id": d["_id"]}, {"$set": {"lastUpdated": d["createdAt"] - day}})
+            rows.append((m.USERS, d["_id"], "updated-before-signup"))
+            users_done.add(d["_id"])
+    avoid |= users_done
+    convs_done: set = set()
+    if n := split.get("conversation-before-user"):
+        for d in ctx.sample(m.CONVERSATIONS, n, {"userId": {"$nin": list(avoid)}}, {"userId": 1}):
+            user = ctx.db[m.USERS].find_one({"_id": d["userId"]}, {"createdAt": 1})
+            ctx.db[m.CONVERSATIONS].update_one({"_id": d["_id"]}, {"$set": {"createdAt": user["createdAt"] - day}})
+            rows.append((m.CONVERSATIONS, d["_id"], "conversation-before-user"))
+            convs_done.add(d["_id"])
+    if n := split.get("updated-before-created"):
+        for d in ctx.sample(m.CONVERSATIONS, n, {"_id": {"$nin": list(convs_done)}}, {"createdAt": 1}):
+            ctx.db[m.CONVERSATIONS].update_one({"_id": d["_id"]}, {"$set": {"lastUpdated": d["createdAt"] - hour}})
+            rows.append((m.CONVERSATIONS, d["_id"], "updated-before-created"))
+            convs_done.add(d["_id"])
+    if n := split.get("message-after-conversation-update"):
+        touched_convs = list(ctx.manifest.touched(m.CONVERSATIONS) | convs_done)
+        for d in ctx.sample(m.MESSAGES, n, {"conversationId": {"$nin": touched_convs}}, {"conversationId": 1}):
+            conv = ctx.db[m.CONVERSATIONS].find_one({"_id": d["conversationId"]}, {"lastUpdated": 1})
+            ctx.db[m.MESSAGES].update_one({"_id": d["_id"]}, {"$set": {"timestamp": conv["lastUpdated"] + hour}})
+            rows.append((m.MESSAGES, d["_id"], "message-after-conversation-update"))
+    if n := split.get("log-before-signup"):
+        for d in ctx.sample(m.LOGS, n, {"userId": {"$nin": list(avoid)}}, {"userId": 1}):
+            user = ctx.db[m.USERS].find_one({"_id": d["userId"]}, {"createdAt": 1})
+            ctx.db[m.LOGS].update_one({"_id": d["_id"]}, {"$set": {"timestamp": user["createdAt"] - day}})
+            rows.append((m.LOGS, d["_id"], "log-before-signup"))
+    return _by_collection("dates-out-of-order", ctx.now, rows)
+
+
+OWNED_TIME = ((m.CONVERSATIONS, "lastUpdated", "conversation"), (m.MESSAGES, "timestamp", "message"),
+              (m.LOGS, "timestamp", "log"), (m.ANALYTICS, "timestamp", "analytics"))
+
+
+def activity_after_deletion(ctx: Context, count: int) -> list[Injection]:
+    """Users soft-deleted halfway through their history, so that documents they own are newer
+    than ``deletedAt`` (docs/data-model.md: a deleted user's documents are frozen at deletion).
+    The ids are every document that breaks it: the user itself (a login after deletion) and each
+    conversation, message, log entry and analytics event dated after ``deletedAt``."""
+    avoid = _users_to_avoid(ctx)
+    for coll, _f, _v in OWNED_TIME:  # users owning a document another kind changed
+        touched = list(ctx.manifest.touched(coll))
+        if touched:
+            avoid.update(d["userId"] for d in ctx.db[coll].find({"_id": {"$in": touched}}, {"userId": 1})
+                         if "userId" in d)
+    users = ctx.sample(m.USERS, count, {"lastLogin": {"$exists": True}, "_id": {"$nin": list(avoid)}},
+                       {"createdAt": 1, "lastLogin": 1})
+    rows: list[tuple[str, object, str]] = []
+    deleted_at = {}
+    for u in users:
+        half = (u["lastLogin"] - u["createdAt"]) / 2
+        when = u["createdAt"] + timedelta(milliseconds=int(half.total_seconds() * 1000))
+        deleted_at[u["_id"]] = when
+        ctx.db[m.USERS].update_one({"_id": u["_id"]}, {"$set": {"deletedAt": when}})
+        if u["lastLogin"] > when:
+            rows.append((m.USERS, u["_id"], "user"))
+    for coll, fld, variant in OWNED_TIME:  # the ground truth, read back the way the rule decides it
+        for uid, when in deleted_at.items():
+            rows += [(coll, d["_id"], variant)
+                     for d in ctx.db[coll].find({"userId": uid, fld: {"$gt": when}}, {"_id": 1}).sort("_id", 1)]
+    out = _by_collection("activity-after-deletion", ctx.now, rows)
+    for inj in out:
+        if inj.collection == m.USERS:
+            inj.details = {"deletedAt": [deleted_at[i] for i in inj.ids]}
+    return out
+
+
 KINDS: dict[str, Callable[[Context, int], list[Injection]]] = {
     "orphan-messages": orphan_messages,
     "orphan-conversations": orphan_conversations,
@@ -252,6 +414,12 @@ KINDS: dict[str, Callable[[Context, int], list[Injection]]] = {
     "soft-deleted-users": soft_deleted_users,
     "corrupt-preferences": corrupt_preferences,
     "sync-drift": sync_drift,
+    "null-required": null_required,
+    "wrong-type-fields": wrong_type_fields,
+    "out-of-range": out_of_range,
+    "control-char-email": control_char_email,
+    "dates-out-of-order": dates_out_of_order,
+    "activity-after-deletion": activity_after_deletion,  # last: it reads back what others changed
 }
 
 

@@ -36,8 +36,5 @@ AUDIT_OPERATIONS = ("insert", "update", "delete")
 CONVERSATION_SCHEMA_VERSION = 2
 CONVERSATION_MIGRATED_FIELD = "messageCount"
 
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
-
-
 def secondary_db_name(db: str) -> str:
     return db + SECONDARY_SUFFIX

@@ -375,6 +375,10 @@ def _cross_check(p: Policy) -> list[tuple[Loc, str]]:
             attr = _COLLECTION_REFS.get(type(rule))
             if attr:
                 known_collection(loc + (attr,), getattr(rule, attr))
+            if isinstance(rule, (TimestampOrderRule, CopiedFieldRule)) and rule.parent_collection == coll:
+                # the scanner reads a parent's dates/values from an earlier pass over another collection
+                problems.append((loc + ("parent_collection",), "a parent rule cannot point at its own collection "
+                                 "(for two dates of one document use kind: field_order)"))
             if isinstance(rule, DeletionsRule):
                 try:
                     parse_duration(rule.lookback)

@@ -17,8 +17,9 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 BsonType = Literal["string", "int", "long", "double", "decimal", "bool", "date", "objectId",
-                   "array", "object", "null", "number", "timestamp", "binData"]
+                   "array", "object", "null", "number", "timestamp", "binData", "regex"]
 # "number" is shorthand for int, long, double or decimal.
+Format = Literal["email"]  # checks/formats.py implements each name
 
 
 class _Rule(BaseModel):
@@ -32,22 +33,48 @@ class _Rule(BaseModel):
 
 class FieldRule(_Rule):
     """Schema of one field (S5, S9): presence, BSON type, enum, pattern/format, range, length,
-    nullability, unknown keys in a sub-document. Every constraint given is checked."""
+    nullability, unknown keys in a sub-document. Every constraint given is checked.
+
+    ``nullable`` unset means: a required field must not be null (variant ``null``); on an
+    optional field null is checked like any other value against ``types`` and ``enum`` (a null
+    theme is not one of the themes). ``nullable: true`` accepts null outright, ``false``
+    refuses it everywhere."""
 
     kind: Literal["field"] = "field"
     category: Literal["schema"] = "schema"
     field: str
     required: bool = False
-    nullable: bool = True  # False: present-but-null is a violation
+    nullable: bool | None = None
     types: list[BsonType] | None = None
     enum: list | None = None
     pattern: str | None = None  # a Python regex searched in string values
-    format: Literal["email"] | None = None
+    format: Format | None = None  # also refuses control/invisible characters (checks/formats.py)
     min: float | None = None
     max: float | None = None
     max_length: int | None = None
     allowed_keys: list[str] | None = None  # for sub-documents: any other key is a violation
+    # a sub-document used as a map (its keys are data, e.g. hashes), or an array: every key
+    # matches key_pattern; every value of the map / element of the array has one of
+    # values_types and is one of values_enum
+    key_pattern: str | None = None
+    values_types: list[BsonType] | None = None
+    values_enum: list | None = None
     only_if_present: bool = False  # skip documents lacking the field entirely (e.g. lastLogin)
+
+    @property
+    def null_allowed(self) -> bool:
+        """Whether a present-but-null value passes the presence check (see the class doc)."""
+        return self.nullable if self.nullable is not None else not self.required
+
+
+class FieldOrderRule(_Rule):
+    """Two dates of one document in order (S3): ``earlier <= later``, e.g. createdAt <= lastUpdated.
+    Documents where either is missing or not a date are skipped (the type rules report those)."""
+
+    kind: Literal["field_order"] = "field_order"
+    category: Literal["consistency"] = "consistency"
+    earlier: str
+    later: str
 
 
 class UniqueRule(_Rule):
@@ -87,7 +114,11 @@ class CounterRule(_Rule):
 
 
 class TimestampOrderRule(_Rule):
-    """A child's timestamp is not before its parent's (S3), e.g. message.timestamp >= conversation.createdAt."""
+    """A child's date against its parent's (S3). ``relation: not_before`` (the default): the
+    child's ``field`` is not before the parent's, e.g. message.timestamp >= conversation.createdAt
+    (variant ``before_parent``). ``not_after``: not after it, e.g. message.timestamp <=
+    conversation.lastUpdated, or nothing a user owns is newer than the user's ``deletedAt``
+    (variant ``after_parent``). Parents lacking the date (a user never deleted) are skipped."""
 
     kind: Literal["timestamp_order"] = "timestamp_order"
     category: Literal["consistency"] = "consistency"
@@ -95,6 +126,7 @@ class TimestampOrderRule(_Rule):
     parent_ref: str  # field of this collection holding the parent id
     parent_collection: str
     parent_field: str
+    relation: Literal["not_before", "not_after"] = "not_before"
 
 
 class CopiedFieldRule(_Rule):
@@ -178,7 +210,7 @@ class SyncRule(_Rule):
 
 
 Rule = Annotated[
-    Union[FieldRule, UniqueRule, ReferenceRule, CounterRule, TimestampOrderRule, CopiedFieldRule,
+    Union[FieldRule, FieldOrderRule, UniqueRule, ReferenceRule, CounterRule, TimestampOrderRule, CopiedFieldRule,
           MigrationRule, CountDropRule, DeletionsRule, CorruptionRule, SyncRule],
     Field(discriminator="kind"),
 ]
