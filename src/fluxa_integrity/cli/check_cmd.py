@@ -47,10 +47,10 @@ class _Bars(ProgressSink):
 
 @app.command()
 def run(
-    rules: Optional[str] = typer.Option(None, "--rules", help="Comma-separated rule ids [default: all]."),
-    collections: Optional[str] = typer.Option(None, "--collections", help="Comma-separated collections [default: all in the policy]."),
+    rules: Optional[str] = typer.Option(None, "--rules", help="Comma-separated rule ids (default: all)."),
+    collections: Optional[str] = typer.Option(None, "--collections", help="Comma-separated collections (default: all in the policy)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes; collections of one dependency level run in parallel."),
-    since: Optional[datetime] = typer.Option(None, "--since", help="Start of the deletions window (UTC) [default: each rule's lookback]."),
+    since: Optional[datetime] = typer.Option(None, "--since", help="Start of the deletions window, UTC (default: each rule's lookback)."),
     incremental: bool = typer.Option(False, "--incremental", help="Only documents changed since the last run "
                                      "(collections with a watermark field); per-document rules only; closes nothing."),
     samples: int = typer.Option(20, "--samples", min=0, help="Sample documents kept per finding."),
@@ -125,7 +125,7 @@ def _span(first, last) -> str:
 
 @app.command()
 def history(db: Optional[str] = typer.Option(None, "--db", help="Only runs on this database."),
-            limit: int = typer.Option(20, "--limit", min=1), json_out: bool = JsonOpt) -> None:
+            limit: int = typer.Option(20, "--limit", min=1, help="Show at most this many runs."), json_out: bool = JsonOpt) -> None:
     """Past runs, newest first."""
     runs = list_runs(open_store(), db, limit)
     if json_out:
@@ -143,8 +143,8 @@ def history(db: Optional[str] = typer.Option(None, "--db", help="Only runs on th
 
 
 @app.command()
-def findings(status: str = typer.Option("open", "--status", help="open, closed or all"),
-             db: Optional[str] = typer.Option(None, "--db"), json_out: bool = JsonOpt) -> None:
+def findings(status: str = typer.Option("open", "--status", help="Which findings: open, closed or all."),
+             db: Optional[str] = typer.Option(None, "--db", help="Only findings on this database."), json_out: bool = JsonOpt) -> None:
     """Findings in the state store (open ones by default). Exit 1 when any is open."""
     rows = list_findings(open_store(), db, None if status == "all" else status)
     if json_out:

@@ -22,8 +22,8 @@ console = Console(stderr=True)  # human output never pollutes stdout used by --j
 out = Console()
 
 UriOpt = typer.Option(None, "--uri", help="MongoDB URI of the application database "
-                      "[default: $FLUXA_MONGODB_URI, config.yaml, then the running dev server]")
-DbOpt = typer.Option(None, "--db", help="Application database name [default: $FLUXA_DB, config.yaml, then 'fluxa']")
+                      "(default: $FLUXA_MONGODB_URI, config.yaml, then the running dev server).")
+DbOpt = typer.Option(None, "--db", help="Application database name (default: $FLUXA_DB, config.yaml, then 'fluxa').")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout and nothing else there.")
 
 
@@ -41,8 +41,8 @@ def target_option_values(uri: Optional[str], db: Optional[str]):
     return resolve_target(uri, db)
 
 
-PolicyOpt = typer.Option(None, "--policy", help="Policy file [default: $FLUXA_POLICY, `policy:` in config.yaml, "
-                         "then the built-in Fluxa policy]")
+PolicyOpt = typer.Option(None, "--policy", help="Policy file (default: $FLUXA_POLICY, `policy:` in config.yaml, "
+                         "then the built-in Fluxa policy).")
 
 
 def policy_from(path: Optional[Path]):

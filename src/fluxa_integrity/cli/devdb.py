@@ -14,7 +14,7 @@ app = typer.Typer(help="Start, stop and inspect the local MongoDB-compatible dev
 
 @app.command()
 def start(
-    port: int = typer.Option(None, "--port", help="TCP port on 127.0.0.1 [default: last used, else 27217]"),
+    port: int = typer.Option(None, "--port", help="TCP port on 127.0.0.1 (default: the last one used, else 27217)."),
     oplog_mb: int = typer.Option(DEFAULT_OPLOG_MB, "--oplog-mb", min=1,
                                  help="Size cap of local.oplog.rs when it is created."),
     oplog_entries: int = typer.Option(DEFAULT_OPLOG_ENTRIES, "--oplog-entries", min=100,

@@ -21,7 +21,7 @@ from .common import DbOpt, JsonOpt, UriOpt, console, emit_json, target_option_va
 app = typer.Typer(help="The Chatbot Fluxa dataset: generate it, inject faults with ground truth, summarise it.",
                   no_args_is_help=True)
 
-ManifestOpt = typer.Option(None, "--manifest", help="Ground-truth manifest file [default: $FLUXA_HOME/faults/<db>.json]")
+ManifestOpt = typer.Option(None, "--manifest", help="Ground-truth manifest file (default: $FLUXA_HOME/faults/<db>.json).")
 
 
 def _open(uri, db):
@@ -34,8 +34,10 @@ def _open(uri, db):
 def generate(
     users: int = typer.Option(..., "--users", min=1, help="Number of users; about 50 messages each on average."),
     seed: int = typer.Option(1, "--seed", help="Same seed and options, same data (same content hash)."),
-    conversations_per_user: float = typer.Option(5.0, "--conversations-per-user", min=1.0, help="Mean (heavy-tailed)."),
-    messages_per_conversation: float = typer.Option(10.0, "--messages-per-conversation", min=1.0, help="Mean (heavy-tailed)."),
+    conversations_per_user: float = typer.Option(5.0, "--conversations-per-user", min=1.0,
+                                                  help="Mean conversations per user (heavy-tailed)."),
+    messages_per_conversation: float = typer.Option(10.0, "--messages-per-conversation", min=1.0,
+                                                     help="Mean messages per conversation (heavy-tailed)."),
     start: datetime = typer.Option(DEFAULT_START.strftime("%Y-%m-%d"), "--start", formats=["%Y-%m-%d"],
                                    help="First day of the dataset's timeline (UTC)."),
     days: int = typer.Option(300, "--days", min=2, help="Length of the timeline in days."),
@@ -79,7 +81,7 @@ def generate(
 
 @app.command()
 def inject(
-    kind: str = typer.Argument(..., help="Fault kind, or 'all'. Kinds: " + ", ".join(KINDS)),
+    kind: str = typer.Argument(..., help="Fault kind, or 'all'. Kinds: " + ", ".join(KINDS) + "."),
     count: int = typer.Option(5, "--count", min=1, help="How many documents to break (per kind)."),
     seed: int = typer.Option(1, "--seed", help="Seeds the choice of targets."),
     uri: Optional[str] = UriOpt, db: Optional[str] = DbOpt, manifest: Optional[Path] = ManifestOpt,
