@@ -28,7 +28,9 @@ NO_URI_REASON = {
     "devdb stop": "it stops the local dev server only",
     "devdb status": "it reports on the local dev server only",
 }
-NO_JSON: dict[str, str] = {}  # every command has --json
+NO_JSON = {
+    "policy schema": "its output is already one JSON document on stdout (the schema), or a file with --output",
+}
 
 
 def _commands():

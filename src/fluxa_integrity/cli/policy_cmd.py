@@ -41,7 +41,7 @@ SECTION_FIELDS = {
     Section.phases: ["phases"], Section.templates: ["templates"], Section.rules: ["collections"],
 }
 
-FileOpt = typer.Option(None, "--file", "-f", help="Policy file [default: the packaged Chatbot Fluxa policy].")
+FileOpt = typer.Option(None, "--file", "-f", help="Policy file (default: the packaged Chatbot Fluxa policy).")
 
 
 @app.command()

@@ -65,7 +65,8 @@ def rpo(policy: Optional[Path] = PolicyOpt, db: Optional[str] = DbOpt,
 
 
 @rto_app.command("status")
-def rto(policy: Optional[Path] = PolicyOpt, db: Optional[str] = typer.Option(None, "--db"),
+def rto(policy: Optional[Path] = PolicyOpt,
+        db: Optional[str] = typer.Option(None, "--db", help="Only restore times measured on backups of this database."),
         json_out: bool = JsonOpt) -> None:
     """Exit 1 if a measured restore time exceeds its RTO (unmeasured classes are listed, not failed)."""
     rows = rto_status(open_store(), policy_from(policy), db)
