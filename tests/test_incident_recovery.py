@@ -62,3 +62,38 @@ def test_recovery_actions_go_on_the_timeline_and_into_the_postmortem_with_counts
         api.record_recovery_action(iid, "teleport", "x", "", {})
     with pytest.raises(FluxaError, match="unknown recovery status"):
         api.record_recovery_action(iid, "restore", "x", "", {}, status="done")
+
+
+# -- checklist actions run the real thing, or are manual ------------------------------------------
+
+def test_verify_backups_and_run_checks_run_for_real_and_monitoring_is_manual(mongo_uri, db, tmp_path):
+    from fluxa_integrity.backup.snapshot import BackupOptions, run_backup
+    from fluxa_integrity.fluxa.faults import inject
+    from fluxa_integrity.fluxa.generator import GenerateOptions, generate
+    from fluxa_integrity.fluxa.manifest import Manifest
+
+    generate(db, GenerateOptions(users=30, seed=11))
+    inject(db, Manifest(tmp_path / "m.json", db.name), "duplicate-emails", 2)  # ground truth for the checks
+    api = Incidents(open_store(f"sqlite:///{tmp_path / 's.db'}"), default_policy())
+    snap = run_backup(mongo_uri, db.name, api.store, BackupOptions(oplog_probe="clock"))
+    iid = api.open("Duplicate accounts", collections=["users"], database=db.name)["id"]
+    api.acknowledge(iid)
+
+    r = api.complete_item(iid, "verify_backup_integrity", run=True, params={"uri": mongo_uri})
+    assert r["action_result"]["status"] == "done", r["action_result"]
+    assert r["action_result"]["verdicts"] == {snap.id: "pass"}
+    r = api.complete_item(iid, "identify_affected_records", run=True, params={"uri": mongo_uri})
+    res = r["action_result"]
+    assert res["status"] == "done" and "users.email.unique" in res["rules"] and res["finding_ids"]
+    api.attach_findings(iid, res["finding_ids"])
+    assert set(res["finding_ids"]) <= set(api.get(iid)["findings"])
+    done = {i["id"]: i["done_at"] for p in api.checklist(iid) for i in p["items"]}
+    assert done["verify_backup_integrity"] and done["identify_affected_records"]
+
+    items = {i["id"]: i for p in api.checklist(iid) for i in p["items"]}
+    assert items["monitor_residual_issues"]["manual"] and not items["verify_backup_integrity"]["manual"]
+    with pytest.raises(FluxaError, match="monitor_residual_issues is manual") as e:
+        api.complete_item(iid, "monitor_residual_issues", run=True)
+    assert "--done" in e.value.hint
+    # nothing answers "hook not installed" any more
+    assert not any("not installed" in str(ev["data"]) for ev in api.timeline(iid))

@@ -82,23 +82,23 @@ def test_incident_from_finding_through_five_phases_to_closed(mongo_uri, db, poli
     started = detected - 3 * H  # when the bad writes began (set by the investigation below)
     t0 = detected + 5 * M       # intake
 
-    res = api.intake(at=t0)
+    res = api.intake(at=t0, drill=True)  # a scripted drill: its clock runs ahead of the real one
     assert len(res["opened"]) == 1
     iid = res["opened"][0]
     inc = api.get(iid)
     assert inc["severity"] == "P1" and "user_accounts" in inc["data_classes"]  # a finding on users: P1
     assert set(f.id for f in dup) <= set(inc["findings"])
     assert inc["scope"]["documents"] >= 3 and inc["scope"]["collections"] == ["users"]
-    assert api.intake(at=t0)["skipped"] == inc["findings"]  # dedup: nothing new opens
+    assert api.intake(at=t0, drill=True)["skipped"] == inc["findings"]  # dedup: nothing new opens
 
     # the clocks, driven by tick
-    assert api.tick(t0 + 30 * M)["events"] == []
-    assert [e["event"] for e in api.tick(t0 + 46 * M)["events"]] == ["clock_warning"]
-    breach = api.tick(t0 + 60 * M)["events"]
+    assert api.tick(t0 + 30 * M, simulate=True)["events"] == []
+    assert [e["event"] for e in api.tick(t0 + 46 * M, simulate=True)["events"]] == ["clock_warning"]
+    breach = api.tick(t0 + 60 * M, simulate=True)["events"]
     assert [e["event"] for e in breach][:1] == ["clock_breached"]
     esc = [e for e in api.timeline(iid) if e["kind"] == "escalation" and e["data"]["trigger"] == "acknowledge_missed"]
     assert [e["data"]["role"] for e in esc] == ["Engineering Manager"]
-    assert api.tick(t0 + 61 * M)["events"] == []  # each event recorded once
+    assert api.tick(t0 + 61 * M, simulate=True)["events"] == []  # each event recorded once
 
     with pytest.raises(FluxaError, match="before it is acknowledged"):
         api.resolve(iid, "too early", at=t0 + 62 * M)
@@ -133,8 +133,9 @@ def test_incident_from_finding_through_five_phases_to_closed(mongo_uri, db, poli
     # Phase 3 and 4: recovery planning and execution
     recovery_point = started - 10 * M
     api.set_status(iid, "recovering", at=t0 + 3 * H + 10 * M)
-    api.link(iid, backups=["backup-2026-full"], restores=["restore-1"], recovery_point=recovery_point,
-             at=t0 + 3 * H + 20 * M)
+    api.link(iid, backups=[evidence.id], recovery_point=recovery_point, at=t0 + 3 * H + 20 * M)
+    with pytest.raises(FluxaError, match="no backup 'backup-2026-full'"):  # only real ids link
+        api.link(iid, backups=["backup-2026-full"], at=t0 + 3 * H + 21 * M)
     done_items(api, iid, policy, "recovery_planning", t0 + 3 * H + 50 * M)
     progress = api.publish(iid, "progress", at=t0 + 4 * H)
     assert "within 4 hours" in progress["text"]  # 8h target - 4h elapsed
@@ -306,7 +307,7 @@ def test_a_channel_that_is_down_never_stops_the_incident_and_is_retried(policy, 
     api = make_api(f"sqlite:///{tmp_path / 's.db'}", policy, http, smtp)
     http.down.add("/hook")
     t0 = now()
-    iid = api.open("Counters off", collections=["conversations"], at=t0)["id"]
+    iid = api.open("Counters off", collections=["conversations"], at=t0, drill=True)["id"]
     api.acknowledge(iid, by="alice", at=t0 + 5 * M)
     assert api.get(iid)["status"] == "acknowledged"  # the incident went on
     failed = [e for e in api.timeline(iid) if e["kind"] == "notification_failed"]
@@ -315,9 +316,9 @@ def test_a_channel_that_is_down_never_stops_the_incident_and_is_retried(policy, 
     pending = [n for n in api.notifications(iid) if n["status"] == "pending"]
     assert pending and {n["channel"] for n in pending} == {"webhook"}
 
-    assert api.tick(t0 + 6 * M)["notifications_retried"]["sent"] == 0  # not due yet, still down
+    assert api.tick(t0 + 6 * M, simulate=True)["notifications_retried"]["sent"] == 0  # not due yet, still down
     http.down.clear()
-    retried = api.tick(t0 + 30 * M)["notifications_retried"]  # due now: delivered
+    retried = api.tick(t0 + 30 * M, simulate=True)["notifications_retried"]  # due now: delivered
     assert retried["sent"] == len(pending) and retried["failed"] == 0
     assert [h["event"] for h in http.at("/hook")][:1] == ["opened"]
     assert all(n["status"] == "sent" for n in api.notifications(iid))
@@ -351,8 +352,8 @@ def test_incident_store_on_postgresql(postgres_url, policy, tmp_path):
         c.execute(text(f'CREATE DATABASE "{name}"'))
     api = Incidents(open_store(postgres_url.rsplit("/", 1)[0] + "/" + name), policy)
     t0 = now()
-    iid = api.open("Users missing", collections=["users"], at=t0)["id"]
-    api.tick(t0 + 61 * M)
+    iid = api.open("Users missing", collections=["users"], at=t0, drill=True)["id"]
+    api.tick(t0 + 61 * M, simulate=True)
     api.acknowledge(iid, at=t0 + 70 * M)
     api.review(iid, root_cause="a purge job ran against production")
     api.resolve(iid, "restored", at=t0 + 3 * H)

@@ -6,14 +6,16 @@ record the action at another time than now (replaying a log, scripted drills, te
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import FluxaError
 from ..incidents.api import Incidents
-from ..incidents.timeutil import parse_when
+from ..incidents.timeutil import fmt_delta, parse_when
 from .common import EXIT_PROBLEMS, JsonOpt, console, csv_list, emit_json
 
 app = typer.Typer(help="Data-integrity incidents: intake, severity, clocks, escalation, phases, communications, "
@@ -33,10 +35,11 @@ def _api() -> Incidents:
 
 def _warn_failure(f: dict) -> None:
     """A channel that failed is said on stderr; the command itself still succeeds."""
-    later = f"will retry at {f['next_attempt_at'][:16]}" if f["will_retry"] else "gave up"
-    console.print(f"[yellow]notification failed[/]: incident {f['incident']} {f['about']} via {f['error']} "
-                  f"(attempts {f['attempts']}; {later}; `fluxa-integrity incident notify-retry` resends)",
-                  highlight=False, soft_wrap=True)
+    later = f"will retry at {(f.get('next_attempt_at') or '')[:16]}" if f.get("will_retry") else "gave up"
+    # the error text comes from the network: escaped, so brackets in it are never taken for markup
+    console.print(f"[yellow]notification failed[/]: incident {f['incident']} {f['about']} via "
+                  f"{escape(str(f['error']))} (attempts {f['attempts']}; {later}; "
+                  "`fluxa-integrity incident notify-retry` resends)", highlight=False, soft_wrap=True)
 
 
 def _when(value: Optional[str]):
@@ -58,10 +61,12 @@ def _show(inc: dict, json_out: bool, extra: str | None = None) -> None:
         emit_json(inc)
         return
     colour = {"P1": "red", "P2": "yellow"}.get(inc["severity"], "white")
-    console.print(f"[bold]incident {inc['id']}[/] [{colour}]{inc['severity']}[/] {inc['status']}: {inc['title']}",
-                  highlight=False)
+    tags = (" [magenta]DRILL[/]" if inc.get("drill") else "") + \
+        (f" (duplicate of {inc['duplicate_of']})" if inc.get("duplicate_of") else "")
+    console.print(f"[bold]incident {inc['id']}[/]{tags} [{colour}]{inc['severity']}[/] {inc['status']}: "
+                  f"{inc['title']}", highlight=False)
     console.print(f"  classes: {', '.join(inc['data_classes']) or '-'}; collections: "
-                  f"{', '.join(inc['collections']) or '-'}; findings: {', '.join(map(str, inc['findings'])) or '-'}",
+                  f"{', '.join(inc.get('places') or inc['collections']) or '-'}; findings: {', '.join(map(str, inc['findings'])) or '-'}",
                   highlight=False)
     if inc.get("scope"):
         sc = inc["scope"]
@@ -80,59 +85,78 @@ def _show(inc: dict, json_out: bool, extra: str | None = None) -> None:
         console.print(extra, highlight=False)
 
 
+CollectionsOpt = typer.Option(None, "--collections", help="Comma-separated affected collections, or "
+                              "collection.field where the policy classes a field on its own (users.preferences).")
+DrillOpt = typer.Option(False, "--drill", help="A drill, not a real incident: it takes future --at times and its "
+                        "notifications say [DRILL].")
+FindingOpt = typer.Option([], "--finding", help="Link a check finding (repeatable).")
+
+
 @app.command("open")
 def open_(title: str = typer.Option(..., "--title", help="What is wrong, in a line."),
-          collections: Optional[str] = typer.Option(None, "--collections", help="Comma-separated affected collections."),
+          collections: Optional[str] = CollectionsOpt,
           source: str = typer.Option("manual", "--source", help="report, event, finding or manual."),
           kind: Optional[str] = typer.Option(None, "--kind", help="Report kind (user, support, internal, alert) or "
                                              "system event (failed_migration, incomplete_import, ...)."),
-          finding: List[int] = typer.Option([], "--finding", help="Link a check finding (repeatable)."),
-          description: str = typer.Option("", "--description"),
+          finding: List[int] = FindingOpt,
+          description: str = typer.Option("", "--description", help="What is known so far."),
           started_at: Optional[str] = typer.Option(None, "--started-at", help="When the problem began, if known."),
+          db: Optional[str] = typer.Option(None, "--db", help="The application database affected, if known."),
+          drill: bool = DrillOpt,
           at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
     """Open an incident (severity from the policy: P1 when a critical data class is affected)."""
     if source not in ("report", "event", "finding", "manual"):
         raise FluxaError(f"unknown source {source!r}", "report, event, finding or manual")
     api = _api()
+    places = csv_list(collections) or []
     if source == "report":
-        inc = api.report(kind or "internal", title, description, csv_list(collections) or [], by, _when(at))
+        inc = api.report(kind or "internal", title, description, places, by, _when(at), list(finding), db, drill)
     elif source == "event":
         if not kind:
             raise FluxaError("a system event needs --kind", "failed_migration, incomplete_import, incomplete_export, "
                              "storage_failure, replication_failure or sync_failure")
-        inc = api.system_event(kind, title, description, csv_list(collections) or [], _when(at))
+        inc = api.system_event(kind, title, description, places, _when(at), list(finding), db, drill)
     else:
         if source == "finding" and not finding:
             raise FluxaError("--source finding needs at least one --finding ID")
-        inc = api.open(title, csv_list(collections) or [], source, kind, description, list(finding),
-                       issue_started_at=_when(started_at), at=_when(at), actor=by)
+        inc = api.open(title, places, source, kind, description, list(finding), db,
+                       issue_started_at=_when(started_at), at=_when(at), actor=by, drill=drill)
     _show(inc, json_out)
 
 
 @app.command()
 def report(kind: str = typer.Argument(..., help="user, support, internal or alert."),
-           title: str = typer.Option(..., "--title"), description: str = typer.Option("", "--description"),
-           collections: Optional[str] = typer.Option(None, "--collections"),
+           title: str = typer.Option(..., "--title", help="What is wrong, in a line."),
+           description: str = typer.Option("", "--description", help="What the reporter said."),
+           collections: Optional[str] = CollectionsOpt, finding: List[int] = FindingOpt,
+           db: Optional[str] = typer.Option(None, "--db", help="The application database affected, if known."),
+           drill: bool = DrillOpt,
            at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
     """A user, support or internal report opens an incident."""
-    _show(_api().report(kind, title, description, csv_list(collections) or [], by, _when(at)), json_out)
+    _show(_api().report(kind, title, description, csv_list(collections) or [], by, _when(at), list(finding), db,
+                        drill), json_out)
 
 
 @app.command()
 def event(kind: str = typer.Argument(..., help="failed_migration, incomplete_import, incomplete_export, "
                                      "storage_failure, replication_failure or sync_failure."),
-          title: Optional[str] = typer.Option(None, "--title"), description: str = typer.Option("", "--description"),
-          collections: Optional[str] = typer.Option(None, "--collections"),
+          title: Optional[str] = typer.Option(None, "--title", help="What is wrong [default: the event's name]."),
+          description: str = typer.Option("", "--description", help="What is known so far."),
+          collections: Optional[str] = CollectionsOpt, finding: List[int] = FindingOpt,
+          db: Optional[str] = typer.Option(None, "--db", help="The application database affected, if known."),
+          drill: bool = DrillOpt,
           at: Optional[str] = AtOpt, json_out: bool = JsonOpt) -> None:
     """A system event opens an incident."""
-    _show(_api().system_event(kind, title, description, csv_list(collections) or [], _when(at)), json_out)
+    _show(_api().system_event(kind, title, description, csv_list(collections) or [], _when(at), list(finding), db,
+                              drill), json_out)
 
 
 @app.command()
 def intake(db: Optional[str] = typer.Option(None, "--db", help="Only the last run on this database."),
+           drill: bool = typer.Option(False, "--drill", help="The incidents it opens are drills."),
            at: Optional[str] = AtOpt, json_out: bool = JsonOpt) -> None:
     """Open or join incidents for the open findings of the last check run (policy grouping, dedup)."""
-    res = _api().intake(db, _when(at))
+    res = _api().intake(db, _when(at), drill)
     if json_out:
         emit_json(res)
     else:
@@ -165,16 +189,56 @@ def show(incident: int = IdArg, json_out: bool = JsonOpt) -> None:
     inc = api.get(incident)
     tl = api.timeline(incident)
     if json_out:
-        emit_json({**inc, "timeline": tl, "notifications": api.notifications(incident),
-                   "publications": api.publications(incident)})
+        emit_json({**inc, "clocks": api.clocks(incident), "timeline": tl,
+                   "notifications": api.notifications(incident), "publications": api.publications(incident)})
         return
     _show(inc, False)
+    _print_clocks(api.clocks(incident))
     table = Table(title="timeline")
     for col in ("#", "time", "event", "by", "details"):
         table.add_column(col, overflow="fold")
     for e in tl:
         details = ", ".join(f"{k}={v}" for k, v in e["data"].items() if v not in (None, "", [], {}))
         table.add_row(str(e["seq"]), e["at"][:19], e["kind"], e["actor"], details[:160])
+    console.print(table)
+
+
+def _left(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return fmt_delta(timedelta(seconds=seconds)) + (" overdue" if seconds < 0 else " left")
+
+
+def _print_clocks(view: dict) -> None:
+    for c in view["clocks"]:
+        colour = {"overdue": "red", "missed": "red", "running": "yellow", "met": "green"}.get(c["state"], "white")
+        console.print(f"  {c['clock']} by {c['deadline'][:16]}Z: [{colour}]{c['state']}[/]"
+                      + (f", {_left(c['left'])}" if c["left"] is not None else ""), highlight=False)
+    nxt = view["next_escalation"]
+    if nxt:
+        when = "now (at the next tick)" if nxt["in"] <= 0 else f"in {fmt_delta(timedelta(seconds=nxt['in']))}"
+        console.print(f"  next escalation: {', '.join(nxt['roles'])} at {nxt['at'][:16]}Z ({when}) if the "
+                      f"{nxt['clock']} target is missed", highlight=False)
+    else:
+        console.print("  next escalation: none scheduled by the clocks", highlight=False)
+
+
+@app.command()
+def clocks(incident: int = IdArg, at: Optional[str] = typer.Option(None, "--at", help="Evaluate at this time "
+                                                                     "(ISO 8601 or +DURATION) [default: now]."),
+           json_out: bool = JsonOpt) -> None:
+    """Each deadline, time left, phase windows and the next escalation (reads only)."""
+    view = _api().clocks(incident, _when(at))
+    if json_out:
+        emit_json(view)
+        return
+    console.print(f"[bold]incident {incident}[/] clocks at {view['at'][:16]}Z", highlight=False)
+    _print_clocks(view)
+    table = Table(title="phase windows")
+    for col in ("phase", "ends (UTC)", "state"):
+        table.add_column(col, overflow="fold")
+    for p in view["phases"]:
+        table.add_row(p["name"], p["ends_at"][:16], "done" if p["done"] else _left(p["left"]))
     console.print(table)
 
 
@@ -186,14 +250,14 @@ def ack(incident: int = IdArg, at: Optional[str] = AtOpt, by: Optional[str] = By
 
 @app.command()
 def assign(incident: int = IdArg, role: str = typer.Option(..., "--role", help="A role of the policy."),
-           person: str = typer.Option(..., "--person"), at: Optional[str] = AtOpt, by: Optional[str] = ByOpt,
+           person: str = typer.Option(..., "--person", help="Who takes the role."), at: Optional[str] = AtOpt, by: Optional[str] = ByOpt,
            json_out: bool = JsonOpt) -> None:
     """Assign a person to a role (Incident Commander, Technical Lead, Database Administrator, ...)."""
     _show(_api().assign(incident, role, person, _when(at), by), json_out)
 
 
 @app.command()
-def escalate(incident: int = IdArg, reason: str = typer.Option(..., "--reason"),
+def escalate(incident: int = IdArg, reason: str = typer.Option(..., "--reason", help="Why (recorded and sent)."),
              severity: Optional[str] = typer.Option(None, "--severity", help="New level (higher or lower)."),
              notify: Optional[str] = typer.Option(None, "--notify", help="A role on the escalation path."),
              at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
@@ -202,7 +266,7 @@ def escalate(incident: int = IdArg, reason: str = typer.Option(..., "--reason"),
 
 
 @app.command()
-def note(incident: int = IdArg, text: str = typer.Argument(...), at: Optional[str] = AtOpt,
+def note(incident: int = IdArg, text: str = typer.Argument(..., help="The note's text."), at: Optional[str] = AtOpt,
          by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
     """Add a note to the timeline."""
     _show(_api().note(incident, text, _when(at), by), json_out)
@@ -210,7 +274,7 @@ def note(incident: int = IdArg, text: str = typer.Argument(...), at: Optional[st
 
 @app.command()
 def status(incident: int = IdArg, to: str = typer.Argument(..., help="investigating, recovering, resolved, ..."),
-           note_: Optional[str] = typer.Option(None, "--note"),
+           note_: Optional[str] = typer.Option(None, "--note", help="Why, in a line (recorded and sent)."),
            recovery_point: Optional[str] = typer.Option(None, "--recovery-point", help="Time the data was restored to."),
            at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
     """Move the incident along its lifecycle."""
@@ -220,22 +284,47 @@ def status(incident: int = IdArg, to: str = typer.Argument(..., help="investigat
 @app.command()
 def resolve(incident: int = IdArg, resolution: Optional[str] = typer.Option(None, "--resolution",
                                                                              help="How it was resolved (brief)."),
-            recovery_point: Optional[str] = typer.Option(None, "--recovery-point"),
+            recovery_point: Optional[str] = typer.Option(None, "--recovery-point", help="Time the data was restored to."),
             at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
     """Resolve (needs an acknowledged incident)."""
     _show(_api().resolve(incident, resolution, _when(at), by, _when(recovery_point)), json_out)
 
 
 @app.command()
-def close(incident: int = IdArg, at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
-    """Close a resolved incident (needs the root cause: `incident postmortem ID --root-cause`)."""
-    _show(_api().close(incident, _when(at), by), json_out)
+def close(incident: int = IdArg,
+          duplicate_of: Optional[int] = typer.Option(None, "--duplicate-of", help="Close it as a duplicate of this "
+                                                     "incident, moving its findings there (from any status)."),
+          at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """Close a resolved incident (needs the root cause: `incident postmortem ID --root-cause`), or a duplicate."""
+    api = _api()
+    if duplicate_of is not None:
+        api.merge(duplicate_of, [incident], _when(at), by)
+        _show(api.get(incident), json_out)
+        return
+    _show(api.close(incident, _when(at), by), json_out)
 
 
 @app.command()
-def link(incident: int = IdArg, backup: List[str] = typer.Option([], "--backup"),
-         restore: List[str] = typer.Option([], "--restore"),
-         recovery_point: Optional[str] = typer.Option(None, "--recovery-point"),
+def attach(incident: int = IdArg, finding: List[int] = typer.Option([], "--finding", help="A check finding to "
+                                                                      "link (repeatable)."),
+           at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """Attach check findings to an incident (scope, classes and severity follow)."""
+    _show(_api().attach_findings(incident, list(finding), _when(at), by), json_out)
+
+
+@app.command()
+def merge(incident: int = typer.Argument(..., help="The incident that stays."),
+          duplicates: List[int] = typer.Argument(..., help="Incidents to close as its duplicates."),
+          reason: Optional[str] = typer.Option(None, "--reason", help="Why they are the same (recorded)."),
+          at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """Merge duplicates into one incident: their findings, backups and restores move over; they close."""
+    _show(_api().merge(incident, list(duplicates), _when(at), by, reason), json_out)
+
+
+@app.command()
+def link(incident: int = IdArg, backup: List[str] = typer.Option([], "--backup", help="Backup id or unique prefix (repeatable)."),
+         restore: List[str] = typer.Option([], "--restore", help="Restore run id or promotion id (repeatable)."),
+         recovery_point: Optional[str] = typer.Option(None, "--recovery-point", help="Time the data was restored to."),
          started_at: Optional[str] = typer.Option(None, "--started-at", help="When the problem began."),
          at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
     """Link backups and restores; set the recovery point and when the problem began."""
@@ -248,7 +337,7 @@ def phase(incident: int = IdArg, item: Optional[str] = typer.Argument(None, help
           done: bool = typer.Option(False, "--done", help="Tick the item."),
           run: bool = typer.Option(False, "--run", help="Carry out the item's action, then tick it."),
           owner: Optional[str] = typer.Option(None, "--owner", help="Reassign the item to a role."),
-          note_: Optional[str] = typer.Option(None, "--note"),
+          note_: Optional[str] = typer.Option(None, "--note", help="A note on the item."),
           param: List[str] = typer.Option([], "--param", help="Action parameter NAME=VALUE (pause_features: "
                                           "features=a,b)."),
           set_: List[str] = typer.Option([], "--set", help="Template value for communication actions."),
@@ -279,7 +368,8 @@ def phase(incident: int = IdArg, item: Optional[str] = typer.Argument(None, help
         for col in ("item", "owner", "action", "done", "note"):
             table.add_column(col, overflow="fold")
         for it in ph["items"]:
-            table.add_row(f"{it['id']}\n{it['text']}", it["owner"], it["action"] or "", (it["done_at"] or "")[:16],
+            action = (it["action"] + (" (manual)" if it["manual"] else "")) if it["action"] else "manual"
+            table.add_row(f"{it['id']}\n{it['text']}", it["owner"], action, (it["done_at"] or "")[:16],
                           it["note"] or "")
         console.print(table)
 
@@ -304,7 +394,7 @@ def comms(incident: int = IdArg, template: str = typer.Argument(..., help="initi
 
 @app.command()
 def postmortem(incident: int = IdArg,
-               root_cause: Optional[str] = typer.Option(None, "--root-cause"),
+               root_cause: Optional[str] = typer.Option(None, "--root-cause", help="The root cause, in a sentence or two."),
                factor: List[str] = typer.Option([], "--factor", help="Contributing factor (repeatable)."),
                lesson: List[str] = typer.Option([], "--lesson", help="Lesson learned (repeatable)."),
                action_item: List[str] = typer.Option([], "--action-item", help="Action item (repeatable)."),
@@ -321,9 +411,12 @@ def postmortem(incident: int = IdArg,
 
 
 @app.command()
-def tick(at: Optional[str] = AtOpt, json_out: bool = JsonOpt) -> None:
+def tick(at: Optional[str] = AtOpt,
+         simulate: bool = typer.Option(False, "--simulate", help="Allow a future --at: only drill incidents move, "
+                                       "and every row written says simulated."),
+         json_out: bool = JsonOpt) -> None:
     """Evaluate every clock at a time (warnings, breaches, escalation; each once) and retry due notifications."""
-    res = _api().tick(_when(at))
+    res = _api().tick(_when(at), simulate)
     if json_out:
         emit_json(res)
         return
@@ -332,10 +425,13 @@ def tick(at: Optional[str] = AtOpt, json_out: bool = JsonOpt) -> None:
     r = res["notifications_retried"]
     console.print(f"{len(res['events'])} clock events; notifications retried: {r['sent']} sent, {r['failed']} failed",
                   highlight=False)
+    if res["simulated"]:
+        console.print(f"simulated: drills only; real incidents left alone: {res['skipped_real_incidents'] or 'none'}",
+                      highlight=False)
 
 
 @app.command("notify-retry")
-def notify_retry(incident: Optional[int] = typer.Argument(None), at: Optional[str] = AtOpt,
+def notify_retry(incident: Optional[int] = typer.Argument(None, help="Only this incident [default: all]."), at: Optional[str] = AtOpt,
                  json_out: bool = JsonOpt) -> None:
     """Deliver every pending notification now. Exit 1 when some still fail."""
     res = _api().retry_notifications(_when(at), incident)

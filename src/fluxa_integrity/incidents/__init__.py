@@ -14,3 +14,4 @@ checklist_ops (checklists and their actions), escalation (escalation and the clo
 from .actions import ActionContext, register_action  # noqa: F401
 from .api import Incidents  # noqa: F401
 from . import evidence  # noqa: F401,E402 - installs the backup-backed containment actions
+from . import tool_actions  # noqa: F401,E402 - installs verify_backups and run_checks

@@ -2,11 +2,13 @@
 
 A registry of handlers: ``register_action(name, handler)``; a handler gets an ActionContext
 and returns a dict that goes into the timeline (``status``: done | not_available | failed).
+An action a person does outside the tool is registered as manual (``register_manual``): the
+checklist shows it as manual and ``--run`` refuses it, so nothing answers "hook not installed".
 Handlers that change the incident (read-only flag, paused features) do it on ``ctx.incident``
 inside the caller's transaction. Other packages plug in here: the backup package is expected
-to register ``preserve_evidence`` (pin the latest backup, snapshot the affected collections)
-and ``verify_backups``; until then the default handler says which hook is missing, and the
-item is not ticked. The incident engine itself never imports backup code.
+to register ``preserve_evidence`` (pin the latest backup, snapshot the affected collections);
+tool_actions.py registers ``verify_backups`` and ``run_checks``. An unknown name gets a handler
+that says no handler is installed, and the item is not ticked. The incident engine itself never imports backup code.
 """
 
 from __future__ import annotations
@@ -48,10 +50,14 @@ def _missing(name: str) -> Handler:
     return run
 
 
-def _not_installed(what: str, needs: str) -> Handler:
-    def run(ctx: ActionContext) -> dict:
-        return {"status": "not_available", "message": f"{what} hook not installed", "needs": needs}
-    return run
+# Actions a person carries out outside the tool: `phase ID ITEM --run` refuses them (tick --done).
+MANUAL: dict[str, str] = {}
+
+
+def register_manual(name: str, why: str) -> None:
+    """Mark ``name`` as done by hand (no handler runs it)."""
+    MANUAL[name] = why
+    _HANDLERS.pop(name, None)
 
 
 def _read_only(on: bool) -> Handler:
@@ -78,8 +84,7 @@ register_action("read_only_mode", _read_only(True))
 register_action("lift_read_only", _read_only(False))
 register_action("pause_features", _pause)
 register_action("resume_features", _resume)
-# preserve_evidence is installed by incidents/evidence.py (it needs the backup package)
-register_action("verify_backups", _not_installed("backup verification", "the backup package"))
-register_action("run_checks", _not_installed("check run", "`fluxa-integrity check run` then `incident intake`"))
-register_action("enhanced_monitoring", _not_installed("monitoring", "the service's scheduler"))
+# preserve_evidence is installed by incidents/evidence.py, verify_backups and run_checks by
+# incidents/tool_actions.py (they need the backup and checks packages)
+register_manual("enhanced_monitoring", "monitoring is set up outside the tool (your monitoring system)")
 # first/progress/resolution_communication are publications: the API maps them to comms.

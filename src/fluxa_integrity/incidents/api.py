@@ -17,9 +17,9 @@ are written together; notifications are delivered after the commit (incidents/no
 god file: this module keeps the core (construction, the change plumbing ``_get``/``_change``/
 ``_notify``/``_record``, opening and intake, the lifecycle transitions, notifications and reading);
 publishing.py (status-page communications), checklist_ops.py (checklists and their actions),
-escalation.py (escalation and the clock ``tick``), review.py (review, postmortem, timeline) and
-recovery.py (``require_open``/``record_recovery_action`` for restore, promote and undo) hold
-the rest. They sit below this module: they use the core through ``self`` and import only
+escalation.py (escalation, the clock ``tick`` and the clocks view), review.py (review,
+postmortem, timeline), recovery.py (``require_open``/``record_recovery_action`` for restore,
+promote and undo) and duplicates.py (merge, close as a duplicate) hold the rest. They sit below this module: they use the core through ``self`` and import only
 change.py (the ``Change`` unit of work), never api.py.
 """
 
@@ -38,21 +38,22 @@ from ..policy.models import Policy
 from ..store import Store
 from ..store.incident_models import ChecklistState, Incident, IncidentFinding, Notification
 from ..store.models import Finding
-from . import intake, notifications, phases, refs, timeline
+from . import intake, notifications, phases, refs, timeline, timetravel
 from .change import SYSTEM, Change
 from .checklist_ops import COMMS_ACTIONS, ChecklistMixin  # noqa: F401 - COMMS_ACTIONS was defined here
+from .duplicates import DuplicatesMixin
 from .escalation import EscalationMixin
 from .lifecycle import LIVE, STATUSES, TIMESTAMP, check_transition
 from .publishing import PublishingMixin
 from .recovery import RecoveryMixin
 from .review import ReviewMixin
-from .severity import classes_for, level_for, rank, scope_from
+from .severity import classes_for, level_for, rank, scope_from, split_place
 from .timeutil import iso, now, utc
 
 PD_ACTION = {"acknowledged": "acknowledge", "resolved": "resolve"}
 
 
-class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, RecoveryMixin):
+class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, RecoveryMixin, DuplicatesMixin):
     def __init__(self, store: Store, policy: Policy, channels: list[Channel] | None = None,
                  retry: dict | None = None):
         self.store, self.policy = store, policy
@@ -91,6 +92,7 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
     def _change(self, incident_id: int, at: datetime | None, actor: str | None) -> Iterator[Change]:
         with self.store.session() as s:
             ch = Change(s, self._get(s, incident_id), utc(at) or now(), actor or SYSTEM)
+            timetravel.check(ch.at, ch.inc.drill, "change it", ch.inc.id)
             yield ch
         self._deliver(ch.outbox, ch.at)
 
@@ -107,7 +109,8 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
     def _notify(self, ch: Change, kind: str, subject: str, body: str = "", pagerduty: str | None = None) -> None:
         inc = ch.inc
         text = body or subject
-        msg = Message(inc.id, kind, f"[{inc.severity}] Incident {inc.id}: {subject}",
+        drill = "[DRILL] " if inc.drill else ""  # recipients must never mistake a drill for the real thing
+        msg = Message(inc.id, kind, f"{drill}[{inc.severity}] Incident {inc.id}: {subject}",
                       f"{text}\n\nIncident {inc.id} \"{inc.title}\" - status {inc.status}, severity {inc.severity}, "
                       f"data classes {', '.join(inc.data_classes or []) or '-'}.", inc.severity, pagerduty)
         ch.outbox += notifications.enqueue(ch.s, self.channels, msg, ch.at)
@@ -120,24 +123,33 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
     def open(self, title: str, collections: list[str] | None = None, source: str = "manual",
              source_kind: str | None = None, description: str = "", finding_ids: list[int] | None = None,
              database: str | None = None, issue_started_at: datetime | None = None,
-             detected_at: datetime | None = None, at: datetime | None = None, actor: str | None = None) -> dict:
-        """Open an incident. Severity comes from the data classes of ``collections`` and of the
-        linked findings (policy rules); escalation triggers for ``opened`` notify their roles."""
+             detected_at: datetime | None = None, at: datetime | None = None, actor: str | None = None,
+             drill: bool = False) -> dict:
+        """Open an incident. ``collections`` are collections or ``collection.field`` places (as fine
+        as the policy's data classes: ``users.preferences`` is not ``users``); severity comes from
+        their data classes and those of the linked findings (policy rules); escalation triggers
+        for ``opened`` notify their roles. A ``drill`` takes simulated (future) times."""
         at = utc(at) or now()
         if not title.strip():
             raise FluxaError("an incident needs a title", "pass --title")
+        timetravel.check(at, drill, "open an incident")
         with self.store.session() as s:
             found = self._findings(s, finding_ids or [])
-            colls = sorted(set(collections or []) | {f.collection for f in found})
-            unknown = [c for c in colls if c not in self.policy.collections]
+            self._not_linked_elsewhere(s, found, None)
+            places = sorted(set(collections or []))
+            named = [split_place(self.policy, p)[0] for p in places]
+            unknown = [c for c in named if c not in self.policy.collections]
             if unknown:
                 raise FluxaError(f"unknown collection(s) {', '.join(unknown)}",
-                                 f"the policy's collections: {', '.join(self.policy.collections)}")
-            classes = sorted(set(classes_for(self.policy, colls)) | {f.data_class for f in found if f.data_class})
+                                 f"the policy's collections: {', '.join(self.policy.collections)} "
+                                 "(or collection.field, e.g. users.preferences)")
+            colls = sorted(set(named) | {f.collection for f in found})
+            classes = sorted(set(classes_for(self.policy, places)) | {f.data_class for f in found if f.data_class})
             inc = Incident(title=title.strip(), description=description, source=source, source_kind=source_kind,
                            database=database or (found[0].database if found else None), status="open",
                            severity=level_for(self.policy, classes), severity_manual=False, data_classes=classes,
-                           collections=colls, backup_ids=[], restore_ids=[], roles={}, escalated_to=[], fired=[],
+                           collections=colls, places=places, drill=drill, duplicate_of=None,
+                           backup_ids=[], restore_ids=[], roles={}, escalated_to=[], fired=[],
                            scope={}, read_only=False, paused_features=[], opened_at=at,
                            issue_started_at=utc(issue_started_at), detected_at=utc(detected_at) or at,
                            contributing_factors=[], lessons=[], action_items=[], timeline_head="", timeline_count=0)
@@ -147,7 +159,8 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
                 s.add(ChecklistState(incident_id=inc.id, phase_id=phase_id, item_id=item_id, owner=owner))
             ch = Change(s, inc, at, actor or SYSTEM)
             self._record(ch, "opened", title=inc.title, source=source, source_kind=source_kind, severity=inc.severity,
-                         data_classes=classes, collections=colls, description=description)
+                         data_classes=classes, collections=colls, places=places, description=description,
+                         drill=drill or None)
             if found:
                 self._link(ch, found)
             self._notify(ch, "opened", f"opened: {inc.title}",
@@ -158,23 +171,31 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
         return self.get(inc.id)
 
     def report(self, kind: str, title: str, description: str = "", collections: list[str] | None = None,
-               reporter: str | None = None, at: datetime | None = None) -> dict:
-        """A user, support or internal report (or an alert from elsewhere) opens an incident."""
+               reporter: str | None = None, at: datetime | None = None, finding_ids: list[int] | None = None,
+               database: str | None = None, drill: bool = False) -> dict:
+        """A user, support or internal report (or an alert from elsewhere) opens an incident;
+        ``finding_ids`` are linked to it (never dropped)."""
         if kind not in intake.REPORT_KINDS:
             raise FluxaError(f"unknown report kind {kind!r}", f"one of: {', '.join(intake.REPORT_KINDS)}")
-        return self.open(title, collections, "report", kind, description, at=at, actor=reporter)
+        return self.open(title, collections, "report", kind, description, finding_ids, database, at=at,
+                         actor=reporter, drill=drill)
 
     def system_event(self, kind: str, title: str | None = None, description: str = "",
-                     collections: list[str] | None = None, at: datetime | None = None) -> dict:
+                     collections: list[str] | None = None, at: datetime | None = None,
+                     finding_ids: list[int] | None = None, database: str | None = None, drill: bool = False) -> dict:
         """A system event (failed migration, incomplete import/export, storage, replication or sync
-        failure) opens an incident."""
+        failure) opens an incident; ``finding_ids`` are linked to it."""
         if kind not in intake.SYSTEM_EVENTS:
             raise FluxaError(f"unknown system event {kind!r}", f"one of: {', '.join(intake.SYSTEM_EVENTS)}")
-        return self.open(title or intake.SYSTEM_EVENTS[kind], collections, "event", kind, description, at=at)
+        return self.open(title or intake.SYSTEM_EVENTS[kind], collections, "event", kind, description, finding_ids,
+                         database, at=at, drill=drill)
 
-    def intake(self, database: str | None = None, at: datetime | None = None) -> dict:
-        """Open or join incidents for the open findings of the last complete check run."""
+    def intake(self, database: str | None = None, at: datetime | None = None, drill: bool = False) -> dict:
+        """Open or join incidents for the open findings of the last complete check run (a live
+        incident of the same database, or one with no database yet such as a report, with the
+        same data class joins; ``drill``: the incidents it opens are drills)."""
         at = utc(at) or now()
+        timetravel.check(at, drill, "take findings in")
         result = {"run_id": None, "opened": [], "attached": {}, "skipped": []}
         with self.store.session() as s:
             run = intake.last_run(s, database)
@@ -203,15 +224,34 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
             rules = ", ".join(sorted({f.rule_id for f in fs}))
             title = f"{what}: {len(fs)} integrity finding{'s' if len(fs) > 1 else ''} ({rules})"
             opened = self.open(title[:300], source="finding", source_kind="check", finding_ids=[f.id for f in fs],
-                               database=run_db, detected_at=min(utc(f.opened_at) for f in fs), at=at)
+                               database=run_db, detected_at=min(utc(f.opened_at) for f in fs), at=at, drill=drill)
             result["opened"].append(opened["id"])
         return result
 
     def attach_findings(self, incident_id: int, finding_ids: list[int], at: datetime | None = None,
                         actor: str | None = None) -> dict:
+        """Link findings (each must exist, and not be on another live incident) to an incident
+        that is not closed."""
+        if not finding_ids:
+            raise FluxaError("nothing to attach", "pass --finding ID (repeatable)")
         with self._change(incident_id, at, actor) as ch:
-            self._link(ch, self._findings(ch.s, finding_ids))
+            if ch.inc.status == "closed":
+                raise FluxaError(f"incident {ch.inc.id} is closed", "attach the findings to a live incident")
+            found = self._findings(ch.s, finding_ids)
+            self._not_linked_elsewhere(ch.s, found, ch.inc.id)
+            self._link(ch, found)
         return self.get(incident_id)
+
+    def _not_linked_elsewhere(self, s: Session, found: list[Finding], incident_id: int | None) -> None:
+        """One live incident per finding: refuse a finding already on another incident that is
+        not closed, and say how to bring the two together."""
+        for f in found:
+            other = intake.incident_of(s, f.id, exclude=incident_id)
+            if other is not None:
+                into = incident_id if incident_id is not None else other
+                raise FluxaError(f"finding {f.id} is already on incident {other}",
+                                 f"merge the incidents instead: `fluxa-integrity incident merge {into} "
+                                 f"{other if into != other else 'OTHER'}`")
 
     def _findings(self, s: Session, ids: list[int]) -> list[Finding]:
         out = []
@@ -232,8 +272,6 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
         if not new:
             return
         inc.collections = sorted(set(inc.collections or []) | {f.collection for f in new})
-        inc.data_classes = sorted(set(inc.data_classes or []) | {f.data_class for f in new if f.data_class}
-                                  | set(classes_for(self.policy, inc.collections)))
         inc.database = inc.database or new[0].database
         linked = intake.linked_findings(s, inc.id)
         inc.scope = scope_from(linked, intake.scanned_docs(s, linked))
@@ -242,14 +280,21 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
             inc.issue_started_at = min(starts)
         self._record(ch, "findings_linked", finding_ids=[f.id for f in new],
                      fingerprints=[f.fingerprint for f in new], rules=[f.rule_id for f in new], scope=inc.scope)
+        self._reclassify(ch, {f.data_class for f in new if f.data_class}, "a linked finding affects critical data")
+
+    def _reclassify(self, ch: Change, more: set[str], reason: str) -> None:
+        """Add classes (the findings' own, field-aware ones, and the declared places': a preferences
+        finding in users must not pull in the class of all of users) and raise the severity they
+        call for, unless it was set by hand."""
+        inc = ch.inc
+        declared = inc.places if inc.places is not None else inc.collections
+        inc.data_classes = sorted(set(inc.data_classes or []) | more | set(classes_for(self.policy, declared or [])))
         wanted = level_for(self.policy, inc.data_classes)
         if not inc.severity_manual and rank(self.policy, wanted) < rank(self.policy, inc.severity):
             old, inc.severity = inc.severity, wanted
-            self._record(ch, "severity_changed", **{"from": old, "to": wanted,
-                                                    "reason": "a linked finding affects critical data"})
+            self._record(ch, "severity_changed", **{"from": old, "to": wanted, "reason": reason})
             if inc.timeline_count > 2:  # not while opening: the open message carries the severity
-                self._notify(ch, "severity", f"severity raised {old} -> {wanted}",
-                             "A linked finding affects critical data.")
+                self._notify(ch, "severity", f"severity raised {old} -> {wanted}", reason[:1].upper() + reason[1:] + ".")
 
     def _scope_line(self, inc: Incident) -> str:
         sc = inc.scope or {}
@@ -329,9 +374,10 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
     def retry_notifications(self, at: datetime | None = None, incident_id: int | None = None) -> dict:
         """Deliver every pending notification now, whatever its schedule (of one incident, which
         must exist, or of all)."""
-        if incident_id is not None:
-            self.get(incident_id)
-        return self._deliver(notifications.pending_ids(self.store, None, incident_id), utc(at) or now())
+        at = utc(at) or now()
+        drill = self.get(incident_id)["drill"] if incident_id is not None else False
+        timetravel.check(at, drill, "deliver notifications", incident_id)
+        return self._deliver(notifications.pending_ids(self.store, None, incident_id), at)
 
     def notifications(self, incident_id: int) -> list[dict]:
         with self.store.session() as s:
@@ -356,7 +402,8 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
                 "data_classes": inc.data_classes, "collections": inc.collections, "findings": fids,
                 "backups": inc.backup_ids, "restores": inc.restore_ids, "roles": inc.roles,
                 "escalated_to": inc.escalated_to, "scope": inc.scope, "read_only": inc.read_only,
-                "paused_features": inc.paused_features,
+                "paused_features": inc.paused_features, "drill": bool(inc.drill), "duplicate_of": inc.duplicate_of,
+                "places": inc.places if inc.places is not None else inc.collections,
                 "times": {s_: iso(getattr(inc, TIMESTAMP[s_])) for s_ in STATUSES},
                 "issue_started_at": iso(inc.issue_started_at), "detected_at": iso(inc.detected_at),
                 "recovery_point": iso(inc.recovery_point), "resolution": inc.resolution,

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from ..errors import FluxaError
 from ..store.incident_models import ChecklistState
 from . import phases
-from .actions import ActionContext, handler_for
+from .actions import MANUAL, ActionContext, handler_for
 from .timeutil import now, utc
 
 # Checklist actions that are communications: carried out by publishing the named template
@@ -45,6 +45,9 @@ class ChecklistMixin:
             raise FluxaError(f"unknown role {owner!r}", f"the policy's roles: {', '.join(self.policy.roles)}")
         if run and not item.action:
             raise FluxaError(f"item {item_id} has no action the tool can carry out", "tick it with --done")
+        if run and item.action in MANUAL:
+            raise FluxaError(f"item {item_id} is manual: {MANUAL[item.action]}",
+                             f"tick it once done: `fluxa-integrity incident phase ID {item_id} --done --note ...`")
         if run and item.action in COMMS_ACTIONS:
             self.publish(incident_id, COMMS_ACTIONS[item.action], values or {}, at=at, actor=actor)
         result = None

@@ -4,6 +4,9 @@
 (``incident.fired`` keeps their keys, so ticking twice records each event once). A breach is a
 fact even when the tick comes late: a clock is missed when its deadline passed before the
 acknowledgement (or resolution) happened, whenever the tick runs.
+``view(policy, incident, at, items_done)`` is what a responder reads (``incident show`` and
+``incident clocks``): each deadline, its state and time left, each phase window's end, and the
+next escalation the clocks will bring (when, to whom, why).
 """
 
 from __future__ import annotations
@@ -56,3 +59,40 @@ def remaining(policy: Policy, incident, at: datetime) -> dict[str, timedelta | N
     """Time left on each running clock (negative: breached); None once stopped."""
     stops = {"acknowledge": incident.acknowledged_at, "resolve": incident.resolved_at}
     return {c: (None if stops[c] else d - at) for c, d in deadlines(policy, incident).items()}
+
+
+def _state(deadline: datetime, stopped: datetime | None, live: bool, at: datetime) -> str:
+    if stopped is not None:
+        return "met" if stopped <= deadline else "missed"
+    if not live:
+        return "not measured"  # closed without the clock stopping (a duplicate)
+    return "overdue" if at >= deadline else "running"
+
+
+def view(policy: Policy, incident, at: datetime, items_done: dict[str, bool]) -> dict:
+    live = incident.status in LIVE
+    stops = {"acknowledge": utc(incident.acknowledged_at), "resolve": utc(incident.resolved_at)}
+    out: dict = {"at": at, "clocks": [], "phases": [], "next_escalation": None}
+    for clock, deadline in deadlines(policy, incident).items():
+        stopped = stops[clock]
+        out["clocks"].append({"clock": clock, "deadline": deadline, "state": _state(deadline, stopped, live, at),
+                              "left": None if stopped or not live else deadline - at, "stopped_at": stopped,
+                              "warn_at": deadline - policy.clocks.warn_before_delta})
+    opened = utc(incident.opened_at)
+    for phase in policy.phases:
+        end = opened + phase.end_delta
+        done = all(items_done.get(i.id, False) for i in phase.items)
+        out["phases"].append({"phase": phase.id, "name": phase.name, "ends_at": end, "done": done,
+                              "left": None if done or not live else end - at})
+    if live:
+        fired = set(incident.fired or [])
+        upcoming = []
+        for c in out["clocks"]:
+            key = f"{c['clock']}_missed"
+            if c["stopped_at"] is None and key not in fired:
+                roles = [r for r in policy.escalation.triggered(key, incident.severity)]
+                if roles:
+                    upcoming.append({"at": c["deadline"], "in": c["deadline"] - at, "clock": c["clock"],
+                                     "roles": roles, "reason": f"{c['clock']} target missed"})
+        out["next_escalation"] = min(upcoming, key=lambda e: e["at"]) if upcoming else None
+    return out

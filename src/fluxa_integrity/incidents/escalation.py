@@ -8,13 +8,13 @@ and ``_states`` comes from the checklist mixin.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
 from ..errors import FluxaError
 from ..store.incident_models import Incident
-from . import clocks, notifications
+from . import clocks, notifications, timetravel
 from .change import SYSTEM, Change
 from .severity import rank
 from .timeutil import fmt_delta, iso, now, utc
@@ -60,13 +60,35 @@ class EscalationMixin:
 
     # -- clocks -----------------------------------------------------------------------------
 
-    def tick(self, at: datetime | None = None) -> dict:
-        """Evaluate every live incident's clocks at ``at``: warnings, breaches, escalation by
-        clock, overdue phases (each recorded once), then retry due notifications."""
+    def clocks(self, incident_id: int, at: datetime | None = None) -> dict:
+        """Each deadline with its state and time left, phase ends, and the next escalation
+        (JSON-ready: times ISO 8601, durations in seconds)."""
         at = utc(at) or now()
+        with self.store.session() as s:
+            inc = self._get(s, incident_id, lock=False)
+            done = {k: v.done_at is not None for k, v in self._states(s, inc.id).items()}
+            return _jsonable({"incident": inc.id, **clocks.view(self.policy, inc, at, done)})
+
+    def tick(self, at: datetime | None = None, simulate: bool = False) -> dict:
+        """Evaluate every live incident's clocks at ``at``: warnings, breaches, escalation by
+        clock, overdue phases (each recorded once), then retry due notifications. A future ``at``
+        is a simulation: refused unless ``simulate``, and then only drill incidents move (their
+        rows say ``simulated``); real incidents are left to the real clock."""
+        at = utc(at) or now()
+        future = timetravel.simulated(at)
+        if future and not simulate:
+            raise FluxaError(f"tick at {iso(at)[:19]}Z is in the future: it would record breaches and escalations "
+                             "that have not happened", "add --simulate to move drill incidents only "
+                             "(`incident open --drill`); real incidents follow the real clock")
         fired: list[dict] = []
         with self.store.session() as s:
-            ids = list(s.scalars(select(Incident.id).where(Incident.status != "closed").order_by(Incident.id)))
+            q = select(Incident.id).where(Incident.status != "closed").order_by(Incident.id)
+            if future:
+                skipped = list(s.scalars(q.where(Incident.drill.is_not(True))))
+                q = q.where(Incident.drill.is_(True))
+            else:
+                skipped = []
+            ids = list(s.scalars(q))
         for iid in ids:
             with self._change(iid, at, SYSTEM) as ch:
                 states = self._states(ch.s, iid)
@@ -81,5 +103,19 @@ class EscalationMixin:
                     elif ev.kind == "clock_breached":
                         self._notify(ch, "clock", f"{ev.clock} target missed (due {ev.due_at:%H:%M} UTC)")
                         self._escalate_by_trigger(ch, ev.escalate_when, reason=f"{ev.clock} target missed")
-        retried = self._deliver(notifications.pending_ids(self.store, due_at=at), at)
-        return {"at": iso(at), "events": fired, "notifications_retried": retried}
+        due = notifications.pending_ids(self.store, due_at=at, incident_ids=ids if future else None)
+        retried = self._deliver(due, at)
+        return {"at": iso(at), "simulated": future, "events": fired, "notifications_retried": retried,
+                "skipped_real_incidents": skipped}
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, datetime):
+        return iso(v)
+    if isinstance(v, timedelta):
+        return v.total_seconds()
+    return v

@@ -5,7 +5,8 @@ which data classes exist; the grouping is a decision documented in docs/incident
 - dedup: a finding already linked to an incident that is not closed is skipped (its fingerprint
   identifies it across runs, so a finding seen again is the same finding);
 - a finding whose data class is already under a live incident on the same database attaches to it
-  (unclassified findings: same collection);
+  (unclassified findings: same collection); failing that, a live incident with no database yet
+  (a user or support report) of that class takes it, and its database is set from the finding;
 - the rest open one incident per data class (per collection when unclassified).
 Reports and system events open an incident each.
 """
@@ -52,9 +53,21 @@ def group_key(f: Finding) -> str:
     return f"class:{f.data_class}" if f.data_class else f"collection:{f.collection}"
 
 
+def incident_of(s: Session, finding_id: int, exclude: int | None = None) -> int | None:
+    """The incident, not closed, that a finding is linked to (other than ``exclude``)."""
+    q = (select(IncidentFinding.incident_id).join(Incident, Incident.id == IncidentFinding.incident_id)
+         .where(IncidentFinding.finding_id == finding_id, Incident.status != "closed"))
+    if exclude is not None:
+        q = q.where(IncidentFinding.incident_id != exclude)
+    return s.scalar(q.order_by(IncidentFinding.incident_id).limit(1))
+
+
 def attach_target(s: Session, f: Finding) -> Incident | None:
-    live = s.scalars(select(Incident).where(Incident.status.in_(LIVE), Incident.database == f.database)
-                     .order_by(Incident.id)).all()
+    """The live incident a finding joins: one on the same database first, else one that names no
+    database yet (a report or event from a person, who seldom knows the database name)."""
+    live = s.scalars(select(Incident).where(Incident.status.in_(LIVE), Incident.duplicate_of.is_(None),
+                                            (Incident.database == f.database) | Incident.database.is_(None))
+                     .order_by(Incident.database.is_(None), Incident.id)).all()
     for inc in live:
         if (f.data_class and f.data_class in (inc.data_classes or [])) or \
            (not f.data_class and f.collection in (inc.collections or [])):

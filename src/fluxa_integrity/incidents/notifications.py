@@ -100,10 +100,13 @@ def deliver(store: Store, channels: list[Channel], ids: list[int], at: datetime,
     return summary
 
 
-def pending_ids(store: Store, due_at: datetime | None = None, incident_id: int | None = None) -> list[int]:
+def pending_ids(store: Store, due_at: datetime | None = None, incident_id: int | None = None,
+                incident_ids: list[int] | None = None) -> list[int]:
     with store.session() as s:
         q = select(Notification).where(Notification.status == "pending").order_by(Notification.id)
         if incident_id is not None:
             q = q.where(Notification.incident_id == incident_id)
+        if incident_ids is not None:
+            q = q.where(Notification.incident_id.in_(incident_ids))
         rows = s.scalars(q).all()
         return [r.id for r in rows if due_at is None or r.next_attempt_at is None or utc(r.next_attempt_at) <= due_at]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ..policy.models import Policy
+from .actions import MANUAL
 from .timeutil import iso, utc
 
 
@@ -25,6 +26,7 @@ def view(policy: Policy, incident, states: dict, at: datetime) -> list[dict]:
                 st = states.get(item.id)
                 items.append({"id": item.id, "step": step.title, "text": item.text,
                               "owner": st.owner if st else item.owner, "action": item.action,
+                              "manual": item.action is None or item.action in MANUAL,
                               "done_at": iso(st.done_at) if st and st.done_at else None,
                               "done_by": st.done_by if st else None, "note": st.note if st else None})
         done = sum(1 for i in items if i["done_at"])

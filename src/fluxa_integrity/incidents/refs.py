@@ -21,8 +21,11 @@ def backups(s: Session, ids: list[str]) -> list[str]:
         bid = str(given).strip()
         row = s.get(Backup, bid) if bid else None
         if row is None and bid:
-            rows = list(s.scalars(select(Backup).where(Backup.id.like(f"{bid}%")).limit(2)))
-            row = rows[0] if len(rows) == 1 else None
+            rows = list(s.scalars(select(Backup).where(Backup.id.like(f"{bid}%")).limit(3)))
+            if len(rows) > 1:
+                raise FluxaError(f"backup prefix {given!r} matches several backups "
+                                 f"({', '.join(r.id for r in rows[:2])}, ...)", "give more of the id")
+            row = rows[0] if rows else None
         if row is None:
             raise FluxaError(f"no backup {given!r} in the catalog", "list them with `fluxa-integrity backup list`")
         out.append(row.id)

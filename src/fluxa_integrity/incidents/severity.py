@@ -13,8 +13,23 @@ _CAUSES = {"schema": "schema or code change writing bad values", "referential": 
            "backup_verification": "backup process"}
 
 
-def classes_for(policy: Policy, collections: list[str]) -> list[str]:
-    return sorted({dc.name for c in collections if (dc := policy.data_class_for(c)) is not None})
+def split_place(policy: Policy, place: str) -> tuple[str, str | None]:
+    """``users.preferences`` -> ("users", "preferences"); a name the policy knows as a collection
+    (even with a dot in it) stays whole. The longest known collection prefix wins."""
+    if place in policy.collections:
+        return place, None
+    parts = place.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        coll = ".".join(parts[:i])
+        if coll in policy.collections:
+            return coll, ".".join(parts[i:])
+    return place, None
+
+
+def classes_for(policy: Policy, places: list[str]) -> list[str]:
+    """Data classes of collections or ``collection.field`` places, as fine as the policy's covers:
+    ``users.preferences`` is User Preferences (medium), ``users`` is User Accounts (critical)."""
+    return sorted({dc.name for p in places if (dc := policy.data_class_for(*split_place(policy, p))) is not None})
 
 
 def level_for(policy: Policy, data_classes: list[str]) -> str:

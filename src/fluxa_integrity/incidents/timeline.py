@@ -6,6 +6,7 @@ the first). The incident keeps the head hash and the row count, so an edited row
 longer matches), a deleted row in the middle (the next row's prev_hash and the seq numbers
 break) and a deleted last row (head and count disagree) are all detected by ``verify``.
 This detects tampering by someone editing the database; it is not a signature.
+A row written at a simulated (future) time, which only a drill allows, carries ``simulated: true``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..store.incident_models import Incident, IncidentEvent
+from .timetravel import simulated
 from .timeutil import iso
 
 
@@ -36,6 +38,8 @@ def row_hash(prev_hash: str, incident_id: int, seq: int, at: datetime, kind: str
 def append(s: Session, incident: Incident, kind: str, at: datetime, actor: str = "fluxa-integrity",
            **data) -> IncidentEvent:
     """Add one row at the end of the chain (the unique (incident, seq) refuses a forked chain)."""
+    if simulated(at):  # only a drill gets here (timetravel.check): say so on the row itself
+        data["simulated"] = True
     data = _plain(data)
     seq = incident.timeline_count + 1
     h = row_hash(incident.timeline_head, incident.id, seq, at, kind, actor, data)
