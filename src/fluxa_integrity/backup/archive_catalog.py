@@ -172,7 +172,9 @@ def coverage(store: Store, repo: Path | None = None, deep: bool = False) -> tupl
     for row in slices(store, repo):
         problem = file_problem(row, deep)
         (damaged if problem else healthy).append((_lo(row), row, problem))
-    healthy.sort(key=lambda x: (x[0], last_ts(x[1]), x[1].id))
+    # widest first among equal starts: a duplicate then falls wholly inside and is not counted twice
+    # (a slice that only partly overlaps the window adds its whole count: an upper bound)
+    healthy.sort(key=lambda x: (x[0], -x[1].last_t, -x[1].last_i, x[1].id))
     windows: list[Window] = []
     for lo, row, _ in healthy:
         cur = windows[-1] if windows else None

@@ -275,17 +275,19 @@ def archive_oplog_cmd(once: bool = typer.Option(False, "--once", help="Archive w
 
 @app.command("oplog-status")
 def oplog_status(repo: Optional[Path] = typer.Option(None, "--repo", help="Only this repository [default: all]."),
+                 deep: bool = typer.Option(False, "--deep", help="Also check every slice's sha256 (reads every "
+                                           "file), not only that it is present with its cataloged size."),
                  json_out: bool = JsonOpt) -> None:
     """Windows of continuous oplog coverage and the gaps between them. Exit 1 if there is a gap."""
     from ..backup.archive_catalog import caught_up, coverage
     from ..backup.repository import resolve_repo
 
     store = open_store()
-    windows, gaps = coverage(store, resolve_repo(repo, create=False) if repo else None)
+    windows, gaps = coverage(store, resolve_repo(repo, create=False) if repo else None, deep=deep)
     proofs = caught_up(store)
     rows = [{**w.as_dict(), "caught_up_at": proofs.get(w.last)} for w in windows]
     if json_out:
-        emit_json({"windows": rows, "gaps": gaps, "broken": bool(gaps)})
+        emit_json({"windows": rows, "gaps": gaps, "broken": bool(gaps), "deep": deep})
     else:
         table = Table(title="oplog archive: continuous windows")
         for col in ("from", "to", "from (wall)", "to (wall)", "caught up at", "slices", "entries"):
@@ -294,7 +296,16 @@ def oplog_status(repo: Optional[Path] = typer.Option(None, "--repo", help="Only 
             table.add_row(d["from"], d["to"], str(d["from_wall"] or "-"), str(d["to_wall"] or "-"),
                           str(d["caught_up_at"] or "-"), str(d["slices"]), str(d["entries"]))
         console.print(table)
+        for d in rows:
+            if d["duplicate_slices"]:
+                console.print(f"note: {len(d['duplicate_slices'])} slices hold entries other slices also hold "
+                              "(written by two archivers at once); harmless, replay skips repeated entries",
+                              highlight=False)
+            for p in d["problems"]:
+                console.print(f"[yellow]damaged, but its entries are in other slices:[/] {p}", highlight=False)
         for g in gaps:
             console.print(f"[bold red]GAP after {g['after']} up to {g['before']}: {g['reason']} - the point-in-time "
                           "window is broken there[/]", highlight=False)
+        console.print("checked: " + ("presence, size and sha256 of every slice" if deep else
+                      "presence and size of every slice (--deep also checks their sha256)"), highlight=False)
     raise typer.Exit(EXIT_PROBLEMS if gaps else 0)
