@@ -1,16 +1,22 @@
-// Command dumpcheck reads mongodump directories with the official Go driver's BSON library - the
-// library mongorestore parses them with - so that the index specs of Fluxa's dumps are checked
-// where the real mongorestore cannot build them (FerretDB refuses its createIndexes; the rest of
-// the interop runs the real tools from tools/mongo-tools: see docs/backup.md).
+// Command dumpcheck reads and writes mongodump directories with the official Go driver's BSON
+// library - the library mongodump and mongorestore are built on. It is the interop check that runs
+// everywhere: the real mongo-tools are used when they can be had (FLUXA_MONGOTOOLS_BIN, PATH, a
+// checkout, or the Go module proxy, which refuses mongo-tools on some machines), and 'write' stands
+// in for the real mongodump when they cannot; 'read' checks our index specs, which the real
+// mongorestore cannot build on FerretDB. See docs/backup.md.
 //
-//	dumpcheck read DIR   parse every <coll>.metadata.json[.gz] the way mongorestore does and
-//	                     every <coll>.bson[.gz]; print one JSON summary per collection
+//	dumpcheck read DIR           parse every <coll>.metadata.json[.gz] the way mongorestore does and
+//	                             every <coll>.bson[.gz]; print one JSON summary per collection
+//	dumpcheck write URI DB DIR   dump DB the way mongodump does (raw documents back to back,
+//	   [-gzip]                   canonical Extended JSON metadata) into DIR/DB/
 package main
 
 import (
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +27,8 @@ import (
 	"strings"
 
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
 )
 
 // metadata has the shape mongorestore unmarshals <coll>.metadata.json into.
@@ -43,10 +51,22 @@ type summary struct {
 }
 
 func main() {
-	if len(os.Args) != 3 || os.Args[1] != "read" {
-		fail("usage: dumpcheck read DIR")
+	if len(os.Args) < 3 {
+		fail("usage: dumpcheck read DIR | dumpcheck write URI DB DIR [-gzip]")
 	}
-	if err := read(os.Args[2]); err != nil {
+	var err error
+	switch os.Args[1] {
+	case "read":
+		err = read(os.Args[2])
+	case "write":
+		if len(os.Args) < 5 {
+			fail("usage: dumpcheck write URI DB DIR [-gzip]")
+		}
+		err = write(os.Args[2], os.Args[3], os.Args[4], len(os.Args) > 5 && os.Args[5] == "-gzip")
+	default:
+		fail("unknown command " + os.Args[1])
+	}
+	if err != nil {
 		fail(err.Error())
 	}
 }
@@ -167,4 +187,107 @@ func readBSON(path string) (int, string, error) {
 		n++
 	}
 	return n, fmt.Sprintf("%064x", acc), nil
+}
+
+func write(uri, dbName, dir string, gz bool) error {
+	ctx := context.Background()
+	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
+	if err != nil {
+		return err
+	}
+	defer client.Disconnect(ctx)
+	db := client.Database(dbName)
+	specs, err := db.ListCollectionSpecifications(ctx, bson.D{})
+	if err != nil {
+		return err
+	}
+	out := filepath.Join(dir, dbName)
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	suffix := ""
+	if gz {
+		suffix = ".gz"
+	}
+	for _, spec := range specs {
+		if strings.HasPrefix(spec.Name, "system.") {
+			continue
+		}
+		m := metadata{CollectionName: spec.Name, Type: spec.Type, Indexes: []bson.D{}}
+		if spec.Options != nil {
+			if err := bson.Unmarshal(spec.Options, &m.Options); err != nil {
+				return err
+			}
+		}
+		if spec.UUID != nil {
+			m.UUID = hex.EncodeToString(spec.UUID.Data)
+		}
+		if spec.Type != "view" {
+			cur, err := db.Collection(spec.Name).Indexes().List(ctx)
+			if err != nil {
+				return err
+			}
+			for cur.Next(ctx) {
+				var idx bson.D
+				if err := bson.Unmarshal(cur.Current, &idx); err != nil {
+					return err
+				}
+				m.Indexes = append(m.Indexes, idx)
+			}
+			if err := dumpDocs(ctx, db.Collection(spec.Name), filepath.Join(out, spec.Name+".bson"+suffix), gz); err != nil {
+				return err
+			}
+		}
+		text, err := bson.MarshalExtJSON(m, true, false)
+		if err != nil {
+			return err
+		}
+		if err := writeFile(filepath.Join(out, spec.Name+".metadata.json"+suffix), gz, func(w io.Writer) error {
+			_, err := w.Write(text)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func dumpDocs(ctx context.Context, coll *mongo.Collection, path string, gz bool) error {
+	cur, err := coll.Find(ctx, bson.D{})
+	if err != nil {
+		return err
+	}
+	defer cur.Close(ctx)
+	return writeFile(path, gz, func(w io.Writer) error {
+		for cur.Next(ctx) {
+			if _, err := w.Write(cur.Current); err != nil {
+				return err
+			}
+		}
+		return cur.Err()
+	})
+}
+
+func writeFile(path string, gz bool, body func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	var w io.Writer = f
+	var z *gzip.Writer
+	if gz {
+		z = gzip.NewWriter(f)
+		w = z
+	}
+	if err := body(w); err != nil {
+		f.Close()
+		return err
+	}
+	if z != nil {
+		if err := z.Close(); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return f.Close()
 }
