@@ -1,7 +1,9 @@
 """Full backup and restore throughput as ratios to a plain cursor drain of the same collections,
-in the same run, on a FerretDB of its own, beside the real mongodump --gzip and mongorestore
-(built from tools/mongo-tools; restored without indexes, which FerretDB refuses from
-mongorestore, and checked byte-identical to the source); the exact oplog probe's cost; with ``--load-seconds``
+in the same run, on a FerretDB of its own, beside the real mongodump --gzip and mongorestore when
+they can be had (mongo/mongotools.py: FLUXA_MONGOTOOLS_BIN, PATH, FLUXA_MONGOTOOLS_SRC or the Go
+module proxy; else "mongo-tools: unavailable (<reason>)" is printed; restored without indexes,
+which FerretDB refuses from mongorestore, and checked byte-identical to the source); the exact
+oplog probe's cost; with ``--load-seconds``
 also the oplog archiver's lag under a sustained write load on the same data and the time of a
 point-in-time restore to the middle of that load (checked against a copy taken at that moment).
 
@@ -138,8 +140,19 @@ def main() -> None:
         server.stop()
 
 
+def mongotools_or_none() -> mongotools.MongoTools | None:
+    """The real tools for the baselines, or None with the reason printed (then the run goes on)."""
+    try:
+        tools = mongotools.obtain(lambda m: print(m, file=sys.stderr, flush=True))
+    except mongotools.ToolsUnavailable as exc:
+        print(f"mongo-tools: unavailable ({exc.reason})", flush=True)
+        return None
+    print(f"mongo-tools: {tools.source}; {mongotools.version(tools.mongodump)}", flush=True)
+    return tools
+
+
 def throughput(a, uri, client, db, store, repo) -> None:
-    tools = None if a.no_mongotools else mongotools.build(lambda m: print(m, file=sys.stderr, flush=True))
+    tools = None if a.no_mongotools else mongotools_or_none()
     names = sorted(db.list_collection_names())
     t = time.perf_counter()
     docs = drain_all(db, names)
