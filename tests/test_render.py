@@ -85,3 +85,9 @@ def test_fits_counts_every_id_column_whole():
     cols = [Col("id", id=True), Col("rule", id=True), Col("x")]
     rows = [["1", "conversations.userId.ref", "dangling"]]
     assert fits(80, cols, rows) and not fits(30, cols, rows)
+
+
+def test_cells_are_text_not_markup():
+    cols = [Col("_id", id=True), Col("value")]
+    text = _render(200, cols, [["1", value(["a", "b"])], ["2", "[bold]x[/bold]"]])
+    assert "[a, b]" in text and "[bold]x[/bold]" in text

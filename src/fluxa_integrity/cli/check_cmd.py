@@ -151,10 +151,10 @@ def findings(status: str = typer.Option("open", "--status", help="Which findings
         emit_json([_finding_dict(r) for r in rows])
     else:
         cols = [Col("id", id=True), Col("rule", id=True), Col("variant"), Col("status"), Col("count", justify="right"),
-                Col("runs"), Col("class"), Col("fingerprint", id=True)]
+                Col("runs"), Col("class")]  # the fingerprint is in --json and `check show`
         print_table(console, f"{status} findings", cols,
                     [[str(r.id), r.rule_id, r.variant, r.status, str(r.count), f"{r.first_run_id}..{r.last_run_id}",
-                      r.data_class or "-", r.fingerprint[:12]] for r in rows])
+                      r.data_class or "-"] for r in rows])
         if rows:
             console.print(f"next: fluxa-integrity check show {rows[0].id}   the evidence of one finding",
                           highlight=False, markup=False, soft_wrap=True)

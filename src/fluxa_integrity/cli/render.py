@@ -37,7 +37,7 @@ UTC = timezone.utc
 LIMIT = 60  # characters of one shortened value
 MAX_ITEMS = 8  # entries of a dict or list shown before "+N more"
 ELLIPSIS = "…"
-MIN_OTHER = 8  # columns a non-id column needs (at most) before a table becomes blocks
+MIN_OTHER = 12  # columns a non-id column needs (at most: its longest word) before a table becomes blocks
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NUMBER_KEYS = ("$numberLong", "$numberInt", "$numberDouble", "$numberDecimal")
@@ -216,8 +216,10 @@ def fits(width: int, cols: Sequence[Col], rows: Sequence[Sequence[str]]) -> bool
     """Whether a table can show every id whole and leave each other column its minimum."""
     need = _overhead(len(cols))
     for i, c in enumerate(cols):
-        natural = max([len(c.name)] + [len(r[i]) for r in rows])
-        need += natural if c.id else min(natural, MIN_OTHER)
+        if c.id:
+            need += max([len(c.name)] + [len(r[i]) for r in rows])
+        else:  # a column narrower than its longest word folds words mid-way ("critica|lity")
+            need += min(max(len(w) for x in [c.name, *(r[i] for r in rows)] for w in x.split() or [""]), MIN_OTHER)
     return need <= width
 
 
@@ -234,20 +236,20 @@ def print_table(console: Console, title: Optional[str], cols: Sequence[Col], row
             table.add_column(c.name, width=width, no_wrap=True, justify=c.justify)
         else:
             table.add_column(c.name, overflow="fold", justify=c.justify)
-    for r in cells:
-        table.add_row(*r)
+    for r in cells:  # Text, not markup: a value like "[a, b]" would be eaten as a style tag
+        table.add_row(*(Text(c) for c in r))
     console.print(table, highlight=False)
 
 
 def print_blocks(console: Console, title: Optional[str], cols: Sequence[Col], rows: Sequence[Sequence[str]]) -> None:
-    """One record per block: its ids (``name: value``) on a line we never break, then the other
+    """One record per block: its first column and ids (``name: value``) on a line we never break, then the other
     columns as ``name: value; ...`` wrapped and indented under it."""
     if title:
         console.print(title, style="italic", highlight=False, markup=False, soft_wrap=True)
-    has_ids = any(c.id for c in cols)
+    in_head = [c.id or i == 0 for i, c in enumerate(cols)]  # the ids, and what names the record
     for r in rows:
-        head = [f"{c.name}: {x}" for c, x in zip(cols, r) if c.id or (not has_ids and c is cols[0])]
-        rest = [f"{c.name}: {x}" for c, x in zip(cols, r) if not (c.id or (not has_ids and c is cols[0]))]
+        head = [f"{c.name}: {x}" for c, x, h in zip(cols, r, in_head) if h]
+        rest = [f"{c.name}: {x}" for c, x, h in zip(cols, r, in_head) if not h]
         console.print("  ".join(head), highlight=False, markup=False, soft_wrap=True)
         if rest:
             console.print(Padding(Text("; ".join(rest)), (0, 0, 0, 4), expand=False), highlight=False)

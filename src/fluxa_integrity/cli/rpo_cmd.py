@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from ..backup.objectives import rpo_status, rto_status
 from ..policy.durations import format_duration
 from ..store import open_store
 from .common import PolicyOpt, policy_from
 from .common import EXIT_PROBLEMS, DbOpt, JsonOpt, console, emit_json
+from .render import Col, print_table
 
 rpo_app = typer.Typer(help="Recovery point objectives: age of the newest recoverable point per data class.",
                       no_args_is_help=True)
@@ -54,13 +54,11 @@ def rpo(policy: Optional[Path] = PolicyOpt, db: Optional[str] = DbOpt,
         for g in gaps:
             console.print(f"[bold red]ERROR: oplog archive gap after {g['after']} up to {g['before']}: {g['reason']} - "
                           "no point in time in that range can be restored[/]", highlight=False)
-        table = Table(title=f"RPO, {_db(db)}")
-        for col in ("data class", "rpo", "newest backup", "point from", "age", "status"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(r["data_class"], r["rpo"], r["backup_id"] or "none", r.get("source") or "-", _age(r["age_seconds"]),
-                          f"[{'red' if r['status'] == 'breached' else 'green'}]{r['status']}[/]")
-        console.print(table)
+        print_table(console, f"RPO, {_db(db)}",
+                    [Col("data class"), Col("rpo"), Col("newest backup", id=True), Col("point from"), Col("age"),
+                     Col("status")],
+                    [[r["data_class"], r["rpo"], r["backup_id"] or "none", r.get("source") or "-",
+                      _age(r["age_seconds"]), r["status"]] for r in rows])
     raise typer.Exit(EXIT_PROBLEMS if breached else 0)
 
 
@@ -74,11 +72,8 @@ def rto(policy: Optional[Path] = PolicyOpt,
     if json_out:
         emit_json({"breached": breached, "data_classes": rows})
     else:
-        table = Table(title="RTO (measured by `backup verify`)")
-        for col in ("data class", "rto", "measured", "backup", "status"):
-            table.add_column(col)
-        for r in rows:
-            m = r["measured_seconds"]
-            table.add_row(r["data_class"], r["rto"], "-" if m is None else f"{m:.2f}s", r["backup_id"] or "-", r["status"])
-        console.print(table)
+        print_table(console, "RTO (measured by `backup verify`)",
+                    [Col("data class"), Col("rto"), Col("measured"), Col("backup", id=True), Col("status")],
+                    [[r["data_class"], r["rto"], "-" if r["measured_seconds"] is None else f"{r['measured_seconds']:.2f}s",
+                      r["backup_id"] or "-", r["status"]] for r in rows])
     raise typer.Exit(EXIT_PROBLEMS if breached else 0)
