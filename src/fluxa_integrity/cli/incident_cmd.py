@@ -64,7 +64,7 @@ def _show(inc: dict, json_out: bool, extra: str | None = None) -> None:
     tags = (" [magenta]DRILL[/]" if inc.get("drill") else "") + \
         (f" (duplicate of {inc['duplicate_of']})" if inc.get("duplicate_of") else "")
     console.print(f"[bold]incident {inc['id']}[/]{tags} [{colour}]{inc['severity']}[/] {inc['status']}: "
-                  f"{inc['title']}", highlight=False)
+                  f"{escape(inc['title'])}", highlight=False)
     console.print(f"  classes: {', '.join(inc['data_classes']) or '-'}; collections: "
                   f"{', '.join(inc.get('places') or inc['collections']) or '-'}; findings: {', '.join(map(str, inc['findings'])) or '-'}",
                   highlight=False)
@@ -177,8 +177,9 @@ def list_(status: Optional[str] = typer.Option(None, "--status", help="A status,
     for col in ("id", "sev", "status", "title", "classes", "opened"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(str(r["id"]), r["severity"], r["status"], r["title"], ", ".join(r["data_classes"]),
-                      (r["times"]["open"] or "")[:16])
+        state = r["status"] + (f" (duplicate of {r['duplicate_of']})" if r.get("duplicate_of") else "")
+        table.add_row(str(r["id"]), r["severity"], state, ("[DRILL] " if r.get("drill") else "") + escape(r["title"]),
+                      ", ".join(r["data_classes"]), (r["times"]["open"] or "")[:16])
     console.print(table)
 
 
@@ -198,9 +199,18 @@ def show(incident: int = IdArg, json_out: bool = JsonOpt) -> None:
     for col in ("#", "time", "event", "by", "details"):
         table.add_column(col, overflow="fold")
     for e in tl:
-        details = ", ".join(f"{k}={v}" for k, v in e["data"].items() if v not in (None, "", [], {}))
-        table.add_row(str(e["seq"]), e["at"][:19], e["kind"], e["actor"], details[:160])
+        details = "; ".join(f"{k}: {_plain(v)}" for k, v in e["data"].items() if v not in (None, "", [], {}))
+        table.add_row(str(e["seq"]), e["at"][:19], e["kind"], escape(e["actor"]), escape(details[:160]))
     console.print(table)
+
+
+def _plain(v) -> str:
+    """A timeline value as a person reads it: lists joined, mappings as key value pairs."""
+    if isinstance(v, list):
+        return ", ".join(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_plain(x)}" for k, x in v.items())
+    return str(v)
 
 
 def _left(seconds: float | None) -> str:
@@ -355,7 +365,8 @@ def phase(incident: int = IdArg, item: Optional[str] = typer.Argument(None, help
         ar = res.get("action_result")
         if ar:
             colour = "green" if ar.get("status") == "done" else "yellow"
-            console.print(f"[{colour}]{item}: {ar.get('status')}[/] {ar.get('message', '')}", highlight=False)
+            console.print(f"[{colour}]{item}: {ar.get('status')}[/] {escape(str(ar.get('message', '')))}",
+                          highlight=False)
         if ar and ar.get("status") != "done":
             raise typer.Exit(EXIT_PROBLEMS)
     view = api.checklist(incident, _when(at))
@@ -369,8 +380,8 @@ def phase(incident: int = IdArg, item: Optional[str] = typer.Argument(None, help
             table.add_column(col, overflow="fold")
         for it in ph["items"]:
             action = (it["action"] + (" (manual)" if it["manual"] else "")) if it["action"] else "manual"
-            table.add_row(f"{it['id']}\n{it['text']}", it["owner"], action, (it["done_at"] or "")[:16],
-                          it["note"] or "")
+            table.add_row(f"{it['id']}\n{escape(it['text'])}", it["owner"], action, (it["done_at"] or "")[:16],
+                          escape(it["note"] or ""))
         console.print(table)
 
 

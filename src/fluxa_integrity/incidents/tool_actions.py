@@ -25,6 +25,7 @@ from ..checks.history import record_run
 from ..checks.runner import run_checks
 from ..config import resolve_target
 from ..errors import FluxaError
+from ..restore.verification import verify_backup
 from ..store.models import Finding
 from .actions import ActionContext, register_action
 
@@ -36,9 +37,6 @@ def _target(ctx: ActionContext):
 
 
 def verify_backups(ctx: ActionContext) -> dict:
-    # imported here: restore/ records its work on incidents, so a module-level import could cycle
-    from ..restore.verification import verify_backup
-
     target = _target(ctx)
     ids = [ctx.params["backup"]] if ctx.params.get("backup") else list(ctx.incident.backup_ids or [])
     if not ids:
