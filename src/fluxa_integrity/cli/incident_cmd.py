@@ -22,7 +22,7 @@ app = typer.Typer(help="Data-integrity incidents: intake, severity, clocks, esca
                   "postmortem.", no_args_is_help=True)
 
 AtOpt = typer.Option(None, "--at", help="When it happened: ISO 8601 (UTC if no zone) or +DURATION from now "
-                     "[default: now].")
+                     "(default: now).")
 ByOpt = typer.Option(None, "--by", help="Who did it (recorded in the timeline).")
 IdArg = typer.Argument(..., help="Incident id.")
 
@@ -140,7 +140,7 @@ def report(kind: str = typer.Argument(..., help="user, support, internal or aler
 @app.command()
 def event(kind: str = typer.Argument(..., help="failed_migration, incomplete_import, incomplete_export, "
                                      "storage_failure, replication_failure or sync_failure."),
-          title: Optional[str] = typer.Option(None, "--title", help="What is wrong [default: the event's name]."),
+          title: Optional[str] = typer.Option(None, "--title", help="What is wrong (default: the event's name)."),
           description: str = typer.Option("", "--description", help="What is known so far."),
           collections: Optional[str] = CollectionsOpt, finding: List[int] = FindingOpt,
           db: Optional[str] = typer.Option(None, "--db", help="The application database affected, if known."),
@@ -235,7 +235,7 @@ def _print_clocks(view: dict) -> None:
 
 @app.command()
 def clocks(incident: int = IdArg, at: Optional[str] = typer.Option(None, "--at", help="Evaluate at this time "
-                                                                     "(ISO 8601 or +DURATION) [default: now]."),
+                                                                     "(ISO 8601 or +DURATION; default: now)."),
            json_out: bool = JsonOpt) -> None:
     """Each deadline, time left, phase windows and the next escalation (reads only)."""
     view = _api().clocks(incident, _when(at))
@@ -442,7 +442,7 @@ def tick(at: Optional[str] = AtOpt,
 
 
 @app.command("notify-retry")
-def notify_retry(incident: Optional[int] = typer.Argument(None, help="Only this incident [default: all]."), at: Optional[str] = AtOpt,
+def notify_retry(incident: Optional[int] = typer.Argument(None, help="Only this incident (default: all)."), at: Optional[str] = AtOpt,
                  json_out: bool = JsonOpt) -> None:
     """Deliver every pending notification now. Exit 1 when some still fail."""
     res = _api().retry_notifications(_when(at), incident)
@@ -454,7 +454,7 @@ def notify_retry(incident: Optional[int] = typer.Argument(None, help="Only this 
 
 
 @app.command("verify-timeline")
-def verify_timeline(incident: Optional[int] = typer.Argument(None, help="[default: every incident]"),
+def verify_timeline(incident: Optional[int] = typer.Argument(None, help="Only this incident (default: every incident)."),
                     json_out: bool = JsonOpt) -> None:
     """Check the hash chain of the timelines. Exit 1 when a row was edited or deleted."""
     res = _api().verify_timeline(incident)
