@@ -1,4 +1,9 @@
-"""The backup catalog in the state store: rows for running/complete/failed/verified backups."""
+"""The backup catalog in the state store: rows for running/complete/failed/verified backups.
+
+A backup's status says whether it was written whole; its latest verification (ok / failed with
+why / never, and when) is shown beside it, and a failed drill takes ``verified`` back to
+``complete``. Runs whose writer died are swept: rows failed, partial folders deleted.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from sqlalchemy import select
 from ..errors import FluxaError
 from ..store import Store
 from ..store.backup_models import RESTORABLE, Backup, Verification
-from .repository import backup_dir, partial_dir, writer_alive
+from .repository import backup_dir, dead_partials, partial_dir, writer_alive
 
 UTC = timezone.utc
 
@@ -53,15 +58,36 @@ def fail_backup(store: Store, backup_id: str, error: str, finished_at: datetime 
 
 def mark_stale_failed(store: Store) -> list[str]:
     """Rows left ``running`` by a process that died (kill -9, power loss) become failed."""
-    stale = []
+    return [s["id"] for s in sweep_dead_runs(store) if s["row"]]
+
+
+def sweep_dead_runs(store: Store, repos: list[Path] | tuple = (), dry_run: bool = False) -> list[dict]:
+    """Runs whose writer died: their ``running`` rows become failed and their ``.partial-<id>/``
+    folders are deleted (in the rows' repositories and in ``repos``). A folder whose writer is
+    alive is never touched. Returns ``[{id, folder, row}]`` (row: a catalog row was marked);
+    ``dry_run`` only lists them."""
+    import shutil
+
+    swept: dict[str, dict] = {}
+    look = {Path(r) for r in repos}
     with store.session() as s:
         for row in s.scalars(select(Backup).where(Backup.status == "running")):
             part = partial_dir(Path(row.repo), row.id)
+            look.add(Path(row.repo))
             if not writer_alive(part):
+                swept[row.id] = {"id": row.id, "folder": None, "row": True}
+                if dry_run:
+                    continue
                 row.status, row.finished_at = "failed", datetime.now(UTC)
-                row.error = "interrupted: the process writing it is gone"
-                stale.append(row.id)
-    return stale
+                row.error = "interrupted: the process writing it is gone (its partial folder was removed)"
+    for repo in look:
+        for part in dead_partials(repo):
+            backup_id = part.name[len(".partial-"):]
+            if not dry_run:
+                shutil.rmtree(part, ignore_errors=True)
+            if dry_run or not part.exists():
+                swept.setdefault(backup_id, {"id": backup_id, "folder": None, "row": False})["folder"] = str(part)
+    return list(swept.values())
 
 
 def get_backup(store: Store, backup_id: str) -> Backup:
@@ -118,6 +144,8 @@ def record_verification(store: Store, backup_id: str, verdict: str, restore_seco
         row = s.get(Backup, backup_id)
         if verdict == "pass" and row.status == "complete":
             row.status = "verified"
+        elif verdict != "pass" and row.status == "verified":  # the latest drill decides, not the best one
+            row.status = "complete"
         s.flush()
         return v.id
 
@@ -130,13 +158,41 @@ def verifications(store: Store, backup_id: str | None = None) -> list[Verificati
         return list(s.scalars(q))
 
 
+def latest_verifications(store: Store) -> dict[str, Verification]:
+    """{backup id: its most recent verification}."""
+    out: dict[str, Verification] = {}
+    for v in reversed(verifications(store)):  # oldest first: the newest overwrites
+        out[v.backup_id] = v
+    return out
+
+
+def verification_summary(v: Verification | None) -> dict:
+    """The verdict a person reads next to a backup: ok, failed (with why) or never, and when."""
+    if v is None:
+        return {"verdict": "never", "at": None, "reason": None, "verification_id": None}
+    problems = (v.details or {}).get("problems") or []
+    reason = None
+    if v.verdict != "pass":
+        reason = "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "") \
+            if problems else "failed (no problem recorded)"
+    return {"verdict": "ok" if v.verdict == "pass" else "failed", "at": v.verified_at, "reason": reason,
+            "verification_id": v.id}
+
+
+def verification_text(summary: dict) -> str:
+    if summary["verdict"] == "never":
+        return "never verified"
+    at = f"{summary['at']:%Y-%m-%d %H:%M}"
+    return f"verified ok {at}" if summary["verdict"] == "ok" else f"verification FAILED {at}: {summary['reason']}"
+
+
 def oplog_ts(row: Backup, which: str) -> Timestamp | None:
     t, i = getattr(row, f"oplog_{which}_t"), getattr(row, f"oplog_{which}_i")
     return Timestamp(t, i) if t is not None else None
 
 
-def as_dict(row: Backup) -> dict:
-    return {"id": row.id, "kind": row.kind, "db": row.db, "repo": row.repo, "status": row.status,
+def as_dict(row: Backup, verification: Verification | None = None) -> dict:
+    return {"verification": verification_summary(verification), "id": row.id, "kind": row.kind, "db": row.db, "repo": row.repo, "status": row.status,
             "collections": row.collections, "size": row.size, "file_count": row.file_count,
             "started_at": row.started_at, "finished_at": row.finished_at,
             "oplog_start": [row.oplog_start_t, row.oplog_start_i] if row.oplog_start_t is not None else None,

@@ -97,7 +97,7 @@ def import_dump(store: Store, source: str | Path, db: str | None = None, repo: s
         raise FluxaError(f"{db_dir} mixes gzip and plain files", "import a dump written with one setting of --gzip")
     compression = "gzip" if gz == {True} else "none"
     repo = resolve_repo(repo)
-    catalog.mark_stale_failed(store)
+    catalog.sweep_dead_runs(store, [repo])
     started = datetime.now(UTC)
     backup_id = new_backup_id(started)
     work = partial_dir(repo, backup_id)

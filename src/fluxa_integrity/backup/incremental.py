@@ -44,7 +44,7 @@ def previous_end(store: Store, db: str):
 
 def run_incremental(uri: str, db: str, store: Store, repo: str | Path | None = None, archive: bool = True) -> BackupResult:
     repo = resolve_repo(repo)
-    catalog.mark_stale_failed(store)
+    catalog.sweep_dead_runs(store, [repo])
     base = previous_end(store, db)
     start = (Timestamp(base.oplog_start_t, base.oplog_start_i) if base.kind == "full" and base.oplog_start_t is not None
              else Timestamp(base.oplog_end_t, base.oplog_end_i))

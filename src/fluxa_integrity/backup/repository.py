@@ -6,12 +6,17 @@ Layout (mongodump's, one directory per backup)::
     <repo>/<backup-id>/<db>/<coll>.bson.zst          (.bson.gz with gzip, .bson with none)
     <repo>/<backup-id>/<db>/<coll>.metadata.json     (.metadata.json.gz with gzip, as mongodump)
     <repo>/.partial-<backup-id>/                     while running; renamed when complete
+    <repo>/.partial-<backup-id>/.pid                 "<pid> <process start time>" of the writer
+
+A partial folder whose writer is gone is swept (catalog.sweep_dead_runs) by the next
+``backup run``, ``backup list`` and ``backup prune``.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -57,15 +62,42 @@ def backup_dir(repo: Path, backup_id: str) -> Path:
     return repo / backup_id
 
 
+NO_PID_GRACE_S = 60.0  # a partial folder without its pid file yet is being created, unless older than this
+
+
 def write_pid(directory: Path) -> None:
-    (directory / ".pid").write_text(str(os.getpid()))
+    """``<pid> <process start time>``: the start time tells a reused pid from the writer."""
+    import psutil
+
+    (directory / ".pid").write_text(f"{os.getpid()} {psutil.Process().create_time():.3f}")
 
 
 def writer_alive(directory: Path) -> bool:
-    """Is the process that writes this partial backup still running? (stale rows become failed)"""
+    """Is the process that writes this partial backup still running? (stale rows become failed,
+    stale folders are swept)"""
     import psutil
 
     try:
-        return psutil.pid_exists(int((directory / ".pid").read_text()))
-    except (OSError, ValueError):
+        fields = (directory / ".pid").read_text().split()
+        pid, started = int(fields[0]), float(fields[1]) if len(fields) > 1 else None
+    except FileNotFoundError:
+        try:
+            return time.time() - directory.stat().st_mtime < NO_PID_GRACE_S
+        except OSError:
+            return False
+    except (OSError, ValueError, IndexError):
         return False
+    try:
+        proc = psutil.Process(pid)
+        return started is None or abs(proc.create_time() - started) < 1.0
+    except psutil.Error:
+        return False
+
+
+def dead_partials(repo: Path) -> list[Path]:
+    """``.partial-<id>/`` folders whose writer is gone (kill -9, power loss, a full disk's crash)."""
+    try:
+        found = [p for p in repo.glob(".partial-*") if p.is_dir()]
+    except OSError:
+        return []
+    return [p for p in found if not writer_alive(p)]

@@ -22,7 +22,7 @@ from ..store.backup_models import Backup
 from . import catalog
 from .manifest import FORMAT, write_manifest
 from .metadata import collection_infos, dumps_canonical, indexes_of
-from .repository import backup_dir, new_backup_id, partial_dir
+from .repository import backup_dir, new_backup_id, partial_dir, write_pid
 
 UTC = timezone.utc
 SCHEMA_FILE = "schema.json"
@@ -55,6 +55,7 @@ def take_schema_backup_if_changed(client: pymongo.MongoClient, db_name: str, rep
     backup_id = new_backup_id(now)
     work = partial_dir(repo, backup_id)
     work.mkdir(parents=True)
+    write_pid(work)
     (work / SCHEMA_FILE).write_bytes(text)
     write_manifest(work, {"format": FORMAT, "id": backup_id, "kind": "schema", "status": "complete", "db": db_name,
                           "started_at": now.isoformat(), "schema_sha256": sha,

@@ -143,7 +143,7 @@ def run_backup(uri: str, db_name: str, store: Store, opts: BackupOptions | None 
     if opts.oplog_probe not in MODES:
         raise FluxaError(f"unknown oplog probe {opts.oplog_probe!r}", "use exact (default) or clock")
     repo = resolve_repo(opts.repo)
-    catalog.mark_stale_failed(store)
+    catalog.sweep_dead_runs(store, [repo])
     client = connect(uri)
     db = client[db_name]
     infos = collection_infos(db)

@@ -84,41 +84,76 @@ def run(collections: Optional[str] = typer.Option(None, "--collections", help="C
 def list_(db: Optional[str] = typer.Option(None, "--db", help="Only backups of this database."),
           kind: Optional[str] = typer.Option(None, "--kind", help="full, incremental or schema."),
           json_out: bool = JsonOpt) -> None:
-    """Backups in the catalog, newest first."""
+    """Backups in the catalog, newest first, each with its latest verification (ok, failed and
+    why, or never). Runs whose process died are marked failed and their partial folders removed."""
     store = open_store()
-    catalog.mark_stale_failed(store)
+    _sweep(store, json_out)
     rows = catalog.list_backups(store, db, kind)
+    checks = catalog.latest_verifications(store)
     if json_out:
-        emit_json([catalog.as_dict(r) for r in rows])
+        emit_json([catalog.as_dict(r, checks.get(r.id)) for r in rows])
         return
     table = Table(title="backups")
-    for col in ("id", "kind", "db", "status", "collections", "size", "started", "pinned"):
-        table.add_column(col)
+    for col in ("id", "kind", "db", "status", "verification", "collections", "size", "started", "pinned"):
+        table.add_column(col, no_wrap=col == "id")
     for r in rows:
-        table.add_row(r.id, r.kind, r.db, r.status, str(len(r.collections or [])), _size(r.size or 0),
+        v = catalog.verification_summary(checks.get(r.id))
+        shown = {"never": "never", "ok": f"[green]ok[/] {v['at']:%Y-%m-%d %H:%M}" if v["at"] else "ok",
+                 "failed": f"[red]FAILED[/] {v['at']:%Y-%m-%d %H:%M}: {v['reason']}" if v["at"] else "FAILED"}[v["verdict"]]
+        table.add_row(r.id, r.kind, r.db, r.status, shown, str(len(r.collections or [])), _size(r.size or 0),
                       f"{r.started_at:%Y-%m-%d %H:%M:%S}", r.pinned_by or "")
     console.print(table)
 
 
+def _sweep(store, quiet: bool, dry_run: bool = False) -> list[dict]:
+    """Sweep dead runs in the configured repository and in those of running rows."""
+    from ..backup.repository import resolve_repo
+
+    try:
+        repos = [resolve_repo(None, create=False)]
+    except FluxaError:
+        repos = []
+    swept = catalog.sweep_dead_runs(store, [r for r in repos if r.is_dir()], dry_run)
+    if not quiet:
+        for s in swept:
+            console.print(f"{'would sweep' if dry_run else 'swept'} backup {s['id']}: its process is gone"
+                          + (f"; {'would remove' if dry_run else 'removed'} {s['folder']}" if s["folder"] else "")
+                          + (f"; {'would mark' if dry_run else 'marked'} failed" if s["row"] else ""), highlight=False)
+    return swept
+
+
+def _same_db(row, db: Optional[str]) -> None:
+    if db is not None and row.db != db:
+        raise FluxaError(f"backup {row.id} is a backup of {row.db!r}, not of {db!r}",
+                         f"list the backups of {db!r} with `fluxa-integrity backup list --db {db}`")
+
+
 @app.command()
-def show(backup_id: str = typer.Argument(..., help="Backup id (or a unique prefix)."), json_out: bool = JsonOpt) -> None:
-    """One backup with its manifest and verifications."""
+def show(backup_id: str = typer.Argument(..., help="Backup id (or a unique prefix)."),
+         db: Optional[str] = typer.Option(None, "--db", help="Refuse unless the backup is of this database."),
+         json_out: bool = JsonOpt) -> None:
+    """One backup with its manifest, its latest verification verdict and every verification."""
     from ..backup.manifest import read_manifest
     from ..backup.repository import backup_dir
 
     store = open_store()
     row = catalog.get_backup(store, backup_id)
-    d = catalog.as_dict(row)
+    _same_db(row, db)
+    checks = catalog.verifications(store, row.id)
+    d = catalog.as_dict(row, checks[0] if checks else None)
     path = backup_dir(Path(row.repo), row.id)
     d["manifest"] = read_manifest(path, row.manifest_sha256) if row.status in ("complete", "verified") else None
     d["verifications"] = [{"id": v.id, "verified_at": v.verified_at, "verdict": v.verdict,
-                           "restore_seconds": v.restore_seconds} for v in catalog.verifications(store, row.id)]
+                           "restore_seconds": v.restore_seconds, "problems": (v.details or {}).get("problems", [])}
+                          for v in checks]
     if json_out:
         emit_json(d)
         return
     console.print(f"[bold]backup {row.id}[/] {row.kind} of {row.db}: {row.status}" + (f" ({row.error})" if row.error else ""),
                   highlight=False)
     console.print(f"{path}  {_size(row.size or 0)}, {row.file_count} files, pinned: {row.pinned_by or 'no'}", highlight=False)
+    colour = {"ok": "green", "failed": "red", "never": "yellow"}[d["verification"]["verdict"]]
+    console.print(f"[{colour}]{catalog.verification_text(d['verification'])}[/]", highlight=False)
     if d["manifest"] and d["manifest"].get("kind") == "full":
         table = Table(title="collections")
         for col in ("collection", "documents", "content sha256"):
@@ -132,8 +167,11 @@ def show(backup_id: str = typer.Argument(..., help="Backup id (or a unique prefi
 
 
 @app.command()
-def verify(backup_id: str = typer.Argument(...), policy: Optional[Path] = PolicyOpt,
-           uri: Optional[str] = UriOpt, json_out: bool = JsonOpt) -> None:
+def verify(backup_id: str = typer.Argument(..., help="Backup id (or a unique prefix)."),
+           policy: Optional[Path] = PolicyOpt, uri: Optional[str] = UriOpt,
+           db: Optional[str] = typer.Option(None, "--db", help="Refuse unless the backup is of this database "
+                                            "(the scratch copy is always named after the backup's own database)."),
+           json_out: bool = JsonOpt) -> None:
     """Restore into a scratch database, compare with the manifest, run the checks, drop it.
     Exit 0 when the backup reproduces its source, 1 when it does not."""
     from ..restore.verification import verify_backup
@@ -141,6 +179,7 @@ def verify(backup_id: str = typer.Argument(...), policy: Optional[Path] = Policy
     pol = policy_from(policy)
     target = target_option_values(uri, None)
     store = open_store()
+    _same_db(catalog.get_backup(store, backup_id), db)
     with bars(json_out) as progress:
         report = verify_backup(target.uri, store, backup_id, pol, BarSink(progress))
     if json_out:
@@ -183,23 +222,25 @@ def import_cmd(source: Path = typer.Argument(..., help="mongodump's output direc
 
 
 @app.command()
-def prune(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be deleted; delete nothing."),
+def prune(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be deleted (and which dead runs "
+                                      "swept); delete nothing."),
           policy: Optional[Path] = PolicyOpt, db: Optional[str] = typer.Option(None, "--db"),
           now: Optional[datetime] = typer.Option(None, "--now", help="Evaluate retention as of this time (UTC)."),
           json_out: bool = JsonOpt) -> None:
-    """Delete backups past the policy's retention (pinned ones are kept), and oplog slices no
-    point in time of the policy's point_in_time window needs."""
+    """Delete backups past the policy's retention (pinned ones are kept), oplog slices no point in
+    time of the policy's point_in_time window needs, and partial folders of runs whose process died."""
     from ..backup.slice_retention import apply_slice_prune, plan_slice_prune
 
     store = open_store()
     now = now.replace(tzinfo=UTC) if now and now.tzinfo is None else now
     pol = policy_from(policy)
+    swept = _sweep(store, json_out, dry_run)
     items = plan_prune(store, pol, now, db)
     slices = plan_slice_prune(store, pol, now)
     deleted = [] if dry_run else apply_prune(store, items) + apply_slice_prune(store, slices)
     if json_out:
         emit_json({"dry_run": dry_run, "deleted": deleted, "backups": [i.__dict__ for i in items],
-                   "oplog_slices": [i.__dict__ for i in slices]})
+                   "oplog_slices": [i.__dict__ for i in slices], "swept_dead_runs": swept})
         return
     table = Table(title="prune (dry run)" if dry_run else "prune")
     for col in ("id", "kind", "status", "age (days)", "action", "why"):
@@ -214,19 +255,27 @@ def prune(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would
 
 
 @app.command()
-def pin(backup_id: str = typer.Argument(...), reason: str = typer.Option(..., "--reason",
-        help="Incident id or note: why it must be kept."), json_out: bool = JsonOpt) -> None:
+def pin(backup_id: str = typer.Argument(..., help="Backup id (or a unique prefix)."),
+        reason: str = typer.Option(..., "--reason", help="Incident id or note: why it must be kept."),
+        db: Optional[str] = typer.Option(None, "--db", help="Refuse unless the backup is of this database."),
+        json_out: bool = JsonOpt) -> None:
     """Exempt a backup from pruning (evidence of an incident) until unpinned."""
     if not reason.strip():
         raise FluxaError("--reason must not be empty", "say why it is kept, e.g. --reason INC-12")
-    row = catalog.set_pin(open_store(), backup_id, reason.strip())
+    store = open_store()
+    _same_db(catalog.get_backup(store, backup_id), db)
+    row = catalog.set_pin(store, backup_id, reason.strip())
     emit_json(catalog.as_dict(row)) if json_out else console.print(f"backup {row.id} pinned: {row.pinned_by}", highlight=False)
 
 
 @app.command()
-def unpin(backup_id: str = typer.Argument(...), json_out: bool = JsonOpt) -> None:
+def unpin(backup_id: str = typer.Argument(..., help="Backup id (or a unique prefix)."),
+          db: Optional[str] = typer.Option(None, "--db", help="Refuse unless the backup is of this database."),
+          json_out: bool = JsonOpt) -> None:
     """Release a pin: the backup is subject to retention again."""
-    row = catalog.set_pin(open_store(), backup_id, None)
+    store = open_store()
+    _same_db(catalog.get_backup(store, backup_id), db)
+    row = catalog.set_pin(store, backup_id, None)
     emit_json(catalog.as_dict(row)) if json_out else console.print(f"backup {row.id} unpinned", highlight=False)
 
 
