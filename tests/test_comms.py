@@ -136,3 +136,32 @@ def test_bad_channel_config_is_a_clear_error():
         load_channels({"notifications": [{"type": "pigeon"}]})
     with pytest.raises(FluxaError, match="needs 'routing_key'"):
         load_channels({"notifications": [{"type": "pagerduty", "name": "pd"}]})
+
+
+def test_a_failed_send_names_the_channel_where_and_why():
+    from fluxa_integrity.comms.notify import ChannelError
+    from fluxa_integrity.mongo.devserver import free_port
+
+    up = HttpReceiver()
+    up.down.add("/hook")
+    closed = free_port()  # nothing listens: a real refusal
+    try:
+        cfg = {"notifications": [
+            {"name": "hook", "type": "webhook", "url": f"{up.url}/hook"},
+            {"name": "chat", "type": "slack", "webhook_url": f"http://127.0.0.1:{closed}/s"},
+            {"name": "mail", "type": "email", "smtp_host": "127.0.0.1", "smtp_port": closed, "mode": "insecure",
+             "from": "fluxa@example.com", "to": ["oncall@example.com"]},
+            {"name": "pd", "type": "pagerduty", "routing_key": "R", "events_url": f"http://127.0.0.1:{closed}/e"},
+        ]}
+        errors = {}
+        for ch in load_channels(cfg):
+            with pytest.raises(ChannelError) as e:
+                ch.send(Message(1, "opened", "schema error in users", "body with an error word", "P1", "trigger"))
+            errors[ch.name] = str(e.value)
+        port = up.url.rsplit(":", 1)[1]
+        assert errors["hook"].startswith(f"hook (webhook to 127.0.0.1:{port}): ") and "error=503" in errors["hook"]
+        assert "Payload" not in errors["hook"]  # only apprise's warnings, never the message it tried to send
+        for name, kind in (("chat", "slack"), ("mail", "email"), ("pd", "pagerduty")):
+            assert errors[name] == f"{name} ({kind} to 127.0.0.1:{closed}): [Errno 111] Connection refused"
+    finally:
+        up.close()

@@ -56,6 +56,29 @@ def test_unknown_ids_are_refused_with_exit_2(cli):
     assert "linked" not in [e["kind"] for e in r.json()["timeline"]]
 
 
+def test_link_resolves_real_backups_restores_and_promotions(api):
+    from datetime import datetime, timezone
+
+    from fluxa_integrity.errors import FluxaError
+    from fluxa_integrity.store.backup_models import Backup, Promotion, RestoreRun
+
+    t = datetime.now(timezone.utc)
+    with api.store.session() as s:
+        for bid in ("20261126T101500Z-aaaaaa", "20261126T101500Z-bbbbbb"):
+            s.add(Backup(id=bid, kind="full", db="app", repo="/r", status="complete", collections=[], started_at=t))
+        s.add(RestoreRun(id=7, backup_id="20261126T101500Z-aaaaaa", target_db="app_r", status="complete",
+                         started_at=t))
+        s.add(Promotion(id="p-20261126-1", from_db="app_r", live_db="app", collections=["users"],
+                        authorized_by="incident:1", status="applied", undo_dir="/u", created_at=t))
+    iid = api.open("Lost users", collections=["users"])["id"]
+    with pytest.raises(FluxaError, match="matches several backups"):
+        api.link(iid, backups=["20261126T1015"])
+    inc = api.link(iid, backups=["20261126T101500Z-a"], restores=["7", "p-20261126-1"])
+    assert inc["backups"] == ["20261126T101500Z-aaaaaa"] and inc["restores"] == ["7", "p-20261126-1"]
+    with pytest.raises(FluxaError, match="no restore or promotion '8'"):
+        api.link(iid, restores=["8"])
+
+
 # -- item 10: failed notifications are said on the console ---------------------------------------
 
 def test_failed_channels_are_named_with_host_port_and_error_while_the_command_succeeds(cli, fluxa_home, http):

@@ -17,6 +17,7 @@ from ..errors import FluxaError
 from ..incidents.api import Incidents
 from ..incidents.timeutil import fmt_delta, parse_when
 from .common import EXIT_PROBLEMS, JsonOpt, console, csv_list, emit_json
+from .render import Col, print_table, when
 
 app = typer.Typer(help="Data-integrity incidents: intake, severity, clocks, escalation, phases, communications, "
                   "postmortem.", no_args_is_help=True)
@@ -66,7 +67,8 @@ def _show(inc: dict, json_out: bool, extra: str | None = None) -> None:
     console.print(f"[bold]incident {inc['id']}[/]{tags} [{colour}]{inc['severity']}[/] {inc['status']}: "
                   f"{escape(inc['title'])}", highlight=False)
     console.print(f"  classes: {', '.join(inc['data_classes']) or '-'}; collections: "
-                  f"{', '.join(inc.get('places') or inc['collections']) or '-'}; findings: {', '.join(map(str, inc['findings'])) or '-'}",
+                  f"{', '.join(inc.get('places') or inc['collections']) or '-'}; "
+                  f"findings: {', '.join(map(str, inc['findings'])) or '-'}",
                   highlight=False)
     if inc.get("scope"):
         sc = inc["scope"]
@@ -173,14 +175,13 @@ def list_(status: Optional[str] = typer.Option(None, "--status", help="A status,
     if json_out:
         emit_json(rows)
         return
-    table = Table(title="incidents")
-    for col in ("id", "sev", "status", "title", "classes", "opened"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
+    cells = []
+    for r in rows:  # render.print_table shows cells as text: titles need no markup escaping
         state = r["status"] + (f" (duplicate of {r['duplicate_of']})" if r.get("duplicate_of") else "")
-        table.add_row(str(r["id"]), r["severity"], state, ("[DRILL] " if r.get("drill") else "") + escape(r["title"]),
-                      ", ".join(r["data_classes"]), (r["times"]["open"] or "")[:16])
-    console.print(table)
+        cells.append([str(r["id"]), r["severity"], state, ("[DRILL] " if r.get("drill") else "") + r["title"],
+                      ", ".join(r["data_classes"]), when(r["times"]["open"])])
+    print_table(console, "incidents", [Col("id", id=True), Col("sev"), Col("status"), Col("title"), Col("classes"),
+                                       Col("opened")], cells)
 
 
 @app.command()
@@ -260,7 +261,8 @@ def ack(incident: int = IdArg, at: Optional[str] = AtOpt, by: Optional[str] = By
 
 @app.command()
 def assign(incident: int = IdArg, role: str = typer.Option(..., "--role", help="A role of the policy."),
-           person: str = typer.Option(..., "--person", help="Who takes the role."), at: Optional[str] = AtOpt, by: Optional[str] = ByOpt,
+           person: str = typer.Option(..., "--person", help="Who takes the role."),
+           at: Optional[str] = AtOpt, by: Optional[str] = ByOpt,
            json_out: bool = JsonOpt) -> None:
     """Assign a person to a role (Incident Commander, Technical Lead, Database Administrator, ...)."""
     _show(_api().assign(incident, role, person, _when(at), by), json_out)
@@ -332,7 +334,8 @@ def merge(incident: int = typer.Argument(..., help="The incident that stays."),
 
 
 @app.command()
-def link(incident: int = IdArg, backup: List[str] = typer.Option([], "--backup", help="Backup id or unique prefix (repeatable)."),
+def link(incident: int = IdArg,
+         backup: List[str] = typer.Option([], "--backup", help="Backup id or unique prefix (repeatable)."),
          restore: List[str] = typer.Option([], "--restore", help="Restore run id or promotion id (repeatable)."),
          recovery_point: Optional[str] = typer.Option(None, "--recovery-point", help="Time the data was restored to."),
          started_at: Optional[str] = typer.Option(None, "--started-at", help="When the problem began."),

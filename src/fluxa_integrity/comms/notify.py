@@ -32,7 +32,7 @@ class ChannelError(Exception):
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "json": 80, "jsons": 443, "mailto": 25, "mailtos": 587}
-_LOG_PREFIX = re.compile(r"^\S+ \S+ - [A-Z]+ - ")
+_LOG_LINE = re.compile(r"^\S+ \S+ - ([A-Z]+) - (.*)$")  # apprise.LogCapture: "date time - LEVEL - text"
 _ERRNO = re.compile(r"\[Errno -?\d+\][^\"')\]]*")
 
 
@@ -48,14 +48,13 @@ def endpoint(url: str) -> str:
 
 def _why(log_text: str) -> str:
     """The reason out of apprise's log: the socket error when there is one (``[Errno 111]
-    Connection refused``), else its warnings (``... error=503``)."""
-    lines = [_LOG_PREFIX.sub("", ln).strip() for ln in log_text.splitlines() if ln.strip()]
-    for ln in lines:
-        if ln.startswith("Socket Exception"):
-            m = _ERRNO.search(ln)
-            return m.group(0).strip().rstrip(".") if m else ln[len("Socket Exception: "):][:200]
-    warnings = [ln for ln in lines if " - " not in ln and (ln.startswith(("Failed", "A ", "Connection", "SMTP", "Unable"))
-                                                            or "error" in ln.lower())]
+    Connection refused``, logged at debug level), else its warnings (``... error=503``)."""
+    records = [m.groups() for ln in log_text.splitlines() if (m := _LOG_LINE.match(ln.strip()))]
+    for level, text in records:
+        if text.startswith("Socket Exception"):
+            m = _ERRNO.search(text)
+            return m.group(0).strip().rstrip(".") if m else text[len("Socket Exception: "):][:200]
+    warnings = [text for level, text in records if level in ("WARNING", "ERROR", "CRITICAL")]
     return " ".join(warnings)[:300] or "delivery failed (apprise gave no reason)"
 
 

@@ -19,8 +19,9 @@ god file: this module keeps the core (construction, the change plumbing ``_get``
 publishing.py (status-page communications), checklist_ops.py (checklists and their actions),
 escalation.py (escalation, the clock ``tick`` and the clocks view), review.py (review,
 postmortem, timeline), recovery.py (``require_open``/``record_recovery_action`` for restore,
-promote and undo) and duplicates.py (merge, close as a duplicate) hold the rest. They sit below this module: they use the core through ``self`` and import only
-change.py (the ``Change`` unit of work), never api.py.
+promote and undo) and duplicates.py (merge, close as a duplicate) hold the rest. They sit below
+this module: they use the core through ``self`` and import only change.py (the ``Change`` unit
+of work), never api.py.
 """
 
 from __future__ import annotations
@@ -294,7 +295,8 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
             old, inc.severity = inc.severity, wanted
             self._record(ch, "severity_changed", **{"from": old, "to": wanted, "reason": reason})
             if inc.timeline_count > 2:  # not while opening: the open message carries the severity
-                self._notify(ch, "severity", f"severity raised {old} -> {wanted}", reason[:1].upper() + reason[1:] + ".")
+                self._notify(ch, "severity", f"severity raised {old} -> {wanted}",
+                             reason[:1].upper() + reason[1:] + ".")
 
     def _scope_line(self, inc: Incident) -> str:
         sc = inc.scope or {}
