@@ -56,3 +56,27 @@ def test_check_show_renders_evidence_readably(cli, db, mongo_uri, tmp_path):
         for _id in done[0].ids:  # every sample's _id, whole, on one line
             assert _lines_with(shown.stderr, str(_id)), (width, shown.stderr)
         assert re.search(r"dated \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z \.\. \d{4}", shown.stderr), shown.stderr
+
+
+def test_backup_ids_are_whole_in_lists_at_any_width(cli, db, mongo_uri):
+    generate(db, GenerateOptions(users=20, seed=5))
+    res = cli("backup", "run", "--uri", mongo_uri, "--db", db.name, "--json")
+    assert res.code == 0, res.stderr
+    backup_id = res.json()["id"]
+    for width in ("200", "80", "40"):
+        for args in (("backup", "list"), ("rpo", "status", "--db", db.name)):
+            shown = cli(*args, env={"COLUMNS": width})
+            assert _lines_with(shown.stderr, backup_id), (width, args, shown.stderr)
+    wrong = cli("backup", "verify", backup_id, "--db", "someotherdb", "--uri", mongo_uri, "--json")
+    assert wrong.code == 2 and db.name in wrong.json()["error"] and "someotherdb" in wrong.json()["error"]
+
+
+def test_incident_list_reads_at_any_width(cli):
+    opened = cli("incident", "open", "--title", "[bold]emails[/] broken", "--source", "report", "--json")
+    assert opened.code == 0, opened.stderr
+    inc_id = str(opened.json()["id"])
+    for width in ("200", "40"):
+        listed = cli("incident", "list", env={"COLUMNS": width})
+        assert listed.code == 0, listed.stderr
+        assert re.search(rf"(^|id: ){inc_id}\s", listed.stderr, re.M) and "[bold]emails[/]" in listed.stderr
+        assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}", listed.stderr)  # ISO-8601 UTC, not raw

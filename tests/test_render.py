@@ -45,6 +45,7 @@ def test_bson_scalars_and_python_values():
     assert value(datetime(2026, 1, 1)) == "2026-01-01T00:00:00Z"  # naive is UTC
     assert value(datetime(2026, 1, 1, 2, tzinfo=timezone(timedelta(hours=2)))) == "2026-01-01T00:00:00Z"
     assert iso(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00Z"
+    assert when("2026-01-02T03:04:05.5+00:00") == "2026-01-02T03:04:05.500Z" and when("soon") == "soon"
     assert when(None) == "-" and when(datetime(2026, 5, 6, 7, tzinfo=UTC), day=True) == "2026-05-06"
 
 

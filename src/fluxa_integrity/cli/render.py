@@ -58,6 +58,11 @@ def when(v: Any, *, day: bool = False) -> str:
     """A date cell: ``-`` when there is none, the date alone with ``day=True``."""
     if v is None or v == "":
         return "-"
+    if isinstance(v, str):  # an ISO string from a JSON-shaped record: same form as a datetime
+        try:
+            v = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            pass
     text = value(v)
     return text[:10] if day and re.match(r"\d{4}-\d\d-\d\dT", text) else text
 
@@ -248,8 +253,8 @@ def print_blocks(console: Console, title: Optional[str], cols: Sequence[Col], ro
         console.print(title, style="italic", highlight=False, markup=False, soft_wrap=True)
     in_head = [c.id or i == 0 for i, c in enumerate(cols)]  # the ids, and what names the record
     for r in rows:
-        head = [f"{c.name}: {x}" for c, x, h in zip(cols, r, in_head) if h]
-        rest = [f"{c.name}: {x}" for c, x, h in zip(cols, r, in_head) if not h]
+        head = [f"{c.name}: {x or '-'}" for c, x, h in zip(cols, r, in_head) if h]
+        rest = [f"{c.name}: {x or '-'}" for c, x, h in zip(cols, r, in_head) if not h]
         console.print("  ".join(head), highlight=False, markup=False, soft_wrap=True)
         if rest:
             console.print(Padding(Text("; ".join(rest)), (0, 0, 0, 4), expand=False), highlight=False)
