@@ -17,6 +17,7 @@ from ..store import open_store
 from .common import PolicyOpt, csv_list, policy_from
 from .common import EXIT_PROBLEMS, DbOpt, JsonOpt, UriOpt, console, emit_json, target_option_values
 from .progress_bars import BarSink, bars
+from .render import Col, print_table, when
 
 app = typer.Typer(help="Full snapshots in mongodump's layout, a catalog, verification by restore, retention.",
                   no_args_is_help=True)
@@ -32,8 +33,8 @@ def _size(n: int) -> str:
 
 
 @app.command()
-def run(collections: Optional[str] = typer.Option(None, "--collections", help="Comma-separated [default: all]."),
-        repo: Optional[Path] = typer.Option(None, "--repo", help="Backup repository directory [default: backup_repo "
+def run(collections: Optional[str] = typer.Option(None, "--collections", help="Comma-separated collections (default: all)."),
+        repo: Optional[Path] = typer.Option(None, "--repo", help="Backup repository directory (default: backup_repo "
                                             "in config.yaml, then $FLUXA_HOME/backups]."),
         compression: str = typer.Option("zstd", "--compression", help="zstd, gzip (mongorestore --gzip) or none."),
         workers: int = typer.Option(3, "--workers", min=1, help="Collections dumped in parallel (threads)."),
@@ -93,16 +94,16 @@ def list_(db: Optional[str] = typer.Option(None, "--db", help="Only backups of t
     if json_out:
         emit_json([catalog.as_dict(r, checks.get(r.id)) for r in rows])
         return
-    table = Table(title="backups")
-    for col in ("id", "kind", "db", "status", "verification", "collections", "size", "started", "pinned"):
-        table.add_column(col, no_wrap=col == "id")
-    for r in rows:
+    cells = []
+    for r in rows:  # the id is typed into the next command: render.print_table never cuts it
         v = catalog.verification_summary(checks.get(r.id))
-        shown = {"never": "never", "ok": f"[green]ok[/] {v['at']:%Y-%m-%d %H:%M}" if v["at"] else "ok",
-                 "failed": f"[red]FAILED[/] {v['at']:%Y-%m-%d %H:%M}: {v['reason']}" if v["at"] else "FAILED"}[v["verdict"]]
-        table.add_row(r.id, r.kind, r.db, r.status, shown, str(len(r.collections or [])), _size(r.size or 0),
-                      f"{r.started_at:%Y-%m-%d %H:%M:%S}", r.pinned_by or "")
-    console.print(table)
+        shown = {"never": "never", "ok": f"ok {when(v['at'])}" if v["at"] else "ok",
+                 "failed": f"FAILED {when(v['at'])}: {v['reason']}" if v["at"] else "FAILED"}[v["verdict"]]
+        cells.append([r.id, r.kind, r.db, r.status, shown, str(len(r.collections or [])), _size(r.size or 0),
+                      when(r.started_at), r.pinned_by or "-"])
+    print_table(console, "backups", [Col("id", id=True), Col("kind"), Col("db"), Col("status"), Col("verification"),
+                                     Col("collections", justify="right"), Col("size", justify="right"),
+                                     Col("started"), Col("pinned")], cells)
 
 
 def _sweep(store, quiet: bool, dry_run: bool = False) -> list[dict]:
@@ -200,7 +201,7 @@ def verify(backup_id: str = typer.Argument(..., help="Backup id (or a unique pre
 @app.command("import")
 def import_cmd(source: Path = typer.Argument(..., help="mongodump's output directory (or one database in it)."),
                db: Optional[str] = typer.Option(None, "--db", help="The database to import when the dump holds "
-                                                "several [default: the only one]; also its name in the catalog."),
+                                                "several (default: the only one); also its name in the catalog."),
                repo: Optional[Path] = typer.Option(None, "--repo", help="Backup repository directory."),
                json_out: bool = JsonOpt) -> None:
     """Catalog a mongodump directory (plain or --gzip) as a full backup: copied into the repository
@@ -224,7 +225,8 @@ def import_cmd(source: Path = typer.Argument(..., help="mongodump's output direc
 @app.command()
 def prune(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be deleted (and which dead runs "
                                       "swept); delete nothing."),
-          policy: Optional[Path] = PolicyOpt, db: Optional[str] = typer.Option(None, "--db"),
+          policy: Optional[Path] = PolicyOpt,
+          db: Optional[str] = typer.Option(None, "--db", help="Only backups of this database."),
           now: Optional[datetime] = typer.Option(None, "--now", help="Evaluate retention as of this time (UTC)."),
           json_out: bool = JsonOpt) -> None:
     """Delete backups past the policy's retention (pinned ones are kept), oplog slices no point in
@@ -323,7 +325,7 @@ def archive_oplog_cmd(once: bool = typer.Option(False, "--once", help="Archive w
 
 
 @app.command("oplog-status")
-def oplog_status(repo: Optional[Path] = typer.Option(None, "--repo", help="Only this repository [default: all]."),
+def oplog_status(repo: Optional[Path] = typer.Option(None, "--repo", help="Only this repository (default: all)."),
                  deep: bool = typer.Option(False, "--deep", help="Also check every slice's sha256 (reads every "
                                            "file), not only that it is present with its cataloged size."),
                  json_out: bool = JsonOpt) -> None:
