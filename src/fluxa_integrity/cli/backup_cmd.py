@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from ..backup import catalog
 from ..backup.retention import apply_prune, plan_prune
@@ -156,14 +155,12 @@ def show(backup_id: str = typer.Argument(..., help="Backup id (or a unique prefi
     colour = {"ok": "green", "failed": "red", "never": "yellow"}[d["verification"]["verdict"]]
     console.print(f"[{colour}]{catalog.verification_text(d['verification'])}[/]", highlight=False)
     if d["manifest"] and d["manifest"].get("kind") == "full":
-        table = Table(title="collections")
-        for col in ("collection", "documents", "content sha256"):
-            table.add_column(col)
-        for n, e in d["manifest"]["collections"].items():
-            table.add_row(n, str(e.get("count", "-")), (e.get("content_sha256") or "")[:16])
-        console.print(table)
+        print_table(console, "collections", [Col("collection"), Col("documents", justify="right"),
+                                             Col("content sha256")],
+                    [[n, str(e.get("count", "-")), (e.get("content_sha256") or "-")[:16]]
+                     for n, e in d["manifest"]["collections"].items()])
     for v in d["verifications"]:
-        console.print(f"verification {v['id']} {v['verified_at']:%Y-%m-%d %H:%M}: {v['verdict']} {v['restore_seconds']}",
+        console.print(f"verification {v['id']} {when(v['verified_at'])}: {v['verdict']} {v['restore_seconds']}",
                       highlight=False)
 
 
@@ -244,13 +241,12 @@ def prune(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would
         emit_json({"dry_run": dry_run, "deleted": deleted, "backups": [i.__dict__ for i in items],
                    "oplog_slices": [i.__dict__ for i in slices], "swept_dead_runs": swept})
         return
-    table = Table(title="prune (dry run)" if dry_run else "prune")
-    for col in ("id", "kind", "status", "age (days)", "action", "why"):
-        table.add_column(col)
-    for i in items + [i for i in slices if i.action == "delete"]:  # kept slices would only crowd the table
-        table.add_row(i.id, i.kind, i.status, f"{i.age_days:.1f}",
-                      ("would delete" if dry_run else "deleted") if i.action == "delete" else "keep", i.reason)
-    console.print(table)
+    print_table(console, "prune (dry run)" if dry_run else "prune",
+                [Col("id", id=True), Col("kind"), Col("status"), Col("age (days)", justify="right"), Col("action"),
+                 Col("why")],
+                [[i.id, i.kind, i.status, f"{i.age_days:.1f}",
+                  ("would delete" if dry_run else "deleted") if i.action == "delete" else "keep", i.reason]
+                 for i in items + [i for i in slices if i.action == "delete"]])  # kept slices would only crowd it
     kept = [i for i in slices if i.action == "keep"]
     if kept:
         console.print(f"{len(kept)} oplog slices kept ({kept[0].reason})", highlight=False)
@@ -340,13 +336,11 @@ def oplog_status(repo: Optional[Path] = typer.Option(None, "--repo", help="Only 
     if json_out:
         emit_json({"windows": rows, "gaps": gaps, "broken": bool(gaps), "deep": deep})
     else:
-        table = Table(title="oplog archive: continuous windows")
-        for col in ("from", "to", "from (wall)", "to (wall)", "caught up at", "slices", "entries"):
-            table.add_column(col)
-        for d in rows:
-            table.add_row(d["from"], d["to"], str(d["from_wall"] or "-"), str(d["to_wall"] or "-"),
-                          str(d["caught_up_at"] or "-"), str(d["slices"]), str(d["entries"]))
-        console.print(table)
+        print_table(console, "oplog archive: continuous windows",  # from/to are oplog positions: whole
+                    [Col("from", id=True), Col("to", id=True), Col("from (wall)"), Col("to (wall)"),
+                     Col("caught up at"), Col("slices", justify="right"), Col("entries", justify="right")],
+                    [[str(d["from"]), str(d["to"]), when(d["from_wall"]), when(d["to_wall"]), when(d["caught_up_at"]),
+                      str(d["slices"]), str(d["entries"])] for d in rows])
         for d in rows:
             if d["duplicate_slices"]:
                 console.print(f"note: {len(d['duplicate_slices'])} slices hold entries other slices also hold "
