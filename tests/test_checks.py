@@ -290,3 +290,28 @@ def test_a_run_that_evaluates_no_rule_is_an_error(mongo_uri, client, policy):
         run_checks(mongo_uri, "nosuchdb_fluxa_runner", policy)
     assert "users" in err.value.message and "analytics" in err.value.message and err.value.hint
     assert "nosuchdb_fluxa_runner" not in client.list_database_names()
+
+
+def test_a_reply_is_not_older_than_the_message_it_answers(mongo_uri, db, policy):
+    """A parent rule on its own collection (checks/self_order.py), decided at the end of the pass:
+    the parent may come after its child in read order, or not exist at all."""
+    from bson import ObjectId
+
+    t = datetime(2026, 3, 1, tzinfo=UTC)
+    conv, user = ObjectId(), ObjectId()
+    db.users.insert_one({"_id": user, "email": "a@b.co", "name": "A", "createdAt": t - timedelta(days=9),
+                         "lastUpdated": t - timedelta(days=9), "preferences": {"theme": "dark"}})
+    db.conversations.insert_one({"_id": conv, "userId": user, "title": "x", "createdAt": t - timedelta(days=1),
+                                 "lastUpdated": t + timedelta(days=1), "messageCount": 4, "schemaVersion": 2})
+    first, late_parent, early_reply, ghost_reply = (ObjectId() for _ in range(4))
+    msg = lambda _id, ts, parent=None: {"_id": _id, "conversationId": conv, "userId": user, "text": "t",  # noqa: E731
+                                        "sender": "user", "timestamp": ts, **({"parentId": parent} if parent else {})}
+    # the reply is inserted (and read) before the message it answers, and is a minute older than it
+    db.messages.insert_many([msg(early_reply, t, late_parent), msg(first, t - timedelta(hours=1)),
+                             msg(late_parent, t + timedelta(minutes=1), first), msg(ghost_reply, t, ObjectId())])
+    found = {(f.rule_id, f.variant): f for f in _run(mongo_uri, db, policy, collections=["messages"]).findings}
+    order = found.pop(("messages.timestamp.after_parent", "before_parent"))
+    assert order.ids == [early_reply] and order.samples[0]["parent"] == late_parent
+    assert order.samples[0]["parent_value"] == t + timedelta(minutes=1) and order.affected_users == 1
+    found.pop(("messages.corruption", "index_missing"))  # no indexes in this hand-made database
+    assert set(found) == {("messages.parentId.ref", "dangling")}  # the unknown parent: the reference's finding

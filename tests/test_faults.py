@@ -170,9 +170,13 @@ def check_dates_out_of_order(db, inj):
             assert d["lastUpdated"] < d["createdAt"]
         elif v == "message-after-conversation-update":
             assert d["timestamp"] > db[m.CONVERSATIONS].find_one({"_id": d["conversationId"]})["lastUpdated"]
-        else:
-            assert v == "log-before-signup"
+        elif v == "log-before-signup":
             assert d["timestamp"] < db[m.USERS].find_one({"_id": d["userId"]})["createdAt"]
+        else:
+            assert v == "reply-before-parent"
+            parent = db[m.MESSAGES].find_one({"_id": d["parentId"]})
+            assert d["timestamp"] < parent["timestamp"]
+            assert d["timestamp"] >= db[m.CONVERSATIONS].find_one({"_id": d["conversationId"]})["createdAt"]
 
 
 def check_activity_after_deletion(db, inj):
@@ -192,12 +196,13 @@ CHECKS = {name: globals()["check_" + name.replace("-", "_")] for name in KINDS}
 def test_each_kind_matches_its_manifest(dataset, kind):
     db, manifest = dataset
     before_other = db[m.ANALYTICS].count_documents({})
-    done = inject(db, manifest, kind, 4, seed=11)
-    # one injection per collection a kind breaks; 4 faults, or for activity-after-deletion 4
-    # users deleted and every document of theirs dated after the deletion
+    count = 7 if kind == "dates-out-of-order" else 4  # one of each variant
+    done = inject(db, manifest, kind, count, seed=11)
+    # one injection per collection a kind breaks; `count` faults, or for activity-after-deletion
+    # `count` users deleted and every document of theirs dated after the deletion
     assert done and {i.kind for i in done} == {kind} and len({i.collection for i in done}) == len(done)
     n = sum(len(i.ids) for i in done)
-    assert n >= 4 if kind == "activity-after-deletion" else n == 4
+    assert n >= count if kind == "activity-after-deletion" else n == count
     reloaded = Manifest(manifest.path, db.name)  # what is on disk is what happened
     assert [i.as_doc() for i in reloaded.injections] == [i.as_doc() for i in done]
     for inj in reloaded.injections:

@@ -215,9 +215,9 @@ def test_default_policy_covers_the_data_model(policy):
     assert (deletion.relation, deletion.parent_collection, deletion.parent_field) == ("not_after", "users", "deletedAt")
 
 
-def test_a_parent_rule_on_its_own_collection_is_refused(tmp_path):
-    text = default_policy_text().replace("parent_collection: conversations\n        parent_field: createdAt",
-                                         "parent_collection: messages\n        parent_field: timestamp", 1)
+def test_a_copied_field_rule_on_its_own_collection_is_refused(tmp_path):
+    text = default_policy_text().replace("parent_collection: conversations\n        parent_field: userId",
+                                         "parent_collection: messages\n        parent_field: userId", 1)
     with pytest.raises(PolicyError) as err:
         load_policy(_write(tmp_path, text))
     assert any("cannot point at its own collection" in p.message for p in err.value.problems)
@@ -492,14 +492,14 @@ def test_cli_show_json_is_a_valid_policy(cli, tmp_path):
     path = _write(tmp_path, res.stdout, "dumped.json")  # JSON is YAML
     assert load_policy(path).model_dump() == default_policy().model_dump()
     res = cli("policy", "validate", str(path))
-    assert res.code == 0 and "valid - 4 data classes, 6 collections, 77 rules" in res.stderr
+    assert res.code == 0 and "valid - 4 data classes, 6 collections, 78 rules" in res.stderr
 
 
 def test_cli_validate(cli, tmp_path):
     good = _write(tmp_path, default_policy_text(), "good.yaml")
     res = cli("policy", "validate", str(good), "--json")
     assert res.code == 0 and res.json() == {"valid": True, "file": str(good), "data_classes": 4,
-                                            "collections": 6, "rules": 77}
+                                            "collections": 6, "rules": 78}
     text, line = _replace("types: [string]", "types: [strng]")
     bad = _write(tmp_path, text, "bad.yaml")
     res = cli("policy", "validate", str(bad))

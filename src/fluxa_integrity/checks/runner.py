@@ -159,6 +159,8 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
                 keys_needed.setdefault(r.to, set()).add(r.to_field)
                 deps[coll].add(r.to)
             elif isinstance(r, (TimestampOrderRule, CopiedFieldRule)):
+                if r.parent_collection == coll:
+                    continue  # decided within the pass (checks/self_order.py)
                 facts_needed.setdefault(r.parent_collection, set()).add(r.parent_field)
                 if r.parent_collection != coll:
                     deps[coll].add(r.parent_collection)
@@ -204,7 +206,7 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
         for r in active[coll]:
             if isinstance(r, ReferenceRule) and r.to != coll:
                 needs[("keys", r.to, r.to_field)] = imports.get(("keys", r.to, r.to_field))
-            elif isinstance(r, (TimestampOrderRule, CopiedFieldRule)):
+            elif isinstance(r, (TimestampOrderRule, CopiedFieldRule)) and r.parent_collection != coll:
                 needs[("facts", r.parent_collection)] = imports.get(("facts", r.parent_collection))
             elif isinstance(r, SyncRule) and ("keys", "secondary:" + r.id, "_id") in imports:
                 needs[("keys", "secondary:" + r.id, "_id")] = imports[("keys", "secondary:" + r.id, "_id")]

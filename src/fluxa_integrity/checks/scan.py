@@ -25,6 +25,7 @@ from .document_rules import compile_document_rule
 from .facts import NONE, Facts, from_ms, to_ms
 from .findings import DEFAULT_SAMPLES, Findings, FindingResult
 from .keyset import KeySet
+from .self_order import SelfOrder
 from .values import MISSING, doc_time, get_path, key_hash, normalise_key
 
 Progress = Callable[[str, int], None]
@@ -142,7 +143,11 @@ class _Scanner:
         self.doc_checks = [(r, c) for r in spec.rules if (c := compile_document_rule(r, coll)) is not None]
         self.refs = [r for r in spec.rules if isinstance(r, ReferenceRule)]
         self.uniques = {r.id: (r, {}) for r in spec.rules if isinstance(r, UniqueRule)}
-        self.parent_rules = [r for r in spec.rules if isinstance(r, (TimestampOrderRule, CopiedFieldRule))]
+        parent_rules = [r for r in spec.rules if isinstance(r, (TimestampOrderRule, CopiedFieldRule))]
+        self.parent_rules = [r for r in parent_rules if r.parent_collection != coll]
+        # a parent in the same collection (a reply and the message it answers): decided at the end
+        own = [r for r in parent_rules if r.parent_collection == coll and isinstance(r, TimestampOrderRule)]
+        self.self_order = SelfOrder(own) if own else None
         self.soft_deletes = [r for r in spec.rules if isinstance(r, DeletionsRule) and r.soft_delete_field]
         self.syncs = [r for r in spec.rules if isinstance(r, SyncRule)]
         self.keys = {f: KeySet() for f in spec.export_keys}
@@ -193,6 +198,8 @@ class _Scanner:
             self._unique(rule, seen, docs)
         for rule in self.parent_rules:
             self._parent_rule(rule, docs)
+        if self.self_order is not None:
+            self.self_order.add_batch(docs, self._user, doc_time)
         for rule in self.soft_deletes:
             since = self.spec.since
             for d in docs:
@@ -321,6 +328,8 @@ class _Scanner:
                 self.findings.get(p.rule, "dangling",
                                   f"{self.spec.collection}.{p.rule.field} -> {p.rule.to}.{p.rule.to_field}: no such document"
                                   ).add(p._id, p.value, p.user, p.when)
+        if self.self_order is not None:
+            self.self_order.finish(self.spec.collection, self.findings)
         keys = {f: ks.freeze() for f, ks in self.keys.items() if f in self.spec.export_keys}
         if self.facts is not None:
             self.facts.freeze()

@@ -53,6 +53,7 @@ EXPECTED: dict[str, dict[str | None, tuple[str, set[str]]]] = {
         "updated-before-created": ("conversations.lastUpdated.after_createdAt", {"out_of_order"}),
         "message-after-conversation-update": ("messages.timestamp.before_conversation_update", {"after_parent"}),
         "log-before-signup": ("logs.timestamp.after_user_creation", {"before_parent"}),
+        "reply-before-parent": ("messages.timestamp.after_parent", {"before_parent"}),
     },
     "activity-after-deletion": {
         "user": ("users.lastLogin.before_deletedAt", {"out_of_order"}),
@@ -65,8 +66,10 @@ EXPECTED: dict[str, dict[str | None, tuple[str, set[str]]]] = {
 
 # Findings a kind causes besides its own, by design (the fault breaks two invariants at once):
 # a user updated before sign-up was also updated before the last login; a conversation updated
-# before it was created has messages after its last update.
-SIDE_EFFECTS = {"users.lastUpdated.after_lastLogin", "messages.timestamp.before_conversation_update"}
+# before it was created has messages after its last update; a message moved after its
+# conversation's last update is now later than the replies to it.
+SIDE_EFFECTS = {"users.lastUpdated.after_lastLogin", "messages.timestamp.before_conversation_update",
+                "messages.timestamp.after_parent"}
 
 
 def score(manifest: Manifest, findings: list[FindingResult]) -> dict[str, dict]:

@@ -318,10 +318,12 @@ def _users_to_avoid(ctx: Context) -> set:
 def dates_out_of_order(ctx: Context, count: int) -> list[Injection]:
     """Dates against the order the model implies: a login before sign-up, a user updated before
     sign-up, a conversation older than its user or updated before it was created, a message
-    after its conversation's last update, a log entry before its user signed up."""
+    after its conversation's last update, a log entry before its user signed up, a reply older
+    than the message it answers."""
     day, hour = timedelta(days=1), timedelta(hours=1)
     split = _split(("login-before-signup", "updated-before-signup", "conversation-before-user",
-                    "updated-before-created", "message-after-conversation-update", "log-before-signup"), count)
+                    "updated-before-created", "message-after-conversation-update", "log-before-signup",
+                    "reply-before-parent"), count)
     avoid = _users_to_avoid(ctx)
     rows: list[tuple[str, object, str]] = []
     users_done: set = set()
@@ -349,12 +351,33 @@ def dates_out_of_order(ctx: Context, count: int) -> list[Injection]:
             ctx.db[m.CONVERSATIONS].update_one({"_id": d["_id"]}, {"$set": {"lastUpdated": d["createdAt"] - hour}})
             rows.append((m.CONVERSATIONS, d["_id"], "updated-before-created"))
             convs_done.add(d["_id"])
+    msgs_done: set = set()
     if n := split.get("message-after-conversation-update"):
         touched_convs = list(ctx.manifest.touched(m.CONVERSATIONS) | convs_done)
         for d in ctx.sample(m.MESSAGES, n, {"conversationId": {"$nin": touched_convs}}, {"conversationId": 1}):
             conv = ctx.db[m.CONVERSATIONS].find_one({"_id": d["conversationId"]}, {"lastUpdated": 1})
             ctx.db[m.MESSAGES].update_one({"_id": d["_id"]}, {"$set": {"timestamp": conv["lastUpdated"] + hour}})
             rows.append((m.MESSAGES, d["_id"], "message-after-conversation-update"))
+            msgs_done.add(d["_id"])
+    if n := split.get("reply-before-parent"):
+        # a reply moved a millisecond before the message it answers, whose own parent keeps it at
+        # least a second after the conversation started: no other order breaks
+        touched = ctx.manifest.touched(m.MESSAGES) | msgs_done
+        picked = []
+        for d in ctx.sample(m.MESSAGES, 4 * n, {"parentId": {"$exists": True, "$ne": None,
+                                                             "$nin": list(touched)},
+                                                "_id": {"$nin": list(msgs_done)}}, {"parentId": 1}):
+            parent = ctx.db[m.MESSAGES].find_one({"_id": d["parentId"]}, {"parentId": 1, "timestamp": 1})
+            if (parent and parent.get("parentId") is not None and len(picked) < n
+                    and d["_id"] not in msgs_done and parent["_id"] not in msgs_done):
+                picked.append((d["_id"], parent["timestamp"]))
+                msgs_done.update((d["_id"], parent["_id"]))  # no chain of two moved replies
+        if len(picked) < n:
+            raise FluxaError(f"only {len(picked)} replies to a reply fit reply-before-parent, {n} asked",
+                             "ask for fewer with --count, or generate a larger dataset")
+        for _id, parent_ts in picked:
+            ctx.db[m.MESSAGES].update_one({"_id": _id}, {"$set": {"timestamp": parent_ts - timedelta(milliseconds=1)}})
+            rows.append((m.MESSAGES, _id, "reply-before-parent"))
     if n := split.get("log-before-signup"):
         for d in ctx.sample(m.LOGS, n, {"userId": {"$nin": list(avoid)}}, {"userId": 1}):
             user = ctx.db[m.USERS].find_one({"_id": d["userId"]}, {"createdAt": 1})

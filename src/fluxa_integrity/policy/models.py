@@ -375,10 +375,10 @@ def _cross_check(p: Policy) -> list[tuple[Loc, str]]:
             attr = _COLLECTION_REFS.get(type(rule))
             if attr:
                 known_collection(loc + (attr,), getattr(rule, attr))
-            if isinstance(rule, (TimestampOrderRule, CopiedFieldRule)) and rule.parent_collection == coll:
-                # the scanner reads a parent's dates/values from an earlier pass over another collection
-                problems.append((loc + ("parent_collection",), "a parent rule cannot point at its own collection "
-                                 "(for two dates of one document use kind: field_order)"))
+            if isinstance(rule, CopiedFieldRule) and rule.parent_collection == coll:
+                # the scanner reads a parent's values from an earlier pass over another collection
+                problems.append((loc + ("parent_collection",), "a copied_field rule cannot point at its own "
+                                 "collection (timestamp_order can)"))
             if isinstance(rule, DeletionsRule):
                 try:
                     parse_duration(rule.lookback)
