@@ -201,8 +201,6 @@ def _dump_dir(tmp_path, docs: list[dict]):
     return tmp_path / "dump"
 
 
-@pytest.mark.xfail(strict=True, reason="needs the call-site change in restore/executor.py _insert_batch "
-                   "(issue 9 item 24, owned by the restore engineer); strict: remove this mark once wired")
 def test_restore_on_ferretdb_names_the_refused_value(ferretdb_only, mongo_uri, client, tmp_path):
     from fluxa_integrity.backup.importer import import_dump
     from fluxa_integrity.restore.executor import restore_snapshot

@@ -37,6 +37,7 @@ from ..backup.repository import backup_dir
 from ..backup.snapshot import Progress
 from ..errors import FluxaError
 from ..mongo.connection import connect, first_line
+from ..mongo.unsupported import refused_values
 from ..store import Store
 from ..store.backup_models import RestoreRun
 from .authority import Authority
@@ -104,7 +105,8 @@ def _insert_batch(coll, docs: list[bytes]) -> tuple[int, int]:
     """(inserted, already there and identical). Raises on a conflicting duplicate."""
     raws = [RawBSONDocument(d) for d in docs]
     try:
-        coll.insert_many(raws, ordered=False)
+        with refused_values(coll, raws):  # a value the dev server cannot store is named, not "connection closed"
+            coll.insert_many(raws, ordered=False)
         return len(raws), 0  # inserted_ids is empty for RawBSONDocument
     except BulkWriteError as exc:
         errors = exc.details.get("writeErrors", [])

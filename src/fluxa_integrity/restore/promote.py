@@ -43,6 +43,7 @@ from ..backup.files import file_sha256, iter_raw_documents
 from ..config import fluxa_home
 from ..errors import FluxaError
 from ..mongo.connection import first_line
+from ..mongo.unsupported import refused_values
 from ..store import Store
 from ..store.backup_models import Promotion
 from .authority import Authority
@@ -215,7 +216,8 @@ def apply_promotion(store: Store, live: Database, source: Database, plan: dict, 
                 if doc is None:
                     raise FluxaError(f"{source.name}.{name} no longer holds _id {_id!r}: promotion {pid} cannot finish",
                                      f"undo it with `fluxa-integrity restore undo {pid}`")
-                res = dst.replace_one({"_id": _id}, doc, upsert=True)
+                with refused_values(dst, [doc]):
+                    res = dst.replace_one({"_id": _id}, doc, upsert=True)
                 written[name]["inserted" if res.upserted_id is not None else "replaced"] += 1
     except (PyMongoError, FluxaError) as exc:
         _set_status(store, pid, "failed")
@@ -262,7 +264,8 @@ def undo_promotion(store: Store, client, promotion_id: str, authority: Authority
                 counts[name]["deleted"] += coll.delete_one({"_id": bson.decode(raw)["_id"]}).deleted_count
             for raw in iter_raw_documents(undo / entry["overwritten"]["path"], "none"):
                 doc = RawBSONDocument(raw)
-                coll.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+                with refused_values(coll, [doc]):
+                    coll.replace_one({"_id": doc["_id"]}, doc, upsert=True)
                 counts[name]["restored"] += 1
     except PyMongoError as exc:
         done = {n: {"replaced": c["restored"], "inserted": 0, "deleted": c["deleted"]} for n, c in counts.items()}

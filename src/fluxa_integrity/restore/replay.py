@@ -19,6 +19,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, OperationFailure
 
 from ..backup.oplog_apply import Command, Delete, Insert, Modify, Skip, Upsert, plan_entry
+from ..mongo.unsupported import refused_values
 
 FLUSH_OPS = 1000
 #: FerretDB 1.24 keeps each update statement's SQLite read open until the whole update command
@@ -105,7 +106,9 @@ class Replayer:
                 if current is None:
                     self.stats.missing += 1
                 else:
-                    self.db[op.coll].replace_one({"_id": op._id}, op.change(current))
+                    new = op.change(current)
+                    with refused_values(self.db[op.coll], [ReplaceOne({"_id": op._id}, new)]):
+                        self.db[op.coll].replace_one({"_id": op._id}, new)
                     self.stats.modified += 1
             elif isinstance(op, Command):
                 self.flush()
@@ -131,7 +134,8 @@ class Replayer:
         i = 0
         while i < len(models):
             try:
-                self.db[coll].bulk_write(models[i:], ordered=True)
+                with refused_values(self.db[coll], models[i:]):
+                    self.db[coll].bulk_write(models[i:], ordered=True)
                 return
             except BulkWriteError as exc:
                 err = exc.details["writeErrors"][0]
@@ -139,7 +143,8 @@ class Replayer:
                 if err.get("code") != 11000 or not isinstance(models[j], InsertOne):
                     raise
                 doc = models[j]._doc  # inserted by an earlier replay of the same entry: take this version
-                self.db[coll].replace_one({"_id": doc["_id"]}, doc)
+                with refused_values(self.db[coll], [doc]):
+                    self.db[coll].replace_one({"_id": doc["_id"]}, doc)
                 i = j + 1
 
     def _command(self, op: Command) -> None:
