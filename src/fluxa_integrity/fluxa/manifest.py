@@ -15,7 +15,7 @@ from typing import Any
 
 from bson import json_util
 
-from ..config import fluxa_home
+from ..home import fluxa_home
 
 JSON_OPTS = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=timezone.utc)
 

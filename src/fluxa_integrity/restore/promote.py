@@ -40,7 +40,7 @@ from pymongo.errors import PyMongoError
 from sqlalchemy import select
 
 from ..backup.files import file_sha256, iter_raw_documents
-from ..config import fluxa_home
+from ..home import fluxa_home
 from ..errors import FluxaError
 from ..mongo.connection import first_line
 from ..mongo.unsupported import refused_values

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..config import fluxa_home, load_config_file
+from ..home import fluxa_home, load_config_file
 from ..errors import FluxaError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
