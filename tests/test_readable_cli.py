@@ -39,6 +39,9 @@ def test_check_run_findings_table_has_whole_ids_and_a_next_step(cli, db, mongo_u
         listed = cli("check", "findings", env={"COLUMNS": width})
         for f in found:
             assert _row(listed.stderr, f), (width, f, listed.stderr)
+        history = cli("check", "history", "--json").json()
+        shown = cli("check", "history", env={"COLUMNS": width}).stderr
+        assert all(re.search(rf"(^|run: ){r['id']}\s", shown, re.M) for r in history), shown
     clean = cli("check", "run", *target, "--collections", "analytics")
     assert "next:" not in clean.stderr  # no findings, no next step
 
