@@ -132,7 +132,8 @@ def history(db: Optional[str] = typer.Option(None, "--db", help="Only runs on th
         emit_json([{"id": r.id, "database": r.database, "started_at": r.started_at, "finished_at": r.finished_at,
                     "status": r.status, "stats": r.stats, "error": r.error} for r in runs])
         return
-    cols = [Col("run", id=True), Col("database"), Col("started"), Col("status"), Col("documents", justify="right"),
+    cols = [Col("run", id=True), Col("database"), Col("started", whole=True), Col("status"),
+            Col("documents", justify="right"),
             Col("findings", justify="right"), Col("seconds", justify="right")]
     rows = []
     for r in runs:

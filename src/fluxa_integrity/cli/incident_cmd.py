@@ -196,13 +196,11 @@ def show(incident: int = IdArg, json_out: bool = JsonOpt) -> None:
         return
     _show(inc, False)
     _print_clocks(api.clocks(incident))
-    table = Table(title="timeline")
-    for col in ("#", "time", "event", "by", "details"):
-        table.add_column(col, overflow="fold")
-    for e in tl:
-        details = "; ".join(f"{k}: {_plain(v)}" for k, v in e["data"].items() if v not in (None, "", [], {}))
-        table.add_row(str(e["seq"]), e["at"][:19], e["kind"], escape(e["actor"]), escape(details[:160]))
-    console.print(table)
+    # details are whole (they name backups, restores, promotions to type next); cells are text, not markup
+    print_table(console, "timeline", [Col("#", id=True), Col("time", whole=True), Col("event"), Col("by"), Col("details")],
+                [[str(e["seq"]), when(e["at"]), e["kind"], e["actor"],
+                  "; ".join(f"{k}: {_plain(v)}" for k, v in e["data"].items() if v not in (None, "", [], {}))]
+                 for e in tl])
 
 
 def _plain(v) -> str:
@@ -377,15 +375,12 @@ def phase(incident: int = IdArg, item: Optional[str] = typer.Argument(None, help
         emit_json(view)
         return
     for ph in view:
-        table = Table(title=f"{ph['name']} ({ph['window'][0]}-{ph['window'][1]}): {ph['state']}, "
-                      f"{ph['done']}/{ph['total']}")
-        for col in ("item", "owner", "action", "done", "note"):
-            table.add_column(col, overflow="fold")
-        for it in ph["items"]:
-            action = (it["action"] + (" (manual)" if it["manual"] else "")) if it["action"] else "manual"
-            table.add_row(f"{it['id']}\n{escape(it['text'])}", it["owner"], action, (it["done_at"] or "")[:16],
-                          escape(it["note"] or ""))
-        console.print(table)
+        rows = [[it["id"], it["text"], it["owner"],
+                 (it["action"] + (" (manual)" if it["manual"] else "")) if it["action"] else "manual",
+                 when(it["done_at"]), it["note"] or "-"] for it in ph["items"]]
+        print_table(console, f"{ph['name']} ({ph['window'][0]}-{ph['window'][1]}): {ph['state']}, "
+                    f"{ph['done']}/{ph['total']}",  # item ids are typed into `incident phase ID ITEM`: whole
+                    [Col("item", id=True), Col("what"), Col("owner"), Col("action"), Col("done"), Col("note")], rows)
 
 
 @app.command()

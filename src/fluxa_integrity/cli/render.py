@@ -9,7 +9,7 @@ Two halves, both pure functions of their input (no I/O but the console they are 
   visible), nested dicts and lists compact and bounded. Long strings and bytes are shortened with
   an ellipsis, except ids (a key named ``_id``/``id``/``*_id``/``*Id``): an id is never shortened,
   because people copy it into the next command. ``when(v)`` is the same for a date column, with
-  ``-`` for "no date" instead of an empty cell.
+  ``-`` for "no date" instead of an empty cell, to the second.
 - ``print_table(console, title, cols, rows)`` prints a Rich table whose id columns (``Col(...,
   id=True)``) are exactly as wide as their longest value and never wrap; the other columns wrap.
   When the console is too narrow for the ids plus a minimum for every other column, it prints one
@@ -63,6 +63,8 @@ def when(v: Any, *, day: bool = False) -> str:
             v = datetime.fromisoformat(v.replace("Z", "+00:00"))
         except ValueError:
             pass
+    if isinstance(v, datetime):  # a person reads seconds; milliseconds are in --json
+        v = v.replace(microsecond=0)
     text = value(v)
     return text[:10] if day and re.match(r"\d{4}-\d\d-\d\dT", text) else text
 
@@ -193,6 +195,7 @@ def _bson_scalar(v: Any, limit: int, keep: bool) -> str:
 class Col:
     name: str
     id: bool = False  # typed back by people: printed whole, never wrapped or shortened
+    whole: bool = False  # not an id, but unreadable when folded (a timestamp): never wrapped either
     justify: str = "left"
 
 
@@ -221,7 +224,7 @@ def fits(width: int, cols: Sequence[Col], rows: Sequence[Sequence[str]]) -> bool
     """Whether a table can show every id whole and leave each other column its minimum."""
     need = _overhead(len(cols))
     for i, c in enumerate(cols):
-        if c.id:
+        if c.id or c.whole:
             need += max([len(c.name)] + [len(r[i]) for r in rows])
         else:  # a column narrower than its longest word folds words mid-way ("critica|lity")
             need += min(max(len(w) for x in [c.name, *(r[i] for r in rows)] for w in x.split() or [""]), MIN_OTHER)
@@ -236,7 +239,7 @@ def print_table(console: Console, title: Optional[str], cols: Sequence[Col], row
         return
     table = _new_table(title)
     for i, c in enumerate(cols):
-        if c.id:
+        if c.id or c.whole:
             width = max([len(c.name)] + [len(r[i]) for r in cells])
             table.add_column(c.name, width=width, no_wrap=True, justify=c.justify)
         else:
