@@ -205,8 +205,8 @@ def _cell(x: Any) -> str:
 
 def _new_table(title: Optional[str]) -> Table:
     # no side edges and collapsed padding: two spaces between columns, the least a table costs
-    return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
-                 title_justify="left")
+    return Table(title=Text(title) if title else None,  # a title is text: "[DRILL]" stays
+                 box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True, title_justify="left")
 
 
 def _overhead(ncols: int) -> int:
