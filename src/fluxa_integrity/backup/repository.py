@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..config import fluxa_home, load_config_file
+from ..home import fluxa_home, load_config_file
 from ..errors import FluxaError
 
 

@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode, urlsplit
 
-from ..config import load_config_file
+from ..home import load_config_file
 from ..errors import FluxaError
 
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
