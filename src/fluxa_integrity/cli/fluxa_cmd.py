@@ -8,7 +8,6 @@ from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ..fluxa import model as m
 from ..fluxa.faults import KINDS, inject as inject_faults
@@ -17,6 +16,7 @@ from ..fluxa.manifest import Manifest, default_manifest_path
 from ..mongo.connection import connect
 from ..mongo.hashing import database_hash
 from .common import DbOpt, JsonOpt, UriOpt, console, emit_json, target_option_values
+from .render import Col, print_table
 
 app = typer.Typer(help="The Chatbot Fluxa dataset: generate it, inject faults with ground truth, summarise it.",
                   no_args_is_help=True)
@@ -95,13 +95,10 @@ def inject(
     if json_out:
         emit_json({"manifest": str(man.path), "injections": [i.as_doc() for i in done]})
         return
-    table = Table(title=f"injected into {database.name}")
-    for col in ("kind", "collection", "documents", "variants"):
-        table.add_column(col)
-    for inj in done:
-        variants = ", ".join(sorted(set(inj.variants))) if inj.variants else ""
-        table.add_row(inj.kind, inj.collection, str(len(inj.ids)), variants)
-    console.print(table)
+    print_table(console, f"injected into {database.name}",
+                [Col("kind"), Col("collection"), Col("documents", justify="right"), Col("variants")],
+                [[inj.kind, inj.collection, str(len(inj.ids)), ", ".join(sorted(set(inj.variants or ()))) or "-"]
+                 for inj in done])
     console.print(f"ground truth: {man.path}")
 
 
@@ -126,12 +123,8 @@ def summary(
         return
     _counts_table(counts, f"dataset {database.name}")
     if faults:
-        table = Table(title="injected faults (ground truth)")
-        table.add_column("kind")
-        table.add_column("documents", justify="right")
-        for k, n in faults.items():
-            table.add_row(k, str(n))
-        console.print(table)
+        print_table(console, "injected faults (ground truth)", [Col("kind"), Col("documents", justify="right")],
+                    [[k, str(n)] for k, n in faults.items()])
     else:
         console.print("no faults injected")
     if hashes:
@@ -139,9 +132,5 @@ def summary(
 
 
 def _counts_table(counts: dict[str, int], title: str) -> None:
-    table = Table(title=title)
-    table.add_column("collection")
-    table.add_column("documents", justify="right")
-    for name, n in counts.items():
-        table.add_row(name, f"{n:,}")
-    console.print(table)
+    print_table(console, title, [Col("collection"), Col("documents", justify="right")],
+                [[name, f"{n:,}"] for name, n in counts.items()])
