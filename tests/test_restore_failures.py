@@ -17,7 +17,7 @@ from bson import ObjectId
 
 from backup_helpers import hashes, make_data
 from fluxa_integrity.backup.snapshot import BackupOptions, run_backup
-from fluxa_integrity.cli.restore_render import readable
+from fluxa_integrity.cli.render import literal as readable
 from fluxa_integrity.incidents.api import Incidents
 from fluxa_integrity.policy import default_policy
 from fluxa_integrity.restore.verification import verify_backup

@@ -56,3 +56,23 @@ def policy_from(path: Optional[Path]):
 
 def csv_list(value: Optional[str]) -> Optional[list[str]]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def incidents_api():
+    """The incident engine as every face uses it: a channel that fails is said on stderr (which
+    channel, where, why) while the command itself still succeeds."""
+    from ..incidents.api import Incidents
+
+    api = Incidents.from_environment()
+    api.on_delivery_failure = _warn_failure
+    return api
+
+
+def _warn_failure(f: dict) -> None:
+    from rich.markup import escape
+
+    later = f"will retry at {(f.get('next_attempt_at') or '')[:16]}" if f.get("will_retry") else "gave up"
+    # the error text comes from the network: escaped, so brackets in it are never taken for markup
+    console.print(f"[yellow]notification failed[/]: incident {f['incident']} {f['about']} via "
+                  f"{escape(str(f['error']))} (attempts {f['attempts']}; {later}; "
+                  "`fluxa-integrity incident notify-retry` resends)", highlight=False, soft_wrap=True)

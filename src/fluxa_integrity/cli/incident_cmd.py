@@ -16,7 +16,7 @@ from rich.table import Table
 from ..errors import FluxaError
 from ..incidents.api import Incidents
 from ..incidents.timeutil import fmt_delta, parse_when
-from .common import EXIT_PROBLEMS, JsonOpt, console, csv_list, emit_json
+from .common import EXIT_PROBLEMS, JsonOpt, console, csv_list, emit_json, incidents_api
 from .render import Col, print_table, when
 
 app = typer.Typer(help="Data-integrity incidents: intake, severity, clocks, escalation, phases, communications, "
@@ -29,18 +29,7 @@ IdArg = typer.Argument(..., help="Incident id.")
 
 
 def _api() -> Incidents:
-    api = Incidents.from_environment()
-    api.on_delivery_failure = _warn_failure
-    return api
-
-
-def _warn_failure(f: dict) -> None:
-    """A channel that failed is said on stderr; the command itself still succeeds."""
-    later = f"will retry at {(f.get('next_attempt_at') or '')[:16]}" if f.get("will_retry") else "gave up"
-    # the error text comes from the network: escaped, so brackets in it are never taken for markup
-    console.print(f"[yellow]notification failed[/]: incident {f['incident']} {f['about']} via "
-                  f"{escape(str(f['error']))} (attempts {f['attempts']}; {later}; "
-                  "`fluxa-integrity incident notify-retry` resends)", highlight=False, soft_wrap=True)
+    return incidents_api()
 
 
 def _when(value: Optional[str]):

@@ -21,6 +21,7 @@ Nothing here raises on odd input: an unknown type falls back to its ``repr``, sh
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -186,6 +187,38 @@ def _bson_scalar(v: Any, limit: int, keep: bool) -> str:
         return name
     text = _escape(str(v) if name == "Code" else repr(v))
     return text if keep else shorten(text, limit)
+
+
+def _literal(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, datetime):
+        return iso(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (bytes, bytearray)) or type(v).__name__ == "Binary":
+        return f"<{len(v)} bytes>"
+    if type(v).__name__ == "ObjectId":
+        return f"ObjectId({v})"
+    if isinstance(v, dict) or hasattr(v, "items"):
+        return "{" + ", ".join(f"{k}: {_literal(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_literal(x) for x in v) + "]"
+    return _bson_scalar(v, LIMIT, True)
+
+
+def literal(v: Any, limit: int = 160) -> str:
+    """A value as a literal, for diffs where the string "null" and null must differ: strings
+    quoted (control characters JSON-escaped), ObjectIds as ``ObjectId(hex)``, dates ISO-8601 UTC,
+    nested values inline and whole up to ``limit`` characters."""
+    return shorten(_literal(v), limit)
+
+
+def field_changes(fields: dict) -> list[str]:
+    """``{field: [live, restored]}`` as lines ``field: live -> restored``."""
+    return [f"{k}: {literal(old)} -> {literal(new)}" for k, (old, new) in fields.items()]
 
 
 # -- tables ------------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ from ..errors import FluxaError
 from ..mongo.connection import connect
 from ..restore.authority import Authority
 from ..store import open_store
-from .common import EXIT_PROBLEMS, PolicyOpt, csv_list, policy_from
+from .common import EXIT_PROBLEMS, PolicyOpt, csv_list, incidents_api, policy_from
 from .common import DbOpt, JsonOpt, UriOpt, console, emit_json, target_option_values
 from .progress_bars import BarSink, bars
-from .restore_render import field_changes, readable
+from .render import field_changes, literal as readable
 
 IncidentOpt = typer.Option(None, "--incident", help="Open incident this is done for: checked before anything is "
                            "written, and the action goes on its timeline.")
@@ -25,9 +25,7 @@ IncidentOpt = typer.Option(None, "--incident", help="Open incident this is done 
 def authority_from(incident: Optional[str], yes: bool = False) -> Authority:
     """The incident (checked open now, before any write) or the operator's --yes."""
     if incident is not None:
-        from ..incidents.api import Incidents
-
-        return Authority.for_incident(Incidents.from_environment(), incident)
+        return Authority.for_incident(incidents_api(), incident)
     return Authority.operator() if yes else Authority.none()
 
 
