@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import bson
-import pymongo
 import pytest
 
 from fluxa_integrity.backup import archive_catalog as ac
@@ -22,17 +21,7 @@ from fluxa_integrity.backup.files import _HashingSink, iter_raw_documents
 from fluxa_integrity.backup.slices import SliceWriter
 from fluxa_integrity.errors import FluxaError
 from fluxa_integrity.store import open_store
-from test_archiver import wait_for_line
-
-ONCE = ArchiveOptions(once=True, poll_ms=200)
-
-
-@pytest.fixture()
-def server(private_server):
-    uri = private_server.status().uri
-    client = pymongo.MongoClient(uri, tz_aware=True)
-    yield uri, client
-    client.close()
+from test_archiver import ONCE, server, wait_for_line  # noqa: F401 (server is a fixture)
 
 
 def live_ts(client) -> list:

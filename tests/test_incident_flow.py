@@ -16,16 +16,9 @@ from fluxa_integrity.mongo.devserver import free_port
 from fluxa_integrity.policy import default_policy
 from fluxa_integrity.store import open_store
 
-from test_comms import HttpReceiver
+from test_incidents import http  # noqa: F401 (a fixture: a real local HTTP receiver)
 
 H, M = timedelta(hours=1), timedelta(minutes=1)
-
-
-@pytest.fixture()
-def http():
-    r = HttpReceiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture()
