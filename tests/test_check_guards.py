@@ -51,6 +51,7 @@ def test_some_collections_missing_runs_warns_and_records_them(cli, mongo_uri, db
     assert res.code in (0, 1), res.stderr
     doc = res.json()
     assert any("'messages' does not exist" in w for w in doc["warnings"])
+    assert sorted(doc["missing_collections"]) == sorted(c for c in POLICY_COLLECTIONS if c != "users")
     (run,) = _runs(fluxa_home)
     stats = json.loads(run[2]) if isinstance(run[2], str) else run[2]
     assert run[1] == "complete" and sorted(stats["missing_collections"]) == sorted(

@@ -82,6 +82,7 @@ def run(
     if json_out:
         emit_json({"run_id": summary["run_id"], "database": report.database, "seconds": round(report.seconds, 3),
                    "docs": report.docs, "rules": report.rules, "warnings": report.warnings,
+                   "missing_collections": report.missing,
                    "history": {k: v for k, v in summary.items() if k != "run_id"},
                    "findings": [{"finding_id": i, **f.as_dict()} for i, f in zip(fid, report.findings)]})
     else:
