@@ -264,3 +264,51 @@ def test_show_and_clocks_cli_and_tick_refusal(cli):
     r = cli("incident", "tick", "--at", "+8h", "--simulate", "--json")
     assert r.code == 0 and r.json()["skipped_real_incidents"] == [int(iid)]
     assert {e["incident"] for e in r.json()["events"]} == {int(drill)}
+
+
+# -- review 1, item 1: drills and real incidents never share findings -----------------------------
+
+def _accounts_run(mongo_uri, db, tmp_path, name: str) -> Incidents:
+    """A state store whose last check run holds the user_accounts findings of injected duplicates."""
+    from fluxa_integrity.checks.history import record_run
+    from fluxa_integrity.checks.runner import run_checks
+
+    api = Incidents(open_store(f"sqlite:///{tmp_path / name}"), default_policy())
+    record_run(api.store, run_checks(mongo_uri, db.name, api.policy))
+    return api
+
+
+def test_a_drill_and_a_real_incident_never_take_each_others_findings(mongo_uri, db, tmp_path):
+    from fluxa_integrity.checks.history import list_findings
+    from fluxa_integrity.errors import FluxaError
+    from fluxa_integrity.fluxa.faults import inject
+    from fluxa_integrity.fluxa.generator import GenerateOptions, generate
+    from fluxa_integrity.fluxa.manifest import Manifest
+
+    generate(db, GenerateOptions(users=30, seed=5))
+    inject(db, Manifest(tmp_path / "m.json", db.name), "duplicate-emails", 2, seed=4)
+
+    # a drill report with no database, opened first, must not take a real intake's findings
+    api = _accounts_run(mongo_uri, db, tmp_path, "a.db")
+    accounts = {f.id for f in list_findings(api.store, db.name) if f.data_class == "user_accounts"}
+    assert accounts
+    drill = api.report("support", "Game day: logins", collections=["users"], drill=True)
+    real = api.report("support", "Cannot log in", collections=["users"])
+    res = api.intake()
+    assert drill["id"] not in res["attached"] and set(res["attached"][real["id"]]) >= accounts, res
+    assert api.get(drill["id"])["findings"] == []
+
+    # the reverse: a drill intake opens its own drill incident instead of joining a real report
+    api = _accounts_run(mongo_uri, db, tmp_path, "b.db")
+    real = api.report("support", "Cannot log in", collections=["users"])
+    res = api.intake(drill=True)
+    assert res["attached"] == {} and res["opened"], res
+    assert all(api.get(i)["drill"] for i in res["opened"]) and api.get(real["id"])["findings"] == []
+
+    # merge refuses to mix them, either way, and writes nothing
+    drill = api.report("support", "Game day: logins", collections=["users"], drill=True)
+    for into, dup in ((real["id"], drill["id"]), (drill["id"], real["id"])):
+        with pytest.raises(FluxaError, match="drill") as e:
+            api.merge(into, [dup])
+        assert "drill" in e.value.hint
+    assert api.get(drill["id"])["status"] == "open" and api.get(real["id"])["status"] == "open"

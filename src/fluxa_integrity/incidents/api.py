@@ -210,7 +210,7 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
             for f in found:
                 if f.id in taken:
                     continue
-                target = intake.attach_target(s, f)
+                target = intake.attach_target(s, f, drill)
                 if target is not None:
                     ids = result["attached"].setdefault(target.id, [])
                     ids.append(f.id)

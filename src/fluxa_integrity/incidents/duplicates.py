@@ -8,7 +8,8 @@ surviving incident's); its clocks stop being measured and PagerDuty resolves its
 timelines record the merge. A mixin: ``Incidents`` in api.py supplies ``store``, ``policy``,
 ``_get``, ``_link``, ``_record``, ``_notify``, ``_deliver`` and ``get``.
 Failure: FluxaError (nothing written) when an id does not exist, an incident would be merged into
-itself, either side is closed, or ``into`` is itself a duplicate.
+itself, either side is closed, ``into`` is itself a duplicate, or a drill would be merged with a
+real incident (either way).
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ class DuplicatesMixin:
                                  f"merge into incident {into.duplicate_of}")
             for inc in (into, *(locked[o] for o in others)):
                 timetravel.check(at, inc.drill, "merge", inc.id)
+                # a drill's simulated record must never absorb (or be absorbed by) a real one
+                if bool(inc.drill) != bool(into.drill):
+                    kinds = ("a drill", "a real incident")
+                    a, b = kinds if into.drill else kinds[::-1]
+                    raise FluxaError(f"incident {inc.id} is {b}, incident {into.id} {a}: they cannot be merged",
+                                     "merge drills with drills and real incidents with real ones")
             main = Change(s, into, at, actor or SYSTEM)
             changes.append(main)
             for oid in others:

@@ -7,6 +7,8 @@ which data classes exist; the grouping is a decision documented in docs/incident
 - a finding whose data class is already under a live incident on the same database attaches to it
   (unclassified findings: same collection); failing that, a live incident with no database yet
   (a user or support report) of that class takes it, and its database is set from the finding;
+  either way only an incident of the same kind (``intake --drill`` joins drills, a real intake
+  real incidents);
 - the rest open one incident per data class (per collection when unclassified).
 Reports and system events open an incident each.
 """
@@ -62,10 +64,12 @@ def incident_of(s: Session, finding_id: int, exclude: int | None = None) -> int 
     return s.scalar(q.order_by(IncidentFinding.incident_id).limit(1))
 
 
-def attach_target(s: Session, f: Finding) -> Incident | None:
+def attach_target(s: Session, f: Finding, drill: bool = False) -> Incident | None:
     """The live incident a finding joins: one on the same database first, else one that names no
-    database yet (a report or event from a person, who seldom knows the database name)."""
+    database yet (a report or event from a person, who seldom knows the database name). Only an
+    incident of the same kind: a drill never takes real findings, nor a real incident drill ones."""
     live = s.scalars(select(Incident).where(Incident.status.in_(LIVE), Incident.duplicate_of.is_(None),
+                                            Incident.drill.is_(bool(drill)),
                                             (Incident.database == f.database) | Incident.database.is_(None))
                      .order_by(Incident.database.is_(None), Incident.id)).all()
     for inc in live:
