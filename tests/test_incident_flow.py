@@ -312,3 +312,37 @@ def test_a_drill_and_a_real_incident_never_take_each_others_findings(mongo_uri, 
             api.merge(into, [dup])
         assert "drill" in e.value.hint
     assert api.get(drill["id"])["status"] == "open" and api.get(real["id"])["status"] == "open"
+
+
+# -- review 1, item 2: a merge keeps the duplicate's containment, severity and times --------------
+
+def test_merging_keeps_the_duplicates_read_only_paused_features_manual_severity_and_earliest_times(api):
+    from fluxa_integrity.incidents.timeutil import now
+
+    t0 = now()
+    into = api.open("Theme settings reset", collections=["users.preferences"], at=t0 - H)["id"]
+    dup = api.open("Logins fail", collections=["messages"], at=t0 - 3 * H,
+                   issue_started_at=t0 - 5 * H, detected_at=t0 - 4 * H)["id"]
+    api.acknowledge(dup, at=t0 - 2 * H)
+    api.complete_item(dup, "read_only_mode", run=True, at=t0 - 2 * H)
+    api.complete_item(dup, "pause_affected_features", run=True, params={"features": "chat,export"}, at=t0 - 2 * H)
+    api.escalate(dup, "a person judged it critical", severity="P1", at=t0 - 2 * H)
+    api.complete_item(into, "pause_affected_features", run=True, params={"features": "themes"}, at=t0 - H)
+    before = api.read_only_collections()
+    assert before["read_only"] and before["paused_features"] == ["chat", "export", "themes"]
+
+    api.merge(into, [dup], at=t0)
+    after = api.read_only_collections()
+    # closing the duplicate must not silently lift what it had put in place
+    assert after["read_only"] and after["incidents"] == [into], after
+    assert after["paused_features"] == ["chat", "export", "themes"]
+    inc = api.get(into)
+    assert inc["read_only"] and inc["paused_features"] == ["chat", "export", "themes"]
+    assert inc["severity"] == "P1"  # the duplicate's hand-set severity, which is more severe
+    assert inc["issue_started_at"] == (t0 - 5 * H).isoformat()
+    assert inc["detected_at"] == (t0 - 4 * H).isoformat()
+    merged = [e["data"] for e in api.timeline(into) if e["kind"] == "merged"][0]
+    assert merged["read_only"] is True and merged["paused_features"] == ["chat", "export"]
+    assert merged["severity"] == {"from": "P2", "to": "P1", "manual": True}
+    assert merged["issue_started_at"] and merged["detected_at"]
+    assert all(v["ok"] for v in api.verify_timeline())

@@ -1,5 +1,7 @@
 """Bringing duplicate incidents together, for ``Incidents``: ``merge(into, others)`` moves each
-other incident's findings, backups and restores onto ``into`` and closes it as a duplicate
+other incident's findings, backups, restores, places and containment (read-only mode, paused
+features), a more severe hand-set severity and the earlier issue start / detection times onto
+``into`` and closes it as a duplicate
 (``duplicate_of``), in one transaction; ``incident close ID --duplicate-of OTHER`` is the same
 thing seen from the duplicate. One support ticket seen by several people is one incident.
 
@@ -19,6 +21,7 @@ from datetime import datetime
 from ..errors import FluxaError
 from . import intake, timetravel
 from .change import SYSTEM, Change
+from .severity import rank
 from .timeutil import now, utc
 
 
@@ -26,7 +29,7 @@ class DuplicatesMixin:
     def merge(self, into_id: int, other_ids: list[int], at: datetime | None = None,
               actor: str | None = None, reason: str | None = None) -> dict:
         """Close each of ``other_ids`` as a duplicate of ``into_id``, carrying their findings,
-        backups, restores and places over."""
+        backups, restores, places, containment, hand-set severity and earliest times over."""
         at = utc(at) or now()
         others = list(dict.fromkeys(int(o) for o in other_ids))
         if not others:
@@ -67,8 +70,9 @@ class DuplicatesMixin:
                 into.places = sorted(set(declared or []) | set(dup.places if dup.places is not None
                                                               else dup.collections or []))
                 into.collections = sorted(set(into.collections or []) | set(dup.collections or []))
+                kept = self._take_over(into, dup)
                 self._record(main, "merged", duplicate=dup.id, title=dup.title, source=dup.source,
-                             source_kind=dup.source_kind, finding_ids=[f.id for f in found], reason=reason)
+                             source_kind=dup.source_kind, finding_ids=[f.id for f in found], reason=reason, **kept)
                 ch = Change(s, dup, at, actor or SYSTEM)
                 changes.append(ch)
                 old, dup.status, dup.closed_at, dup.duplicate_of = dup.status, "closed", at, into.id
@@ -83,3 +87,26 @@ class DuplicatesMixin:
         for ch in changes:
             self._deliver(ch.outbox, at)
         return self.get(int(into_id))
+
+    def _take_over(self, into, dup) -> dict:
+        """What the survivor keeps of the duplicate besides findings and backups: its containment
+        (the app honours read-only mode and paused features of incidents that are not closed, so
+        closing the duplicate would lift them silently), a severity set by hand when it is more
+        severe, and the earlier issue start and detection times. Returns what changed, for the
+        ``merged`` row."""
+        kept: dict = {}
+        if dup.read_only and not into.read_only:
+            into.read_only = kept["read_only"] = True
+        paused = set(dup.paused_features or []) - set(into.paused_features or [])
+        if paused:
+            into.paused_features = sorted(set(into.paused_features or []) | paused)
+            kept["paused_features"] = sorted(paused)
+        if dup.severity_manual and rank(self.policy, dup.severity) < rank(self.policy, into.severity):
+            kept["severity"] = {"from": into.severity, "to": dup.severity, "manual": True}
+            into.severity, into.severity_manual = dup.severity, True
+        for name in ("issue_started_at", "detected_at"):
+            mine, theirs = utc(getattr(into, name)), utc(getattr(dup, name))
+            if theirs is not None and (mine is None or theirs < mine):
+                setattr(into, name, theirs)
+                kept[name] = theirs
+        return kept
