@@ -19,6 +19,14 @@ before the first write. Any other promotion into a database that holds an unfini
 refused until it is finished or undone. Undo is resumable the same way (``undoing``): putting a
 saved document back and deleting an inserted _id are both idempotent. A failure while saving the
 undo store removes it and writes nothing to the live database.
+
+Newer app writes are never lost. Right before each replace or delete (promotion, resumed
+promotion, undo), the live document is read: if it is neither what this step expects there (the
+saved original or absence, for a promotion; the promoted document or the put-back original, for
+an undo) nor already what is about to be written, it is a newer write by the app: its raw bytes
+are appended (fsynced) to ``<coll>.superseded.bson`` in the undo store, listed in the manifest,
+and counted as ``superseded`` in the result and on the timeline. (A live document that changes in
+the instant between that read and the write is not caught: there are no transactions here.)
 Each run (applied, failed or partial) is recorded on the authorising incident's timeline
 (authority.py).
 """
@@ -47,7 +55,7 @@ from ..mongo.unsupported import refused_values
 from ..store import Store
 from ..store.backup_models import Promotion
 from .authority import Authority
-from .compare import RAW, fingerprints, field_diff
+from .compare import RAW, fingerprints, field_diff, id_key
 
 UTC = timezone.utc
 UNFINISHED = ("applying", "failed", "undoing")
@@ -129,6 +137,49 @@ def _write_raw(path: Path, docs) -> dict:
     return {"path": path.name, "sha256": file_sha256(path)}
 
 
+def _write_manifest(undo: Path, manifest: dict) -> None:
+    tmp = undo / "manifest.json.tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(manifest, indent=2))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, undo / "manifest.json")  # never a half-written manifest
+
+
+class _Superseded:
+    """Newer live documents about to be overwritten or deleted: kept byte for byte, first."""
+
+    def __init__(self, undo: Path, manifest: dict):
+        self.undo, self.manifest = undo, manifest
+        self.counts: dict[str, int] = {}
+
+    def keep(self, name: str, raw: bytes) -> None:
+        path = self.undo / f"{name}.superseded.bson"
+        with open(path, "ab") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        entry = self.manifest["collections"][name]
+        total = entry.get("superseded", {}).get("count", 0) + 1
+        entry["superseded"] = {"path": path.name, "sha256": file_sha256(path), "count": total}
+        _write_manifest(self.undo, self.manifest)
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def check(self, name: str, live_doc, expected: tuple, about_to_write: bytes | None) -> None:
+        """Keep ``live_doc`` unless it is absent, one of ``expected`` (raw bytes) or what is written."""
+        if live_doc is not None and live_doc.raw != about_to_write and live_doc.raw not in expected:
+            self.keep(name, live_doc.raw)
+
+    def add_to(self, counts: dict) -> dict:
+        for name, n in self.counts.items():
+            counts[name]["superseded"] = n
+        return counts
+
+
+def _originals(undo: Path, entry: dict) -> dict[bytes, bytes]:
+    return {id_key(RawBSONDocument(raw)["_id"]): raw for raw in iter_raw_documents(undo / entry["overwritten"]["path"], "none")}
+
+
 def _set_status(store: Store, pid: str, status: str, **values) -> None:
     with store.session() as s:
         row = s.get(Promotion, pid)
@@ -148,10 +199,11 @@ def _save_undo_store(store: Store, live: Database, source: Database, plan: dict,
     live_raw = {n: live.get_collection(n, codec_options=RAW) for n in plan}
     try:
         for name, p in plan.items():  # save first: nothing is written before the undo store is on disk
-            saved, inserted = [], [bson.encode({"_id": p["ids"][k]}) for k in p["insert"]]
-            for k in p["overwrite"]:
+            saved, inserted = [], []
+            for k in p["overwrite"] + p["insert"]:
+                # read now, not from the plan: a document created or deleted since is saved as it is
                 doc = live_raw[name].find_one({"_id": p["ids"][k]})
-                if doc is None:  # deleted since the plan: the promotion inserts it, undo deletes it
+                if doc is None:  # absent now: the promotion inserts it, undo deletes it
                     inserted.append(bson.encode({"_id": p["ids"][k]}))
                 else:
                     saved.append(doc.raw)
@@ -159,7 +211,7 @@ def _save_undo_store(store: Store, live: Database, source: Database, plan: dict,
                      "inserted": _write_raw(undo / f"{name}.inserted.bson", inserted),
                      "counts": {"overwritten": len(saved), "inserted": len(inserted)}}
             manifest["collections"][name] = entry
-        (undo / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        _write_manifest(undo, manifest)
     except (PyMongoError, OSError) as exc:
         shutil.rmtree(undo, ignore_errors=True)
         msg = first_line(exc) if isinstance(exc, PyMongoError) else str(exc)
@@ -206,24 +258,28 @@ def apply_promotion(store: Store, live: Database, source: Database, plan: dict, 
     planned = {n: {"replaced": e["counts"]["overwritten"], "inserted": e["counts"]["inserted"], "deleted": 0}
                for n, e in manifest["collections"].items()}
     written = {n: {"replaced": 0, "inserted": 0, "deleted": 0} for n in todo}
+    kept = _Superseded(undo, manifest)
     where = f"from {source.name} into {live.name}"
     try:
         for name, id_list in todo.items():
             src = source.get_collection(name, codec_options=RAW)
             dst = live.get_collection(name, codec_options=RAW)
+            originals = _originals(undo, manifest["collections"][name])
             for _id in id_list:
                 doc = src.find_one({"_id": _id})
                 if doc is None:
                     raise FluxaError(f"{source.name}.{name} no longer holds _id {_id!r}: promotion {pid} cannot finish",
                                      f"undo it with `fluxa-integrity restore undo {pid}`")
+                original = originals.get(id_key(_id))
+                kept.check(name, dst.find_one({"_id": _id}), (original,) if original else (), doc.raw)
                 with refused_values(dst, [doc]):
                     res = dst.replace_one({"_id": _id}, doc, upsert=True)
                 written[name]["inserted" if res.upserted_id is not None else "replaced"] += 1
     except (PyMongoError, FluxaError) as exc:
         _set_status(store, pid, "failed")
         done = sum(v for c in written.values() for v in c.values())
-        authority.record("promote", pid, f"promotion {pid} {where} interrupted after {done} documents",
-                         written, status="partial" if done else "failed")
+        authority.record("promote", pid, f"promotion {pid} {where} interrupted after {done} documents"
+                         + _kept_text(kept), kept.add_to(written), status="partial" if done else "failed")
         if isinstance(exc, FluxaError):
             raise
         total = sum(len(v) for v in todo.values())
@@ -232,10 +288,17 @@ def apply_promotion(store: Store, live: Database, source: Database, plan: dict, 
                          f"or put everything back with `fluxa-integrity restore undo {pid}`") from exc
     _set_status(store, pid, "applied")
     timeline = authority.record("promote", pid, f"promotion {pid} {where}" + (" (resumed)" if resumed else "")
-                                + f": {_counts_text(planned)}", planned)
+                                + f": {_counts_text(planned)}" + _kept_text(kept), kept.add_to(planned))
     return {"promotion_id": pid, "undo_dir": str(undo), "resumed": resumed,
             "counts": {n: e["counts"] for n, e in manifest["collections"].items()},
-            "written": written, "timeline": timeline}
+            "written": written, "superseded": kept.counts, "timeline": timeline}
+
+
+def _kept_text(kept: _Superseded) -> str:
+    if not kept.counts:
+        return ""
+    return ("; newer live documents kept in the undo store before being replaced: "
+            + ", ".join(f"{n} {c}" for n, c in kept.counts.items()))
 
 
 def undo_promotion(store: Store, client, promotion_id: str, authority: Authority | None = None) -> dict:
@@ -247,7 +310,7 @@ def undo_promotion(store: Store, client, promotion_id: str, authority: Authority
             raise FluxaError(f"no promotion {promotion_id!r}", "the id is printed by `restore promote --apply`")
         if row.status == "undone":
             raise FluxaError(f"promotion {promotion_id} was already undone", "nothing to do")
-        undo, live_name = Path(row.undo_dir), row.live_db
+        undo, live_name, from_name = Path(row.undo_dir), row.live_db, row.from_db
     manifest = _read_manifest(undo)
     for name, entry in manifest["collections"].items():
         for part in ("overwritten", "inserted"):
@@ -257,26 +320,38 @@ def undo_promotion(store: Store, client, promotion_id: str, authority: Authority
     live = client[live_name]
     _set_status(store, promotion_id, "undoing")
     counts = {name: {"restored": 0, "deleted": 0} for name in manifest["collections"]}
+    kept = _Superseded(undo, manifest)
     try:
         for name, entry in manifest["collections"].items():
             coll = live.get_collection(name, codec_options=RAW)
+            # what the promotion wrote; when the restored copy is gone, every changed document is kept
+            promoted = client[from_name].get_collection(name, codec_options=RAW)
+
+            def expected(_id, *also) -> tuple:
+                doc = promoted.find_one({"_id": _id})
+                return (doc.raw, *also) if doc is not None else also
+
             for raw in iter_raw_documents(undo / entry["inserted"]["path"], "none"):
-                counts[name]["deleted"] += coll.delete_one({"_id": bson.decode(raw)["_id"]}).deleted_count
+                _id = bson.decode(raw)["_id"]
+                kept.check(name, coll.find_one({"_id": _id}), expected(_id), None)
+                counts[name]["deleted"] += coll.delete_one({"_id": _id}).deleted_count
             for raw in iter_raw_documents(undo / entry["overwritten"]["path"], "none"):
                 doc = RawBSONDocument(raw)
+                kept.check(name, coll.find_one({"_id": doc["_id"]}), expected(doc["_id"]), raw)
                 with refused_values(coll, [doc]):
                     coll.replace_one({"_id": doc["_id"]}, doc, upsert=True)
                 counts[name]["restored"] += 1
     except PyMongoError as exc:
         done = {n: {"replaced": c["restored"], "inserted": 0, "deleted": c["deleted"]} for n, c in counts.items()}
         any_done = any(v for c in done.values() for v in c.values())
-        authority.record("undo", promotion_id, f"undo of promotion {promotion_id} in {live_name} interrupted",
-                         done, status="partial" if any_done else "failed")
+        authority.record("undo", promotion_id, f"undo of promotion {promotion_id} in {live_name} interrupted"
+                         + _kept_text(kept), kept.add_to(done), status="partial" if any_done else "failed")
         raise FluxaError(f"undo of promotion {promotion_id} in {live_name!r} interrupted: {first_line(exc)}",
                          f"rerun `fluxa-integrity restore undo {promotion_id}` to resume it (putting a saved "
                          "document back twice is harmless)") from exc
     _set_status(store, promotion_id, "undone", undone_at=datetime.now(UTC))
     recorded = {n: {"replaced": c["restored"], "inserted": 0, "deleted": c["deleted"]} for n, c in counts.items()}
     timeline = authority.record("undo", promotion_id, f"undo of promotion {promotion_id} in {live_name}: "
-                                f"{_counts_text(recorded)}", recorded)
-    return {"promotion_id": promotion_id, "counts": counts, "timeline": timeline}
+                                f"{_counts_text(recorded)}" + _kept_text(kept), kept.add_to(recorded))
+    return {"promotion_id": promotion_id, "counts": counts, "superseded": kept.counts, "undo_dir": str(undo),
+            "timeline": timeline}
