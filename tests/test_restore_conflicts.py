@@ -72,3 +72,38 @@ def test_app_writes_between_failed_promotion_rerun_and_undo_are_kept(client, db,
     assert sorted(_kept(undo)) == sorted(app_writes + [edit])
     # the undo puts back the state from before the first attempt (saved then: 7 was absent)
     assert {i: _raw(live.users, i) for i in range(7)} == originals and _raw(live.users, 7) is None
+
+
+def test_second_writer_into_a_live_database_is_refused_naming_the_first(mongo_uri, client, db, source, cli):
+    import subprocess
+    import sys
+
+    from fluxa_integrity.restore.promote import _set_status
+
+    source.users.insert_many([{"_id": i, "name": f"user {i}"} for i in range(3)])
+    db.users.insert_many([{"_id": i, "name": "tampered"} for i in range(3)])
+    store = open_store()
+    pid = apply_promotion(store, db, source, plan_promotion(db, source, ["users"], None), Authority.operator())["promotion_id"]
+    db.users.update_one({"_id": 0}, {"$set": {"name": "tampered again"}})
+    # another process is promoting into (or undoing in) the same live database: it holds the lock
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom fluxa_integrity.restore.promotion_lock import PromotionLock\n"
+         f"with PromotionLock({db.name!r}):\n    print('held', file=sys.stderr, flush=True)\n    sys.stdin.read()"],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stderr.readline().strip() == "held"  # readiness: the lock is taken
+        before = db.users.find_one({"_id": 0})
+        with pytest.raises(FluxaError, match=f"another promotion or undo is writing to '{db.name}': pid {holder.pid}"):
+            undo_promotion(store, client, pid, Authority.operator())
+        out = cli("restore", "promote", "--from-db", source.name, "--collections", "users", "--db", db.name,
+                  "--uri", mongo_uri, "--yes", "--apply", "--json")
+        assert out.code == 2 and f"pid {holder.pid}" in out.json()["error"], out.stdout
+        assert db.users.find_one({"_id": 0}) == before  # neither wrote
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    # the holder is gone: the undo runs
+    assert undo_promotion(store, client, pid, Authority.operator())["counts"]["users"]["restored"] == 3
+    # a status change made underneath is refused, never overwritten
+    with pytest.raises(FluxaError, match="is undone, not applying"):
+        _set_status(store, pid, "applied", ("applying",))

@@ -27,6 +27,9 @@ an undo) nor already what is about to be written, it is a newer write by the app
 are appended (fsynced) to ``<coll>.superseded.bson`` in the undo store, listed in the manifest,
 and counted as ``superseded`` in the result and on the timeline. (A live document that changes in
 the instant between that read and the write is not caught: there are no transactions here.)
+Promote, resume and undo into one live database hold an exclusive lock (promotion_lock.py) from
+the check for unfinished promotions to the last write, and every status change is conditional
+on the status it expects, so a second writer is refused, naming the first, never run beside it.
 Each run (applied, failed or partial) is recorded on the authorising incident's timeline
 (authority.py).
 """
@@ -45,7 +48,7 @@ from bson import json_util
 from bson.raw_bson import RawBSONDocument
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from ..backup.files import file_sha256, iter_raw_documents
 from ..home import fluxa_home
@@ -56,6 +59,7 @@ from ..store import Store
 from ..store.backup_models import Promotion
 from .authority import Authority
 from .compare import RAW, fingerprints, field_diff, id_key
+from .promotion_lock import PromotionLock
 
 UTC = timezone.utc
 UNFINISHED = ("applying", "failed", "undoing")
@@ -180,12 +184,15 @@ def _originals(undo: Path, entry: dict) -> dict[bytes, bytes]:
     return {id_key(RawBSONDocument(raw)["_id"]): raw for raw in iter_raw_documents(undo / entry["overwritten"]["path"], "none")}
 
 
-def _set_status(store: Store, pid: str, status: str, **values) -> None:
+def _set_status(store: Store, pid: str, status: str, expected: tuple[str, ...], **values) -> None:
+    """Move ``pid`` to ``status`` only from one of ``expected``: a change made underneath is refused."""
     with store.session() as s:
-        row = s.get(Promotion, pid)
-        row.status = status
-        for k, v in values.items():
-            setattr(row, k, v)
+        res = s.execute(update(Promotion).where(Promotion.id == pid, Promotion.status.in_(expected))
+                        .values(status=status, **values))
+        if res.rowcount != 1:
+            now = s.scalar(select(Promotion.status).where(Promotion.id == pid))
+            raise FluxaError(f"promotion {pid} is {now}, not {' or '.join(expected)}: another command changed it",
+                             "check `restore promote` / `restore undo` runs on this database, then rerun")
 
 
 def _save_undo_store(store: Store, live: Database, source: Database, plan: dict, authorized_by: str,
@@ -243,6 +250,12 @@ def apply_promotion(store: Store, live: Database, source: Database, plan: dict, 
                     ids: list | None = None) -> dict:
     """Write the plan to ``live`` (or finish the interrupted promotion made for the same
     selection), recording the outcome on the authorising incident's timeline."""
+    with PromotionLock(live.name):
+        return _apply_locked(store, live, source, plan, authority, ids)
+
+
+def _apply_locked(store: Store, live: Database, source: Database, plan: dict, authority: Authority,
+                  ids: list | None) -> dict:
     pid = resumable_promotion(store, live.name, source.name, list(plan), ids)
     resumed = pid is not None
     if resumed:
@@ -250,7 +263,7 @@ def apply_promotion(store: Store, live: Database, source: Database, plan: dict, 
             undo = Path(s.get(Promotion, pid).undo_dir)
         manifest = _read_manifest(undo)
         todo = {n: _ids_of(undo, e) for n, e in manifest["collections"].items()}
-        _set_status(store, pid, "applying")
+        _set_status(store, pid, "applying", ("applying", "failed"))
     else:
         pid, manifest = _save_undo_store(store, live, source, plan, authority.label, selection_text(ids))
         undo = undo_root() / pid
@@ -276,7 +289,7 @@ def apply_promotion(store: Store, live: Database, source: Database, plan: dict, 
                     res = dst.replace_one({"_id": _id}, doc, upsert=True)
                 written[name]["inserted" if res.upserted_id is not None else "replaced"] += 1
     except (PyMongoError, FluxaError) as exc:
-        _set_status(store, pid, "failed")
+        _set_status(store, pid, "failed", ("applying",))
         done = sum(v for c in written.values() for v in c.values())
         authority.record("promote", pid, f"promotion {pid} {where} interrupted after {done} documents"
                          + _kept_text(kept), kept.add_to(written), status="partial" if done else "failed")
@@ -286,7 +299,7 @@ def apply_promotion(store: Store, live: Database, source: Database, plan: dict, 
         raise FluxaError(f"promotion {pid} {where} interrupted after {done} of {total} documents: {first_line(exc)}",
                          "rerun the same command to resume it (it finishes this promotion; nothing is written twice), "
                          f"or put everything back with `fluxa-integrity restore undo {pid}`") from exc
-    _set_status(store, pid, "applied")
+    _set_status(store, pid, "applied", ("applying",))
     timeline = authority.record("promote", pid, f"promotion {pid} {where}" + (" (resumed)" if resumed else "")
                                 + f": {_counts_text(planned)}" + _kept_text(kept), kept.add_to(planned))
     return {"promotion_id": pid, "undo_dir": str(undo), "resumed": resumed,
@@ -308,9 +321,17 @@ def undo_promotion(store: Store, client, promotion_id: str, authority: Authority
         row = s.get(Promotion, promotion_id)
         if row is None:
             raise FluxaError(f"no promotion {promotion_id!r}", "the id is printed by `restore promote --apply`")
+        live_name = row.live_db
+    with PromotionLock(live_name):
+        return _undo_locked(store, client, promotion_id, authority)
+
+
+def _undo_locked(store: Store, client, promotion_id: str, authority: Authority) -> dict:
+    with store.session() as s:  # read again under the lock: the status is now stable
+        row = s.get(Promotion, promotion_id)
         if row.status == "undone":
             raise FluxaError(f"promotion {promotion_id} was already undone", "nothing to do")
-        undo, live_name, from_name = Path(row.undo_dir), row.live_db, row.from_db
+        status, undo, live_name, from_name = row.status, Path(row.undo_dir), row.live_db, row.from_db
     manifest = _read_manifest(undo)
     for name, entry in manifest["collections"].items():
         for part in ("overwritten", "inserted"):
@@ -318,7 +339,7 @@ def undo_promotion(store: Store, client, promotion_id: str, authority: Authority
             if not path.is_file() or file_sha256(path) != entry[part]["sha256"]:
                 raise FluxaError(f"undo file {path} is missing or fails its sha256", "the undo store was altered")
     live = client[live_name]
-    _set_status(store, promotion_id, "undoing")
+    _set_status(store, promotion_id, "undoing", (status,))
     counts = {name: {"restored": 0, "deleted": 0} for name in manifest["collections"]}
     kept = _Superseded(undo, manifest)
     try:
@@ -349,7 +370,7 @@ def undo_promotion(store: Store, client, promotion_id: str, authority: Authority
         raise FluxaError(f"undo of promotion {promotion_id} in {live_name!r} interrupted: {first_line(exc)}",
                          f"rerun `fluxa-integrity restore undo {promotion_id}` to resume it (putting a saved "
                          "document back twice is harmless)") from exc
-    _set_status(store, promotion_id, "undone", undone_at=datetime.now(UTC))
+    _set_status(store, promotion_id, "undone", ("undoing",), undone_at=datetime.now(UTC))
     recorded = {n: {"replaced": c["restored"], "inserted": 0, "deleted": c["deleted"]} for n, c in counts.items()}
     timeline = authority.record("undo", promotion_id, f"undo of promotion {promotion_id} in {live_name}: "
                                 f"{_counts_text(recorded)}" + _kept_text(kept), kept.add_to(recorded))
