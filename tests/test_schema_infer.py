@@ -185,3 +185,20 @@ def test_documents_the_dev_server_cannot_store_still_give_a_policy_that_loads():
     assert rules["odd.price.type"]["types"] == ["decimal"]
     assert not any(r.get("field") in ("a.b", "$weird") for r in rules.values())
     assert "a.b" in yaml.safe_load(text)["collections"]["odd"]["description"]
+
+
+def test_a_field_always_present_but_sometimes_null_passes_the_rules_inferred_from_it(db, mongo_uri):
+    # review 1, item 3: required + types [string, null] used to leave nullable unset, which on a
+    # required field refuses null: the snippet flagged the very documents it was inferred from
+    db.tickets.insert_many([{"_id": i, "assignee": None if i % 3 == 0 else f"agent{i % 5}", "title": f"t{i}"}
+                            for i in range(60)])
+    snippet = policy_snippet(infer(db, "tickets"))
+    rules = {r["id"]: r for r in snippet["tickets"]["rules"]}
+    policy = _policy_with(yaml.safe_load(yaml.safe_dump(snippet)))
+    assert [(f.rule_id, f.variant) for f in run_checks(mongo_uri, db.name, policy).findings] == []
+    rule = rules["tickets.assignee.type"]
+    assert rule["required"] is True and "null" in rule["types"] and rule["nullable"] is True
+    assert rules["tickets.title.type"]["nullable"] is False  # never null: null stays refused
+    db.tickets.insert_one({"_id": 999, "assignee": None, "title": None})
+    found = {(f.rule_id, f.variant) for f in run_checks(mongo_uri, db.name, policy).findings}
+    assert found == {("tickets.title.type", "null")}

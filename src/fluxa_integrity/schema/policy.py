@@ -102,8 +102,9 @@ def collection_rules(inf: Inference, ids: _Ids | None = None) -> dict:
             notes.append(f"types not checked: {', '.join(sorted(f.types))} include a type a policy cannot name")
         else:
             rule["types"] = types
-        if "null" not in f.types:
-            rule["nullable"] = False
+        # always explicit: unset on a required field means "null refused", which would flag a
+        # field present everywhere but sometimes null (types [string, null]) on its own data
+        rule["nullable"] = "null" in (types if types is not None else f.types)
         if inf.enum_candidate(f) and types == ["string"]:
             rule["enum"] = sorted(f.enum_values)
         if outliers:
