@@ -202,3 +202,17 @@ def test_a_field_always_present_but_sometimes_null_passes_the_rules_inferred_fro
     db.tickets.insert_one({"_id": 999, "assignee": None, "title": None})
     found = {(f.rule_id, f.variant) for f in run_checks(mongo_uri, db.name, policy).findings}
     assert found == {("tickets.title.type", "null")}
+
+
+def test_a_maps_key_pattern_covers_the_keys_seen_before_it_was_recognised_as_a_map(db, mongo_uri):
+    # review 1, item 4: the field becomes a map past 50 distinct keys (doc 50 here); the key shapes
+    # of docs 0-49 (1- and 2-digit keys) must count too, or the snippet flags docs 0-9
+    db.shops.insert_many([{"_id": i, "stock": {str(i): i % 7}} for i in range(199)])
+    snippet = policy_snippet(infer(db, "shops"))
+    rule = {r["id"]: r for r in snippet["shops"]["rules"]}["shops.stock.type"]
+    assert rule["key_pattern"] == "^[0-9a-f]{1,3}$", rule
+    policy = _policy_with(yaml.safe_load(yaml.safe_dump(snippet)))
+    assert [(f.rule_id, f.variant, f.count) for f in run_checks(mongo_uri, db.name, policy).findings] == []
+    db.shops.insert_one({"_id": 999, "stock": {"apples": 1}})
+    found = [(f.rule_id, f.variant, f.count) for f in run_checks(mongo_uri, db.name, policy).findings]
+    assert found == [("shops.stock.type", "key_pattern", 1)]

@@ -96,6 +96,7 @@ class FieldStats:
         if self.ref_values is not None and t in REF_TYPES and len(self.ref_values) < REF_SAMPLE:
             self.ref_values[value] = None
         if t == "object":
+            was_map = self.is_map
             for k in value:
                 if len(self.keys) <= MAP_KEYS:
                     self.keys.add(k)
@@ -103,6 +104,10 @@ class FieldStats:
                     self.is_map = True
             if len(self.keys) > MAP_KEYS:
                 self.is_map = True
+            if self.is_map and not was_map:
+                # the keys of earlier documents are all in self.keys (it only fills up to the
+                # tipping point): their shapes count too, or key_pattern would flag them
+                self.key_shapes.update(_key_shape(k) for k in self.keys if k not in value)
             if self.is_map:
                 self.key_shapes.update(_key_shape(k) for k in value)
 
