@@ -183,7 +183,8 @@ def test_bad_inputs(mongo_uri, db, cli, tmp_path):
         (("restore", "run", "--backup", "nope", "--to-db", "x", "--uri", mongo_uri, "--json"), "no backup"),
         (("restore", "promote", "--from-db", "x", "--collections", "users", "--db", db.name, "--uri", mongo_uri,
           "--apply", "--json"), "incident"),
-        (("restore", "undo", "nope", "--uri", mongo_uri, "--json"), "no promotion"),
+        (("restore", "undo", "nope", "--yes", "--uri", mongo_uri, "--json"), "no promotion"),
+        (("restore", "undo", "nope", "--uri", mongo_uri, "--json"), "incident"),
     ]
     for args, text in cases:
         out = cli(*args)

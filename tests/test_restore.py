@@ -135,10 +135,15 @@ def test_diff_promote_and_undo_restore_exact_state(mongo_uri, client, db, backed
     assert db.users.find_one({"_id": users[2]["_id"]}) is not None
     assert db.users.find_one({"_id": users[1]["_id"]})["name"] == "changed too"  # not selected: untouched
 
+    promoted = hashes(db)
+    bare = cli("restore", "undo", pid, "--uri", mongo_uri, "--json")  # writes to live: needs --incident or --yes
+    assert bare.code == 2 and "--incident ID (preferred) or --yes" in bare.json()["hint"], bare.stdout
+    assert hashes(db) == promoted
     undo = cli("restore", "undo", pid, "--incident", str(inc), "--uri", mongo_uri, "--json")
     assert undo.code == 0, undo.stderr
     assert hashes(db) == before
-    again = cli("restore", "undo", pid, "--uri", mongo_uri, "--json")
+    assert undo.json()["undone_by"] == f"incident:{inc}"
+    again = cli("restore", "undo", pid, "--yes", "--uri", mongo_uri, "--json")
     assert again.code == 2 and "already undone" in again.json()["error"]
 
     # the restore, the promotion and the undo are on the incident's timeline, with their counts

@@ -179,7 +179,7 @@ def test_every_id_given_must_exist(mongo_uri, client, db, small_backup, cli):
     assert hashes(db) == changed != before  # nothing promoted
     for args, says in ((["restore", "diff", "--restore", "999"], "no restore '999'"),
                        (["restore", "diff", "--backup", "nosuchbackup"], "no backup 'nosuchbackup'"),
-                       (["restore", "undo", "nosuchpromotion"], "no promotion 'nosuchpromotion'"),
+                       (["restore", "undo", "nosuchpromotion", "--yes"], "no promotion 'nosuchpromotion'"),
                        (["restore", "undo", "nosuchpromotion", "--incident", "999"], "no incident 999")):
         r = cli(*args, "--db", db.name, "--uri", mongo_uri, "--json") if args[1] == "diff" else \
             cli(*args, "--uri", mongo_uri, "--json")

@@ -217,12 +217,17 @@ def promote(from_db: str = typer.Option(..., "--from-db", help="The restored dat
 
 @app.command()
 def undo(promotion_id: str = typer.Argument(..., help="Promotion id (printed by `restore promote --apply`)."),
-         incident: Optional[str] = IncidentOpt, uri: Optional[str] = UriOpt, json_out: bool = JsonOpt) -> None:
+         incident: Optional[str] = IncidentOpt,
+         yes: bool = typer.Option(False, "--yes", help="Explicit operator confirmation instead of an incident."),
+         uri: Optional[str] = UriOpt, json_out: bool = JsonOpt) -> None:
     """Put back exactly what a promotion overwrote, and remove what it inserted. If an undo was
     interrupted, rerunning it resumes it."""
     from ..restore.promote import undo_promotion
 
-    authority = authority_from(incident)
+    if not (incident or yes):
+        raise FluxaError("an undo writes to the live database: tie it to an incident or confirm it",
+                         "add --incident ID (preferred) or --yes")
+    authority = authority_from(incident, yes)  # an unknown or closed incident stops here, before any write
     target = target_option_values(uri, None)
     res = undo_promotion(open_store(), connect(target.uri), promotion_id, authority)
     if json_out:

@@ -338,6 +338,9 @@ def _undo_locked(store: Store, client, promotion_id: str, authority: Authority) 
             path = undo / entry[part]["path"]
             if not path.is_file() or file_sha256(path) != entry[part]["sha256"]:
                 raise FluxaError(f"undo file {path} is missing or fails its sha256", "the undo store was altered")
+    # who authorised each undo run, kept with the promotion (its row holds who authorised the promotion)
+    manifest.setdefault("undo_runs", []).append({"at": datetime.now(UTC).isoformat(), "by": authority.label})
+    _write_manifest(undo, manifest)
     live = client[live_name]
     _set_status(store, promotion_id, "undoing", (status,))
     counts = {name: {"restored": 0, "deleted": 0} for name in manifest["collections"]}
@@ -375,4 +378,4 @@ def _undo_locked(store: Store, client, promotion_id: str, authority: Authority) 
     timeline = authority.record("undo", promotion_id, f"undo of promotion {promotion_id} in {live_name}: "
                                 f"{_counts_text(recorded)}" + _kept_text(kept), kept.add_to(recorded))
     return {"promotion_id": promotion_id, "counts": counts, "superseded": kept.counts, "undo_dir": str(undo),
-            "timeline": timeline}
+            "undone_by": authority.label, "timeline": timeline}
