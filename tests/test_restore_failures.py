@@ -155,6 +155,44 @@ def test_diff_refuses_a_missing_side(mongo_uri, client, db, small_backup, cli):
     assert gone.code == 2 and f"{target!r}" in gone.json()["error"] and "does not exist" in gone.json()["error"]
 
 
+class _FailAfterFirstCollection:
+    """Progress sink that fails the restore once one collection is done: a restore that stops half-way."""
+
+    def start(self, name, total): ...
+
+    def advance(self, name, n): ...
+
+    def done(self, name):
+        raise RuntimeError("injected: the restore stops here")
+
+
+def test_a_reused_target_is_never_compared_or_promoted_as_an_older_restore(mongo_uri, client, db, small_backup, cli):
+    from fluxa_integrity.restore.executor import restore_snapshot
+
+    target = f"{db.name}_r"
+    first = cli("restore", "run", "--backup", small_backup.id, "--to-db", target, "--uri", mongo_uri, "--json")
+    assert first.code == 0, first.stderr
+    db.users.insert_one({"_id": "new", "name": "after backup A"})
+    backup_b = run_backup(mongo_uri, db.name, open_store(), BackupOptions(oplog_probe="clock"))
+    # backup B into the same target, dropping it, stops half-way: the target holds part of B
+    with pytest.raises(RuntimeError, match="injected"):
+        restore_snapshot(mongo_uri, open_store(), backup_b.id, target, drop_target=True,
+                         progress=_FailAfterFirstCollection(), workers=1)
+    try:
+        by_target = cli("restore", "diff", "--target-db", target, "--db", db.name, "--uri", mongo_uri, "--json")
+        assert by_target.code == 2 and f"no complete restore into {target!r}" in by_target.json()["error"], by_target.stdout
+        by_id = cli("restore", "diff", "--restore", str(first.json()["restore_id"]), "--db", db.name, "--uri",
+                    mongo_uri, "--json")
+        assert by_id.code == 2 and "is dropped, not complete" in by_id.json()["error"], by_id.stdout
+        before = hashes(db)
+        promote = cli("restore", "promote", "--from-db", target, "--collections", "users", "--db", db.name,
+                      "--yes", "--apply", "--uri", mongo_uri, "--json")
+        assert promote.code == 2 and "is failed" in promote.json()["error"], promote.stdout
+        assert hashes(db) == before
+    finally:
+        client.drop_database(target)
+
+
 def test_every_id_given_must_exist(mongo_uri, client, db, small_backup, cli):
     target = f"{db.name}_r"
     incidents = Incidents.from_environment()

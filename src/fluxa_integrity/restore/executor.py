@@ -27,7 +27,7 @@ import pymongo
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import BulkWriteError, PyMongoError
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from ..backup import catalog
 from ..backup.files import iter_raw_documents, open_decompressed
@@ -165,6 +165,10 @@ def restore_snapshot(uri: str, store: Store, backup_id: str, target_db: str, *, 
         _set_run(store, run_id, status="running", error=None)
     else:
         with store.session() as s:
+            # the target was dropped or found empty: whatever earlier restores put there is gone, so
+            # diff and promote must never take this database for one of them
+            s.execute(update(RestoreRun).where(RestoreRun.target_db == target_db, RestoreRun.status != "dropped")
+                      .values(status="dropped"))
             run = RestoreRun(backup_id=row.id, target_db=target_db, collections=chosen, status="running",
                              filter={"text": filter_text} if filter_text else None, progress={}, started_at=started)
             s.add(run)

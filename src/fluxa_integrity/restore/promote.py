@@ -56,7 +56,7 @@ from ..errors import FluxaError
 from ..mongo.connection import first_line
 from ..mongo.unsupported import refused_values
 from ..store import Store
-from ..store.backup_models import Promotion
+from ..store.backup_models import Promotion, RestoreRun
 from .authority import Authority
 from .compare import RAW, fingerprints, field_diff, id_key
 from .promotion_lock import PromotionLock
@@ -254,8 +254,21 @@ def apply_promotion(store: Store, live: Database, source: Database, plan: dict, 
         return _apply_locked(store, live, source, plan, authority, ids)
 
 
+def require_whole_source(store: Store, from_db: str) -> None:
+    """Refuse a restored database whose newest restore did not complete: it holds part of a backup.
+    (A database no restore wrote, made by hand, is the operator's to vouch for.)"""
+    with store.session() as s:
+        newest = s.scalars(select(RestoreRun).where(RestoreRun.target_db == from_db)
+                           .order_by(RestoreRun.id.desc()).limit(1)).first()
+        if newest is not None and newest.status != "complete":
+            raise FluxaError(f"the newest restore into {from_db!r} (restore {newest.id} of backup {newest.backup_id}) "
+                             f"is {newest.status}: {from_db!r} holds only part of it",
+                             "rerun that restore (`restore run` resumes it) and promote once it is complete")
+
+
 def _apply_locked(store: Store, live: Database, source: Database, plan: dict, authority: Authority,
                   ids: list | None) -> dict:
+    require_whole_source(store, source.name)
     pid = resumable_promotion(store, live.name, source.name, list(plan), ids)
     resumed = pid is not None
     if resumed:

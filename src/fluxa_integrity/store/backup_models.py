@@ -66,7 +66,7 @@ class RestoreRun(Base):
     target_db: Mapped[str] = mapped_column(String(200))
     collections: Mapped[list] = mapped_column(JSON, default=list)
     filter: Mapped[dict | None] = mapped_column(JSON)  # Extended JSON text of --filter, as given
-    status: Mapped[str] = mapped_column(String(20))  # running | complete | failed
+    status: Mapped[str] = mapped_column(String(20))  # running | complete | failed | dropped (target reused)
     progress: Mapped[dict] = mapped_column(JSON, default=dict)  # collection -> file docs acknowledged
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
