@@ -217,3 +217,39 @@ def test_cli_policy_schema(cli, tmp_path):
     policy.write_text(f"# yaml-language-server: $schema=./{out.name}\n" + default_policy_text())
     res = cli("policy", "validate", str(policy))
     assert res.code == 0, res.stderr
+
+
+# --- review 1, item 5: a regex that does not compile is a policy problem, not a crash -------------
+
+def _bad_regexes() -> str:
+    text = default_policy_text()
+    text = text.replace("        types: [string]\n        nullable: false\n",
+                        "        types: [string]\n        nullable: false\n        pattern: '[a-z'\n", 1)
+    return text.replace("        field: name\n        required: true\n        types: [string]\n",
+                        "        field: name\n        required: true\n        types: [string]\n"
+                        "        key_pattern: '(?P<x'\n", 1)
+
+
+def test_a_pattern_or_key_pattern_that_does_not_compile_is_reported_at_its_line(tmp_path):
+    text = _bad_regexes()
+    problems = _problems(tmp_path, text)
+    by_path = {p.path: p for p in problems}
+    assert set(by_path) == {"collections.users.rules[0].pattern", "collections.users.rules[14].key_pattern"}
+    bad = by_path["collections.users.rules[0].pattern"]
+    assert "'[a-z'" in bad.message and "regular expression" in bad.message and "unterminated" in bad.message
+    assert bad.line == _line_of(text, "pattern: '[a-z'")
+    bad = by_path["collections.users.rules[14].key_pattern"]
+    assert "'(?P<x'" in bad.message and bad.line == _line_of(text, "key_pattern: '(?P<x'")
+
+
+def test_cli_validate_and_check_run_refuse_a_bad_regex_without_a_traceback(cli, tmp_path, mongo_uri, db):
+    path = tmp_path / "bad.yaml"
+    path.write_text(_bad_regexes())
+    res = cli("policy", "validate", str(path), "--json")
+    assert res.code == 2 and "Traceback" not in res.stderr, res.stderr
+    messages = [p["message"] for p in res.json()["problems"]]
+    assert len(messages) == 2 and all("regular expression" in m for m in messages), messages
+    db.users.insert_one({"email": "a@b.test", "name": "A"})
+    res = cli("check", "run", "--uri", mongo_uri, "--db", db.name, "--policy", str(path), "--json")
+    assert res.code == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "regular expression" in json.dumps(res.json())

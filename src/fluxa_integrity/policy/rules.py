@@ -12,9 +12,10 @@ Categories map rules to the playbook's check schedule (S39): ``schema`` (continu
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 BsonType = Literal["string", "int", "long", "double", "decimal", "bool", "date", "objectId",
                    "array", "object", "null", "number", "timestamp", "binData", "regex"]
@@ -60,6 +61,17 @@ class FieldRule(_Rule):
     values_types: list[BsonType] | None = None
     values_enum: list | None = None
     only_if_present: bool = False  # skip documents lacking the field entirely (e.g. lastLogin)
+
+    @field_validator("pattern", "key_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        # at load, so `policy validate` names the file and line instead of `check run` crashing
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{value!r} is not a valid regular expression: {exc}") from None
+        return value
 
     @property
     def null_allowed(self) -> bool:
