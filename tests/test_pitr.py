@@ -268,3 +268,33 @@ def test_caught_up_archive_restores_a_later_moment_without_the_live_oplog(setup)
     client.local["oplog.rs"].delete_many({})  # the live oplog is gone
     res = restore_to_point(uri, store, "app", "from_archive", at)
     assert hashes(client.from_archive) == copy and [s["kind"] for s in res["sources"]] == ["slice"]
+
+
+def test_server_errors_during_planning_or_replay_say_rerun_and_the_rerun_completes(setup, monkeypatch):
+    from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
+
+    from fluxa_integrity.restore import pitr
+
+    uri, client, db, store, repo, _ = setup
+    phase(db, 0)
+    copy, at = mark(db)
+
+    def unreachable(*a, **k):
+        raise ServerSelectionTimeoutError("localhost:1: [Errno 111] Connection refused")
+
+    with monkeypatch.context() as m:
+        m.setattr(pitr, "plan_chain", unreachable)  # the server is gone before the chain is planned
+        with pytest.raises(FluxaError, match="planning the point-in-time restore") as e:
+            restore_to_point(uri, store, "app", "rerun", at)
+        assert "rerun the same command" in e.value.hint and "rerun" not in client.list_database_names()
+
+    def dies(self, entry):
+        raise AutoReconnect("connection closed")
+
+    with monkeypatch.context() as m:
+        m.setattr(pitr.Replayer, "apply", dies)  # the server goes away mid-replay
+        with pytest.raises(FluxaError, match="failed during the replay: connection closed") as e:
+            restore_to_point(uri, store, "app", "rerun", at)
+        assert "rerun the same command" in e.value.hint
+    res = restore_to_point(uri, store, "app", "rerun", at)  # as the hint says
+    assert hashes(client.rerun) == copy and res["replay"]["upserts"] > 0

@@ -12,6 +12,8 @@
    is applied (``--exclusive``: it is not). Replay is a prefix of the oplog: it stops at the first
    entry past the point.
 Entries come from archived slices first, then the live oplog (oplog_sources.py).
+A server that goes away (while planning the chain or replaying) is a FluxaError saying to rerun
+the same command: the rerun resumes the snapshot restore and replays again (replay is idempotent).
 A restore authorised by an incident (``authority``) is recorded on its timeline once, when the
 replay has ended (or when the snapshot or the replay failed).
 """
@@ -26,6 +28,7 @@ from datetime import datetime, timezone
 import bson
 from bson.codec_options import CodecOptions
 from bson.timestamp import Timestamp
+from pymongo.errors import PyMongoError
 from sqlalchemy import select
 
 from ..backup import archive_catalog as ac
@@ -33,12 +36,15 @@ from ..backup.oplog_apply import entry_touches
 from ..backup.oplog_sources import plan_chain, read_chain
 from ..backup.retention import aware
 from ..errors import FluxaError
-from ..mongo.connection import connect
+from ..mongo.connection import connect, first_line
 from ..store import Store
 from ..store.backup_models import RESTORABLE, Backup
 from .authority import Authority
 from .executor import _any, _set_run, _written, restore_snapshot
 from .replay import Replayer, is_txn_entry
+from .server_errors import server_errors
+
+RERUN = "rerun the same command once the server is reachable: it resumes the restore and replays again (idempotent)"
 
 UTC = timezone.utc
 DECODE = CodecOptions(tz_aware=True)
@@ -105,7 +111,9 @@ def restore_to_point(uri: str, store: Store, db: str, target_db: str, at: str, *
     start = Timestamp(snap.oplog_start_t, snap.oplog_start_i)
     client = connect(uri)
     try:  # refuse a gap or a damaged slice before anything is written
-        chain = plan_chain(store, client, db, start, point.bound(inclusive))
+        with server_errors(f"planning the point-in-time restore of {db!r} as of {at} failed; nothing was written",
+                           RERUN):
+            chain = plan_chain(store, client, db, start, point.bound(inclusive))
     except BaseException:
         client.close()
         raise
@@ -125,12 +133,15 @@ def restore_to_point(uri: str, store: Store, db: str, target_db: str, at: str, *
             last = raw["ts"]
         replayer.flush()
     except BaseException as exc:
-        pitr["error"] = str(getattr(exc, "message", exc))
+        pitr["error"] = first_line(exc) if isinstance(exc, PyMongoError) else str(getattr(exc, "message", exc))
         _set_run(store, res.run_id, status="failed", error=f"point-in-time replay: {pitr['error']}", pitr=pitr)
         client.close()
         written = _written(res.collections)
         authority.record("restore", res.run_id, f"point-in-time restore {res.run_id} of {db} as of {at} into {target_db} "
                          f"failed during the replay: {pitr['error']}", written, status="partial" if _any(written) else "failed")
+        if isinstance(exc, PyMongoError):
+            raise FluxaError(f"point-in-time restore {res.run_id} of {db} into {target_db!r} failed during the replay: "
+                             f"{pitr['error']}", RERUN) from exc
         raise
     client.close()
     pitr.update(last_applied=ac.ts_text(last), replay=replayer.stats.as_dict())
