@@ -124,3 +124,32 @@ def test_list_and_show_carry_the_verification_verdict(mongo_uri, db, cli):
     assert "never verified" in cli("backup", "show", never).stderr
     assert cli("backup", "show", never, "--db", "someotherdb", "--json").code == 2
     assert cli("backup", "pin", never, "--reason", "INC-1", "--db", "someotherdb", "--json").code == 2
+
+
+def test_sweep_never_takes_a_young_folder_or_a_sealed_backup_for_dead(tmp_path):
+    import time
+    from datetime import datetime, timezone
+
+    from fluxa_integrity.backup.repository import backup_dir, partial_dir
+
+    repo, store = tmp_path / "repo", open_store()
+    # a writer between creating .pid and writing its content (how write_text used to show it)
+    young = partial_dir(repo, "young")
+    young.mkdir(parents=True)
+    (young / ".pid").write_text("")
+    old = partial_dir(repo, "old")  # the same, from a writer that died long ago
+    old.mkdir()
+    (old / ".pid").write_text("")
+    past = time.time() - 3600
+    os.utime(old / ".pid", (past, past))
+    os.utime(old, (past, past))
+    # a backup sealed (folder renamed) whose row is not yet marked complete
+    catalog.start_backup(store, "sealed", "full", "app", repo, ["users"], datetime.now(timezone.utc))
+    backup_dir(repo, "sealed").mkdir()
+    swept = catalog.sweep_dead_runs(store, [repo])
+    assert young.is_dir() and not old.exists()
+    assert [s["id"] for s in swept] == ["old"]
+    assert catalog.get_backup(store, "sealed").status == "running"  # its finish_backup is on its way
+    # write_pid never leaves a partial .pid: it appears whole
+    write_pid(young)
+    assert (young / ".pid").read_text().split()[0] == str(os.getpid()) and not (young / ".pid.tmp").exists()

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bson.timestamp import Timestamp
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from ..errors import FluxaError
 from ..store import Store
@@ -71,15 +71,20 @@ def sweep_dead_runs(store: Store, repos: list[Path] | tuple = (), dry_run: bool 
     swept: dict[str, dict] = {}
     look = {Path(r) for r in repos}
     with store.session() as s:
-        for row in s.scalars(select(Backup).where(Backup.status == "running")):
+        for row in s.scalars(select(Backup).where(Backup.status == "running")).all():
             part = partial_dir(Path(row.repo), row.id)
             look.add(Path(row.repo))
-            if not writer_alive(part):
+            # a sealed folder is a backup between its rename and its catalog update: not dead
+            if writer_alive(part) or backup_dir(Path(row.repo), row.id).is_dir():
+                continue
+            if dry_run:
                 swept[row.id] = {"id": row.id, "folder": None, "row": True}
-                if dry_run:
-                    continue
-                row.status, row.finished_at = "failed", datetime.now(UTC)
-                row.error = "interrupted: the process writing it is gone (its partial folder was removed)"
+                continue
+            done = s.execute(update(Backup).where(Backup.id == row.id, Backup.status == "running").values(
+                status="failed", finished_at=datetime.now(UTC),
+                error="interrupted: the process writing it is gone (its partial folder was removed)"))
+            if done.rowcount == 1:  # only if it was still running: a finish that landed meanwhile stands
+                swept[row.id] = {"id": row.id, "folder": None, "row": True}
     for repo in look:
         for part in dead_partials(repo):
             backup_id = part.name[len(".partial-"):]

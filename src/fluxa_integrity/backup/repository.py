@@ -69,7 +69,9 @@ def write_pid(directory: Path) -> None:
     """``<pid> <process start time>``: the start time tells a reused pid from the writer."""
     import psutil
 
-    (directory / ".pid").write_text(f"{os.getpid()} {psutil.Process().create_time():.3f}")
+    tmp = directory / ".pid.tmp"  # never an empty or half-written .pid for a sweep to read
+    tmp.write_text(f"{os.getpid()} {psutil.Process().create_time():.3f}")
+    os.replace(tmp, directory / ".pid")
 
 
 def writer_alive(directory: Path) -> bool:
@@ -80,18 +82,25 @@ def writer_alive(directory: Path) -> bool:
     try:
         fields = (directory / ".pid").read_text().split()
         pid, started = int(fields[0]), float(fields[1]) if len(fields) > 1 else None
-    except FileNotFoundError:
+    except (OSError, ValueError, IndexError):
+        # no pid file yet, or one that cannot be read (an older writer's, not yet written whole):
+        # a folder this young is being created, never swept
         try:
-            return time.time() - directory.stat().st_mtime < NO_PID_GRACE_S
+            return time.time() - max(directory.stat().st_mtime, _mtime(directory / ".pid")) < NO_PID_GRACE_S
         except OSError:
             return False
-    except (OSError, ValueError, IndexError):
-        return False
     try:
         proc = psutil.Process(pid)
         return started is None or abs(proc.create_time() - started) < 1.0
     except psutil.Error:
         return False
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def dead_partials(repo: Path) -> list[Path]:
