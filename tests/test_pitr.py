@@ -298,3 +298,37 @@ def test_server_errors_during_planning_or_replay_say_rerun_and_the_rerun_complet
         assert "rerun the same command" in e.value.hint
     res = restore_to_point(uri, store, "app", "rerun", at)  # as the hint says
     assert hashes(client.rerun) == copy and res["replay"]["upserts"] > 0
+
+
+def test_a_damaged_duplicate_slice_is_passed_over_for_its_intact_twin(setup):
+    import shutil
+
+    from fluxa_integrity.backup.files import file_sha256
+
+    uri, client, db, store, repo, _ = setup
+    phase(db, 0)
+    copy, at = mark(db)
+    sl = archive_oplog(uri, store, repo, ONCE).slices[0]
+    row = ac.slices(store)[-1]
+    original = ac.slice_path(row)
+    assert str(original) == sl["path"]
+    twin = original.with_name("twin-" + original.name)  # two archivers once wrote the same range
+    shutil.copyfile(original, twin)
+    ac.add_slice(store, repo, twin, first=ac.first_ts(row), last=ac.last_ts(row), prev=ac.prev_ts(row),
+                 first_wall=row.first_wall, last_wall=row.last_wall, count=row.count, size=row.size,
+                 raw_bytes=row.raw_bytes, sha256=row.sha256)
+    good = original.read_bytes()
+    for n, (bad, intact) in enumerate(((original, twin), (twin, original))):  # whichever one is preferred
+        bad.write_bytes(good[:20] + bytes([good[20] ^ 0xFF]) + good[21:])
+        assert file_sha256(bad) != row.sha256 and file_sha256(intact) == row.sha256
+        res = restore_to_point(uri, store, "app", f"dup{n}", at)
+        assert hashes(client[f"dup{n}"]) == copy
+        assert str(intact) in [s["source"] for s in res["sources"]]
+        assert str(bad) not in [s["source"] for s in res["sources"]]
+        bad.write_bytes(good)
+    # both damaged: refused, naming them
+    for p in (original, twin):
+        p.write_bytes(good[:20] + bytes([good[20] ^ 0xFF]) + good[21:])
+    with pytest.raises(FluxaError, match="failed its checksum") as err:
+        restore_to_point(uri, store, "app", "dup_none", at)
+    assert str(original) in err.value.message and str(twin) in err.value.message

@@ -128,15 +128,16 @@ def plan_chain(store: Store, client, db: str | None, after: Timestamp, bound: Ti
     proofs = ac.caught_up(store)
     c, chain = after, []
     rank = {"slice": 0, "incremental": 1}
+    damaged: list[str] = []  # slices that failed their checksum: never chosen again
     while c < need:
         cand = [s for s in sources if s.covers(c)]
-        if cand:
-            src = min(cand, key=lambda s: (rank[s.kind], -(s.hi.time), -(s.hi.inc)))
-            if src.kind == "slice":
-                row = next(r for r in ac.slices(store) if str(ac.slice_path(r)) == src.label)
-                if file_sha256(ac.slice_path(row)) != row.sha256:
-                    raise FluxaError(f"oplog slice {src.label} failed its checksum (the file changed after it was archived)",
-                                     "the slice is damaged and is refused; restore to a time before it")
+        src = _intact_choice(store, cand, rank, damaged, file_sha256)
+        if cand and src is None:  # every archived source for this stretch is damaged
+            raise FluxaError(f"oplog slice {damaged[0]} failed its checksum (the file changed after it was archived)"
+                             + (f"; so did {', '.join(damaged[1:])}" if len(damaged) > 1 else ""),
+                             "the slice is damaged and is refused; restore to a time before it")
+        if src is not None:
+            pass
         elif bound is not None and c in proofs and proofs[c].timestamp() >= bound.time + CLOCK_MARGIN_S:
             break  # the archiver found nothing after c until past the bound: nothing else was written
         elif client is not None:
@@ -150,6 +151,21 @@ def plan_chain(store: Store, client, db: str | None, after: Timestamp, bound: Ti
             break
         c = src.hi
     return chain
+
+
+def _intact_choice(store: Store, cand: list[Source], rank: dict, damaged: list[str], file_sha256) -> Source | None:
+    """The preferred candidate whose file passes its sha256 (a damaged duplicate slice is dropped
+    and the next one chosen); None when none is left."""
+    for src in sorted(cand, key=lambda s: (rank[s.kind], -(s.hi.time), -(s.hi.inc))):
+        if src.label in damaged:
+            continue
+        if src.kind != "slice":
+            return src
+        row = next(r for r in ac.slices(store) if str(ac.slice_path(r)) == src.label)
+        if file_sha256(ac.slice_path(row)) == row.sha256:
+            return src
+        damaged.append(src.label)
+    return None
 
 
 def read_chain(chain: list[Source], after: Timestamp, bound: Timestamp | None, used: list[dict]) -> Iterator[RawBSONDocument]:
