@@ -170,3 +170,26 @@ def test_verify_records_verdict_and_rto(mongo_uri, client, db, backed_up, cli):
     assert rto["user_accounts"]["status"] == "ok" and rto["user_accounts"]["measured_seconds"] is not None
     st = cli("rto", "status", "--json")
     assert st.code == 0 and not st.json()["breached"]
+
+
+def test_a_drill_that_errors_is_recorded_failed(mongo_uri, client, db, backed_up, monkeypatch):
+    from fluxa_integrity.errors import FluxaError
+    from fluxa_integrity.restore import verification
+    from fluxa_integrity.restore.verification import verify_backup
+
+    store = open_store()
+    assert verify_backup(mongo_uri, store, backed_up.id, default_policy(), run_integrity_checks=False)["verdict"] == "pass"
+    assert catalog.get_backup(store, backed_up.id).status == "verified"
+    real = verification.restore_snapshot
+
+    def fails_midway(*args, **kwargs):  # the scratch restore errors out (a server refusal, a full disk)
+        real(*args, **kwargs)
+        raise FluxaError("restore into the scratch database failed: injected", "fix it and rerun")
+
+    monkeypatch.setattr(verification, "restore_snapshot", fails_midway)
+    with pytest.raises(FluxaError, match="injected"):
+        verify_backup(mongo_uri, store, backed_up.id, default_policy(), run_integrity_checks=False)
+    assert catalog.get_backup(store, backed_up.id).status == "complete"  # "verified" no longer stands
+    latest = catalog.verifications(store, backed_up.id)[0]  # newest first
+    assert latest.verdict == "fail" and "injected" in latest.details["error"]
+    assert not [n for n in client.list_database_names() if n.startswith(f"{db.name}_verify")]

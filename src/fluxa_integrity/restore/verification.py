@@ -57,7 +57,7 @@ def verify_backup(uri: str, store: Store, backup_id: str, policy: Policy, progre
     scratch = f"{row.db}_verify_{row.id.split('-')[-1]}"
     client = connect(uri)
     t0 = time.perf_counter()
-    result = None
+    result, error = None, None
     try:
         result = restore_snapshot(uri, store, row.id, scratch, drop_target=True, progress=progress)
         restore_wall = time.perf_counter() - t0
@@ -86,6 +86,8 @@ def verify_backup(uri: str, store: Store, backup_id: str, policy: Policy, progre
             except (FluxaError, PyMongoError) as exc:
                 details["integrity_findings_error"] = exc.message if isinstance(exc, FluxaError) else first_line(exc)
         details["restore_wall_seconds"] = round(restore_wall, 3)
+    except (FluxaError, PyMongoError) as exc:
+        error = exc
     finally:
         try:
             client.drop_database(scratch)
@@ -94,6 +96,15 @@ def verify_backup(uri: str, store: Store, backup_id: str, policy: Policy, progre
         except PyMongoError:
             pass
         client.close()
+    if error is not None:  # a drill that could not finish is a failed drill: "verified" must not stay
+        msg = error.message if isinstance(error, FluxaError) else first_line(error)
+        details["problems"].append(f"the verification drill did not finish: {msg}")
+        details["error"] = msg
+        catalog.record_verification(store, row.id, "fail", {}, details, datetime.now(UTC))
+        if isinstance(error, FluxaError):
+            raise error
+        raise FluxaError(f"verification of backup {row.id} failed: {msg}",
+                         "check the server, then rerun `backup verify`") from error
     per_class: dict[str, float] = {}
     for dc in policy.data_classes:
         covered = [c.collection for c in dc.covers if c.collection in details["collections"]]
