@@ -253,3 +253,23 @@ def test_oplog_status_deep_checks_slice_checksums(server, tmp_path, cli):
     assert (gap["after"], gap["before"]) == (ac.ts_text(ac.last_ts(rows[0])), ac.ts_text(ac.first_ts(rows[2])))
     human = cli("backup", "oplog-status", "--deep")
     assert "GAP after" in human.stderr and "sha256" in human.stderr
+
+
+def test_a_slice_the_catalog_refuses_is_removed_and_the_error_names_the_store(server, tmp_path, monkeypatch):
+    uri, client = server
+    client.app.c.insert_many([{"_id": i} for i in range(20)])
+    store, repo = open_store(), tmp_path / "repo"
+
+    def store_down(*args, **kwargs):
+        raise RuntimeError("database is locked")
+
+    with monkeypatch.context() as m:
+        m.setattr(ac, "add_slice", store_down)
+        with pytest.raises(FluxaError) as err:
+            archive_oplog(uri, store, repo, ONCE)
+    assert "could not be recorded in the catalog: database is locked" in err.value.message
+    assert "rerun the archiver" in err.value.hint
+    assert not list((repo / "oplog").glob("*.bson.zst")) and not list((repo / "oplog").glob(".writing-*"))
+    # the store is back: the rerun archives everything exactly once
+    archive_oplog(uri, store, repo, ONCE)
+    assert archived_ts(store) == live_ts(client)

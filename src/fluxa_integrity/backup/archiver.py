@@ -16,7 +16,8 @@ archived ``ts`` and writes compressed, checksummed slices (slices.py) with a cat
   last cataloged ts is skipped).
 - One archiver per repository (archive_lock.py): a second one is refused naming the first.
 - A write that fails (full disk) discards the open slice's temporary file and raises FluxaError:
-  nothing half-written, nothing of it cataloged; slices closed before stay.
+  nothing half-written, nothing of it cataloged; slices closed before stay. A slice the state
+  store refuses to catalog is removed and the error names the store's failure.
 - A repository with no slices while another repository holds the previous archive
   (``backup_repo`` changed) starts at the oldest entry of the live oplog and says at once
   whether that reaches back to the previous archive's last entry; if not, a gap is recorded.
@@ -168,19 +169,26 @@ def _archive(uri: str, store: Store, repo: Path, opts: ArchiveOptions, stop: thr
                 writer.discard()
             writer = None
             return
+        w, writer = writer, None  # closed from here on: never closed twice, whatever fails next
         try:
-            path, sha, size = writer.close()
+            path, sha, size = w.close()
         except OSError:
-            writer.discard()
-            writer = None
+            w.discard()
             raise
-        sid = ac.add_slice(store, repo, path, first=writer.first, last=writer.last, prev=prev,
-                           first_wall=writer.first_wall, last_wall=writer.last_wall, count=writer.count,
-                           size=size, raw_bytes=writer.raw_bytes, sha256=sha)
-        report.slices.append({"id": sid, "path": str(path), "first": ac.ts_text(writer.first),
-                              "last": ac.ts_text(writer.last), "count": writer.count, "size": size, "sha256": sha})
-        log(f"slice {path.name}: {writer.count} entries, {size} bytes")
-        prev, writer = writer.last, None
+        try:
+            sid = ac.add_slice(store, repo, path, first=w.first, last=w.last, prev=prev,
+                               first_wall=w.first_wall, last_wall=w.last_wall, count=w.count,
+                               size=size, raw_bytes=w.raw_bytes, sha256=sha)
+        except Exception as exc:  # noqa: BLE001 - any store failure: no slice file without its row
+            path.unlink(missing_ok=True)  # the rerun archives these entries again (they are still in the oplog)
+            raise FluxaError(f"oplog slice {path.name} could not be recorded in the catalog: "
+                             f"{(str(exc).splitlines() or [type(exc).__name__])[0]}; its file was removed",
+                             "fix the state store, then rerun the archiver: it resumes after the last "
+                             "cataloged entry") from exc
+        report.slices.append({"id": sid, "path": str(path), "first": ac.ts_text(w.first),
+                              "last": ac.ts_text(w.last), "count": w.count, "size": size, "sha256": sha})
+        log(f"slice {path.name}: {w.count} entries, {size} bytes")
+        prev = w.last
 
     def keep_what_was_read() -> None:
         """On a server error or a stop by exception: the open slice is whole up to ``last``."""
