@@ -273,3 +273,21 @@ def test_a_slice_the_catalog_refuses_is_removed_and_the_error_names_the_store(se
     # the store is back: the rerun archives everything exactly once
     archive_oplog(uri, store, repo, ONCE)
     assert archived_ts(store) == live_ts(client)
+
+
+def test_one_repository_spelled_two_ways_is_one_archive(server, tmp_path, monkeypatch):
+    from fluxa_integrity.backup.repository import resolve_repo
+
+    uri, client = server
+    client.app.c.insert_many([{"_id": i} for i in range(10)])
+    store = open_store()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_repo("repo") == tmp_path / "repo" == resolve_repo(str(tmp_path / "elsewhere" / ".." / "repo"))
+    first = archive_oplog(uri, store, "repo", ONCE)  # relative, as typed in a shell
+    client.app.c.insert_many([{"_id": 100 + i} for i in range(10)])
+    monkeypatch.chdir(tmp_path / "elsewhere")  # another cwd, the same repository spelled another way
+    second = archive_oplog(uri, store, str(tmp_path / "elsewhere" / ".." / "repo"), ONCE)
+    assert first.slices and second.slices and second.gaps == []
+    assert {r.repo for r in ac.slices(store)} == {str(tmp_path / "repo")}
+    assert archived_ts(store) == live_ts(client)  # each entry once: the second run continued the first

@@ -25,12 +25,14 @@ from ..errors import FluxaError
 
 
 def resolve_repo(repo: str | Path | None, create: bool = True) -> Path:
+    """The repository as one absolute, canonical path: it is stored in the catalog, so a relative
+    or differently spelled path (``./repo``, ``a/../repo``, a symlink) must name it the same way."""
     source = "--repo"
     if repo is None:
         repo, source = load_config_file().get("backup_repo"), "backup_repo in config.yaml"
     if repo is None:
-        return _ensure(fluxa_home() / "backups", create)
-    path = Path(repo).expanduser()
+        return _ensure((fluxa_home() / "backups").resolve(), create)
+    path = Path(repo).expanduser().resolve()
     if not path.is_dir():
         if path.exists():
             raise FluxaError(f"backup repository {path} ({source}) is not a directory", "point it at a directory")
