@@ -231,3 +231,45 @@ def test_readable_values():
     assert readable(oid) == "ObjectId(65f0c0ffee0000000000beef)"
     assert readable({"a": [1, {"b": None}], "s": "x\x00y"}) == '{a: [1, {b: null}], s: "x\\u0000y"}'
     assert readable("z" * 500, limit=10) == "\"" + "z" * 8 + "…"
+
+
+def test_one_unfinished_promotion_per_database_and_the_selection_it_resumes(client, db):
+    from fluxa_integrity.errors import FluxaError
+    from fluxa_integrity.restore.authority import Authority
+    from fluxa_integrity.restore.promote import apply_promotion, plan_promotion, resumable_promotion
+
+    source = client[f"{db.name}_src"]
+    try:
+        source.users.insert_many([{"_id": i, "name": f"user {i}"} for i in range(6)])
+        source.notes.insert_one({"_id": 1, "text": "kept"})
+        db.users.insert_many([{"_id": i, "name": "tampered"} for i in range(6)])
+        db.notes.insert_one({"_id": 1, "text": "tampered"})
+        store, ok = open_store(), Authority.operator()
+        plan = plan_promotion(db, source, ["users"], [1, 2])
+        gone = source.users.find_one({"_id": 2})
+        source.users.delete_one({"_id": 2})  # the promotion of [1, 2] fails on 2
+        with pytest.raises(FluxaError, match="no longer holds"):
+            apply_promotion(store, db, source, plan, ok, [1, 2])
+        with open_store().session() as s:
+            pid = s.query(Promotion).one().id
+        assert _status(pid) == "failed"
+        # any other selection into this database is refused, naming the unfinished one and how to finish it
+        for names, ids in ((["users"], [3]), (["users"], None), (["notes"], [1]), (["users", "notes"], [1, 2])):
+            with pytest.raises(FluxaError, match=f"promotion {pid} into '{db.name}' is unfinished \\(failed\\)") as e:
+                apply_promotion(store, db, source, plan_promotion(db, source, names, ids), ok, ids)
+            assert f"restore undo {pid}" in e.value.hint and "--ids ..." in e.value.hint
+        assert db.users.find_one({"_id": 3})["name"] == "tampered" and db.notes.find_one({"_id": 1})["text"] == "tampered"
+        # another live database is not blocked
+        assert resumable_promotion(store, f"{db.name}_other", source.name, ["users"], [3]) is None
+        # the same collections and --ids (Extended JSON, compared canonically) resume it
+        source.users.insert_one(gone)
+        assert resumable_promotion(store, db.name, source.name, ["users"], [1, 2]) == pid
+        res = apply_promotion(store, db, source, plan_promotion(db, source, ["users"], [1, 2]), ok, [1, 2])
+        assert res["promotion_id"] == pid and res["resumed"] is True and _status(pid) == "applied"
+        assert [d["name"] for d in db.users.find({"_id": {"$in": [1, 2, 3]}}).sort("_id", 1)] == \
+            ["user 1", "user 2", "tampered"]
+        # finished: a new promotion with another selection goes ahead
+        res = apply_promotion(store, db, source, plan_promotion(db, source, ["notes"], [1]), ok, [1])
+        assert res["promotion_id"] != pid and res["resumed"] is False
+    finally:
+        client.drop_database(source.name)
