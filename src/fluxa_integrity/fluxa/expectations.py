@@ -1,5 +1,8 @@
 """Which finding of the default policy should report each fault kind: the key that scores
-detection against the ground-truth manifest (tests and benchmarks)."""
+detection against the ground-truth manifest (tests and benchmarks). ``score`` measures recall
+(every injected id found by its rule); ``unexplained`` measures precision document by document
+(every id a finding names is an injected id of that rule, a document the injection names as
+related, or a side effect the kind causes by design)."""
 
 from __future__ import annotations
 
@@ -70,6 +73,16 @@ EXPECTED: dict[str, dict[str | None, tuple[str, set[str]]]] = {
 # conversation's last update is now later than the replies to it.
 SIDE_EFFECTS = {"users.lastUpdated.after_lastLogin", "messages.timestamp.before_conversation_update",
                 "messages.timestamp.after_parent"}
+# The same, document by document: (kind, variant) -> (rule id, finding variant, where the side
+# effect lands: None = the injected document itself, else (collection, field) = the documents of
+# that collection whose field holds an injected id).
+SIDE_EFFECTS_BY_KIND: dict[tuple[str, str], tuple[str, str, tuple[str, str] | None]] = {
+    ("dates-out-of-order", "updated-before-signup"): ("users.lastUpdated.after_lastLogin", "out_of_order", None),
+    ("dates-out-of-order", "updated-before-created"): (
+        "messages.timestamp.before_conversation_update", "after_parent", ("messages", "conversationId")),
+    ("dates-out-of-order", "message-after-conversation-update"): (
+        "messages.timestamp.after_parent", "before_parent", ("messages", "parentId")),
+}
 
 
 def score(manifest: Manifest, findings: list[FindingResult]) -> dict[str, dict]:
@@ -92,4 +105,33 @@ def score(manifest: Manifest, findings: list[FindingResult]) -> dict[str, dict]:
                 row["missed"].append(_id)
     for row in out.values():
         row["recall"] = row["detected"] / row["injected"] if row["injected"] else 1.0
+    return out
+
+
+def unexplained(manifest: Manifest, findings: list[FindingResult], db) -> dict[tuple[str, str], list]:
+    """Per (rule id, finding variant): the ids a finding names that the ground truth does not
+    explain (empty: no false positive), plus findings whose ``count`` is not the number of their
+    ids, under ("count", rule id). Findings need ``ids`` (keep_ids=True); ``db`` is the
+    application database (side effects on other documents are looked up there)."""
+    allowed: dict[tuple[str, str], set] = {}
+    for inj in manifest.injections:
+        expect = EXPECTED[inj.kind]
+        for i, _id in enumerate(inj.ids):
+            variant = inj.variants[i] if inj.variants else None
+            rule_id, variants = expect.get(variant) or expect[None]
+            for v in variants:
+                allowed.setdefault((rule_id, v), set()).update([_id, *inj.related])
+            side = SIDE_EFFECTS_BY_KIND.get((inj.kind, variant or ""))
+            if side is not None:
+                rule_id, v, where = side
+                ids = {_id} if where is None else {d["_id"] for d in db[where[0]].find({where[1]: _id}, {"_id": 1})}
+                allowed.setdefault((rule_id, v), set()).update(ids)
+    out: dict[tuple[str, str], list] = {}
+    for f in findings:
+        ids = list(f.ids or [])
+        if f.count != len(ids):
+            out[("count", f.rule_id)] = [f.count, len(ids)]
+        extra = [i for i in ids if i not in allowed.get((f.rule_id, f.variant), ())]
+        if extra:
+            out.setdefault((f.rule_id, f.variant), []).extend(extra)
     return out
