@@ -242,3 +242,24 @@ def test_bad_requests_are_clear_errors(dataset):
     empty = db.client[db.name + "_empty"]
     with pytest.raises(FluxaError, match="no Fluxa data"):
         inject(empty, manifest, "null-parent", 1)
+
+
+def test_soft_deleted_users_are_deleted_after_their_newest_document_even_in_a_timeline_past_today(
+        db, mongo_uri, tmp_path):
+    # review 1, item 7: deletedAt was the real date, so users whose data runs past it (a dataset
+    # that started 100 days ago spans 300 days) tripped every *.before_user_deletion rule
+    from datetime import datetime, timedelta, timezone
+
+    from fluxa_integrity.checks.runner import RunOptions, run_checks
+    from fluxa_integrity.fluxa.expectations import score, unexplained
+    from fluxa_integrity.policy import default_policy
+
+    generate(db, GenerateOptions(users=60, seed=5, start=datetime.now(timezone.utc) - timedelta(days=100)))
+    manifest = Manifest(tmp_path / "m.json", db.name)
+    (inj,) = inject(db, manifest, "soft-deleted-users", 12, seed=5)
+    report = run_checks(mongo_uri, db.name, default_policy(), RunOptions(keep_ids=True))
+    assert unexplained(manifest, report.findings, db) == {}, sorted({k for k in unexplained(
+        manifest, report.findings, db)})
+    assert score(manifest, report.findings)["soft-deleted-users"]["recall"] == 1.0
+    assert {f.rule_id for f in report.findings} == {"users.deletions"}
+    check_soft_deleted_users(db, inj)

@@ -189,10 +189,28 @@ def deleted_messages(ctx: Context, count: int) -> list[Injection]:
 
 
 def soft_deleted_users(ctx: Context, count: int) -> list[Injection]:
-    """Users marked deleted with ``deletedAt`` (recoverable by unsetting it)."""
-    docs = ctx.sample(m.USERS, count)
-    ctx.db[m.USERS].update_many({"_id": {"$in": _ids(docs)}}, {"$set": {"deletedAt": ctx.now}})
-    return [Injection("soft-deleted-users", m.USERS, _ids(docs), ctx.now)]
+    """Users marked deleted with ``deletedAt`` (recoverable by unsetting it): now, or a second
+    after the user's newest date and the newest document they own when the dataset's timeline
+    runs past today, so the deletion breaks no ordering rule (*.before_user_deletion) on its own."""
+    docs = ctx.sample(m.USERS, count, None, {"createdAt": 1, "lastLogin": 1, "lastUpdated": 1})
+    when = {}
+    for d in docs:
+        dates = [_aware(d.get(f)) for f in ("createdAt", "lastLogin", "lastUpdated")]
+        for coll, fld, _variant in OWNED_TIME:
+            newest = ctx.db[coll].find_one({"userId": d["_id"], fld: {"$type": "date"}}, {fld: 1}, sort=[(fld, -1)])
+            dates.append(_aware(newest[fld]) if newest else None)
+        latest = max((x for x in dates if x is not None), default=None)
+        when[d["_id"]] = ctx.now if latest is None or latest < ctx.now else latest + timedelta(seconds=1)
+        ctx.db[m.USERS].update_one({"_id": d["_id"]}, {"$set": {"deletedAt": when[d["_id"]]}})
+    return [Injection("soft-deleted-users", m.USERS, _ids(docs), ctx.now,
+                      details={"deletedAt": [when[i] for i in _ids(docs)]})]
+
+
+def _aware(value) -> datetime | None:
+    """A date as UTC-aware (the client may hand naive UTC back); anything else is None."""
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def corrupt_preferences(ctx: Context, count: int) -> list[Injection]:
