@@ -97,3 +97,19 @@ def test_verify_backups_and_run_checks_run_for_real_and_monitoring_is_manual(mon
     assert "--done" in e.value.hint
     # nothing answers "hook not installed" any more
     assert not any("not installed" in str(ev["data"]) for ev in api.timeline(iid))
+
+
+def test_only_the_action_plugins_import_backup_restore_and_checks_code():
+    # review 1, item 8: what actions.py's docstring says about the import boundary is true
+    import ast
+    from pathlib import Path
+
+    import fluxa_integrity.incidents as pkg
+
+    reaching = set()
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 2 and \
+                    (node.module or "").split(".")[0] in ("backup", "restore", "checks"):
+                reaching.add(path.stem)
+    assert reaching == {"evidence", "tool_actions"}

@@ -5,10 +5,13 @@ and returns a dict that goes into the timeline (``status``: done | not_available
 An action a person does outside the tool is registered as manual (``register_manual``): the
 checklist shows it as manual and ``--run`` refuses it, so nothing answers "hook not installed".
 Handlers that change the incident (read-only flag, paused features) do it on ``ctx.incident``
-inside the caller's transaction. Other packages plug in here: the backup package is expected
-to register ``preserve_evidence`` (pin the latest backup, snapshot the affected collections);
-tool_actions.py registers ``verify_backups`` and ``run_checks``. An unknown name gets a handler
-that says no handler is installed, and the item is not ticked. The incident engine itself never imports backup code.
+inside the caller's transaction. Handlers that need other packages plug in here: evidence.py
+registers ``preserve_evidence`` (pin the latest backup, snapshot the affected collections) and
+tool_actions.py ``verify_backups`` and ``run_checks``. Those two modules are the only place the
+incident package imports backup, restore and checks code (at import of the package, from
+__init__.py): they run the real tool as a checklist action. The engine itself - this registry,
+api.py and its mixins - never does, so the lifecycle, clocks and timeline do not depend on them.
+An unknown name gets a handler that says no handler is installed, and the item is not ticked.
 """
 
 from __future__ import annotations
