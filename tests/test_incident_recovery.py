@@ -5,6 +5,8 @@ they are manual."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from fluxa_integrity.errors import FluxaError
@@ -113,3 +115,36 @@ def test_only_the_action_plugins_import_backup_restore_and_checks_code():
                     (node.module or "").split(".")[0] in ("backup", "restore", "checks"):
                 reaching.add(path.stem)
     assert reaching == {"evidence", "tool_actions"}
+
+
+def test_run_checks_suggests_attaching_only_findings_free_to_attach(mongo_uri, db, tmp_path):
+    # review 1, item 9: a finding already on another live incident would be refused by attach
+    from fluxa_integrity.checks.history import list_findings, record_run
+    from fluxa_integrity.checks.runner import run_checks
+    from fluxa_integrity.fluxa.faults import inject
+    from fluxa_integrity.fluxa.generator import GenerateOptions, generate
+    from fluxa_integrity.fluxa.manifest import Manifest
+
+    generate(db, GenerateOptions(users=30, seed=12))
+    manifest = Manifest(tmp_path / "m.json", db.name)
+    inject(db, manifest, "duplicate-emails", 2, seed=12)
+    inject(db, manifest, "orphan-messages", 2, seed=12)
+    api = Incidents(open_store(f"sqlite:///{tmp_path / 's.db'}"), default_policy())
+    record_run(api.store, run_checks(mongo_uri, db.name, api.policy))
+    found = list_findings(api.store, db.name)
+    accounts = [f.id for f in found if f.rule_id == "users.email.unique"]
+    orphans = [f.id for f in found if f.rule_id == "messages.conversationId.ref"]
+    assert accounts and orphans
+    other = api.open("Duplicate accounts", finding_ids=accounts)["id"]
+    iid = api.open("Lost chats", collections=["messages"], database=db.name)["id"]
+    api.acknowledge(iid)
+    res = api.complete_item(iid, "identify_affected_records", run=True, params={"uri": mongo_uri})["action_result"]
+    assert res["status"] == "done" and set(res["finding_ids"]) == set(accounts + orphans)
+    suggested = re.search(r"`fluxa-integrity incident attach (\d+) ((?:--finding \d+ ?)+)`", res["message"])
+    assert suggested and int(suggested.group(1)) == iid
+    assert [int(x) for x in re.findall(r"--finding (\d+)", suggested.group(2))] == orphans
+    assert f"{accounts[0]} (incident {other})" in res["message"]
+    assert res["to_attach"] == orphans
+    assert {int(k): v for k, v in res["on_other_incidents"].items()} == {a: other for a in accounts}
+    api.attach_findings(iid, res["to_attach"])  # every suggested finding is taken
+    assert api.get(iid)["findings"] == orphans

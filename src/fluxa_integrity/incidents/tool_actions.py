@@ -6,7 +6,9 @@ registry when incidents is imported, like evidence.py:
   picks one): restore into a scratch database, compare with the manifest, run the checks, drop it.
   Done when every verdict is pass; failed (the item stays open) otherwise.
 - ``run_checks`` runs the policy's checks on the incident's database and records the run, as
-  `check run` does; the result names the run, its open findings and how to attach them.
+  `check run` does; the result names the run, its open findings (``finding_ids``), the ones
+  free to attach (``to_attach``, in the suggested `incident attach` command) and those already on
+  another live incident (``on_other_incidents``: attach would refuse them; merge instead).
 - ``enhanced_monitoring`` is outside the tool: actions.py marks it manual (tick it with --done).
 
 The application database comes from the action's ``uri``/``db`` parameters, else the incident's
@@ -26,7 +28,9 @@ from ..checks.runner import run_checks
 from ..config import resolve_target
 from ..errors import FluxaError
 from ..restore.verification import verify_backup
+from ..store.incident_models import IncidentFinding
 from ..store.models import Finding
+from . import intake
 from .actions import ActionContext, register_action
 
 RESTORABLE = ("complete", "verified")
@@ -65,11 +69,24 @@ def checks(ctx: ActionContext) -> dict:
     with ctx.store.session() as s:
         ids = list(s.scalars(select(Finding.id).where(Finding.last_run_id == run_id, Finding.status == "open")
                              .order_by(Finding.id)))
+        # a finding on another live incident would be refused by attach: say where it is instead
+        elsewhere = {i: o for i in ids if (o := intake.incident_of(s, i, exclude=ctx.incident.id)) is not None}
+        mine = set(_linked_ids(s, ctx.incident.id))
+    free = [i for i in ids if i not in elsewhere and i not in mine]
+    message = f"run {run_id}: {len(report.findings)} findings"
+    if free:
+        message += (f"; attach them: `fluxa-integrity incident attach {ctx.incident.id} "
+                    + " ".join(f"--finding {i}" for i in free[:5]) + "`")
+    if elsewhere:
+        message += "; already on other incidents: " + ", ".join(f"{i} (incident {o})" for i, o in elsewhere.items())
     return {"status": "done", "database": target.db, "run_id": run_id, "findings": len(report.findings),
-            "finding_ids": ids, "rules": sorted({f.rule_id for f in report.findings}),
-            "message": f"run {run_id}: {len(report.findings)} findings"
-                       + (f"; attach them: `fluxa-integrity incident attach {ctx.incident.id} "
-                          + " ".join(f"--finding {i}" for i in ids[:5]) + "`" if ids else "")}
+            "finding_ids": ids, "to_attach": free, "on_other_incidents": elsewhere,
+            "rules": sorted({f.rule_id for f in report.findings}), "message": message}
+
+
+def _linked_ids(s, incident_id: int) -> list[int]:
+    """The findings already linked to this incident."""
+    return list(s.scalars(select(IncidentFinding.finding_id).where(IncidentFinding.incident_id == incident_id)))
 
 
 register_action("verify_backups", verify_backups)
