@@ -37,7 +37,7 @@ def _kept(undo: Path) -> list[bytes]:
     return docs
 
 
-def test_app_writes_between_failed_promotion_rerun_and_undo_are_kept(client, db, source):
+def test_app_writes_between_failed_promotion_rerun_and_undo_are_kept(mongo_uri, client, db, source, cli):
     source.users.insert_many([{"_id": i, "name": f"user {i}"} for i in range(8)])
     db.users.insert_many([{"_id": i, "name": "tampered"} for i in range(7)])  # 7 is the insert
     originals = {i: _raw(db.users, i) for i in range(7)}
@@ -67,8 +67,10 @@ def test_app_writes_between_failed_promotion_rerun_and_undo_are_kept(client, db,
     # the app edits a promoted document before the undo: the undo keeps that edit first
     live.users.update_one({"_id": order[1]}, {"$set": {"name": "app edit after the promotion"}})
     edit = _raw(live.users, order[1])
-    out = undo_promotion(store, client, res["promotion_id"], Authority.operator())
-    assert out["superseded"] == {"users": 1}
+    out = cli("restore", "undo", res["promotion_id"], "--yes", "--uri", mongo_uri)
+    assert out.code == 0, out.stderr
+    assert f"1 newer live document(s) of users were replaced; their copies are in {undo}/users.superseded.bson" \
+        in " ".join(out.stderr.split()), out.stderr
     assert sorted(_kept(undo)) == sorted(app_writes + [edit])
     # the undo puts back the state from before the first attempt (saved then: 7 was absent)
     assert {i: _raw(live.users, i) for i in range(7)} == originals and _raw(live.users, 7) is None

@@ -29,6 +29,13 @@ def authority_from(incident: Optional[str], yes: bool = False) -> Authority:
     return Authority.operator() if yes else Authority.none()
 
 
+def _superseded_line(res: dict) -> None:
+    """Newer live documents the promotion or undo replaced: where their copies are."""
+    for name, n in (res.get("superseded") or {}).items():
+        console.print(f"[yellow]{n} newer live document(s) of {name}[/] were replaced; their copies are in "
+                      f"{res['undo_dir']}/{name}.superseded.bson", highlight=False)
+
+
 def _timeline_line(timeline: dict | None) -> None:
     if timeline and timeline.get("recorded"):
         console.print(f"recorded on incident {timeline['incident']}'s timeline", highlight=False)
@@ -208,6 +215,7 @@ def promote(from_db: str = typer.Option(..., "--from-db", help="The restored dat
     if apply:
         console.print(f"[green]promotion {out['promotion_id']} applied[/]" + (" (resumed)" if out["resumed"] else "")
                       + f"; undo with `fluxa-integrity restore undo {out['promotion_id']}`", highlight=False)
+        _superseded_line(out)
         _timeline_line(out.get("timeline"))
     else:
         if out["resumes"]:
@@ -235,4 +243,5 @@ def undo(promotion_id: str = typer.Argument(..., help="Promotion id (printed by 
     else:
         console.print(f"[green]promotion {promotion_id} undone[/]: " + "; ".join(
             f"{n}: {c['restored']} put back, {c['deleted']} deleted" for n, c in res["counts"].items()), highlight=False)
+        _superseded_line(res)
         _timeline_line(res.get("timeline"))
