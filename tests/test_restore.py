@@ -192,4 +192,7 @@ def test_a_drill_that_errors_is_recorded_failed(mongo_uri, client, db, backed_up
     assert catalog.get_backup(store, backed_up.id).status == "complete"  # "verified" no longer stands
     latest = catalog.verifications(store, backed_up.id)[0]  # newest first
     assert latest.verdict == "fail" and "injected" in latest.details["error"]
+    with store.session() as s:  # the scratch copy is gone, and no restore row says otherwise
+        from fluxa_integrity.store.backup_models import RestoreRun
+        assert {r.status for r in s.query(RestoreRun)} == {"dropped"}
     assert not [n for n in client.list_database_names() if n.startswith(f"{db.name}_verify")]

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pymongo.errors import PyMongoError
+from sqlalchemy import update
 
 from ..backup import catalog
 from ..backup.manifest import check_files, files_of, read_manifest
@@ -31,7 +32,8 @@ from ..mongo.connection import connect, first_line
 from ..mongo.hashing import database_hash
 from ..policy.models import Policy
 from ..store import Store
-from .executor import _set_run, load_metadata, restore_snapshot
+from ..store.backup_models import RestoreRun
+from .executor import load_metadata, restore_snapshot
 
 UTC = timezone.utc
 
@@ -91,8 +93,11 @@ def verify_backup(uri: str, store: Store, backup_id: str, policy: Policy, progre
     finally:
         try:
             client.drop_database(scratch)
-            if result is not None:  # so `restore diff` never compares against a database that is gone
-                _set_run(store, result.run_id, status="dropped")
+            # every run into the scratch database (this one, finished or not): `restore diff`
+            # never compares against a database that is gone
+            with store.session() as s:
+                s.execute(update(RestoreRun).where(RestoreRun.target_db == scratch, RestoreRun.status != "dropped")
+                          .values(status="dropped"))
         except PyMongoError:
             pass
         client.close()
