@@ -58,6 +58,10 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGUSR1 trims the oplog at once (tests, or a person, need not wait for the interval);
+	// caught before "ready" is printed, so an early one never kills the server
+	trimNow := make(chan os.Signal, 1)
+	signal.Notify(trimNow, syscall.SIGUSR1)
 
 	done := make(chan struct{})
 	go func() {
@@ -66,7 +70,7 @@ func main() {
 	}()
 	fmt.Printf("ready %s\n", f.MongoDBURI())
 	if *capEvery > 0 {
-		go trimOplog(ctx, f.MongoDBURI(), *capEvery)
+		go trimOplog(ctx, f.MongoDBURI(), *capEvery, trimNow)
 	}
 	<-done
 }
@@ -87,7 +91,7 @@ func level(s string) slog.Level {
 // trimOplog runs `compact` on local.oplog.rs every interval: FerretDB then deletes the oldest
 // entries beyond the collection's `max` count and `size` bytes. Each compact ANALYZEs the whole
 // oplog (about 0.1 s at 20k entries), hence a short oplog and an interval of a second.
-func trimOplog(ctx context.Context, uri string, every time.Duration) {
+func trimOplog(ctx context.Context, uri string, every time.Duration, now <-chan os.Signal) {
 	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "oplog trim disabled: %v\n", err)
@@ -100,6 +104,7 @@ func trimOplog(ctx context.Context, uri string, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-time.After(every):
+		case <-now:
 		}
 		err := local.RunCommand(ctx, bson.D{{Key: "compact", Value: "oplog.rs"}}).Err()
 		var cmdErr mongo.CommandError

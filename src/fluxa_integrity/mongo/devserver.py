@@ -243,6 +243,13 @@ class DevServer:
             client.close()
         return self.status()
 
+    def trim_oplog_now(self) -> None:
+        """Trim local.oplog.rs now instead of at the next interval (SIGUSR1 to the server)."""
+        pid = self._alive_pid()
+        if pid is None:
+            raise FluxaError("the dev server is not running", "start it with `fluxa-integrity devdb start`")
+        os.kill(pid, signal.SIGUSR1)
+
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop the server; True if one was running."""
         pid = self._alive_pid()
