@@ -70,12 +70,10 @@ EXPECTED: dict[str, dict[str | None, tuple[str, set[str]]]] = {
 # Findings a kind causes besides its own, by design (the fault breaks two invariants at once):
 # a user updated before sign-up was also updated before the last login; a conversation updated
 # before it was created has messages after its last update; a message moved after its
-# conversation's last update is now later than the replies to it.
-SIDE_EFFECTS = {"users.lastUpdated.after_lastLogin", "messages.timestamp.before_conversation_update",
-                "messages.timestamp.after_parent"}
-# The same, document by document: (kind, variant) -> (rule id, finding variant, where the side
-# effect lands: None = the injected document itself, else (collection, field) = the documents of
-# that collection whose field holds an injected id).
+# conversation's last update is now later than the replies to it. Document by document:
+# (kind, variant) -> (rule id, finding variant, where the side effect lands: None = the injected
+# document itself, else (collection, field) = the documents of that collection whose field holds
+# an injected id).
 SIDE_EFFECTS_BY_KIND: dict[tuple[str, str], tuple[str, str, tuple[str, str] | None]] = {
     ("dates-out-of-order", "updated-before-signup"): ("users.lastUpdated.after_lastLogin", "out_of_order", None),
     ("dates-out-of-order", "updated-before-created"): (
