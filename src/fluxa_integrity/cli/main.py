@@ -12,6 +12,7 @@ from .common import EXIT_ERROR, console, emit_json
 from .backup_cmd import app as backup_app
 from .check_cmd import app as check_app
 from .devdb import app as devdb_app
+from .drill_cmd import drill as drill_command
 from .schema_cmd import app as schema_app
 from .fluxa_cmd import app as fluxa_app
 from .incident_cmd import app as incident_app
@@ -36,6 +37,7 @@ cli.add_typer(rpo_app, name="rpo")
 cli.add_typer(rto_app, name="rto")
 cli.add_typer(incident_app, name="incident")
 cli.add_typer(schema_app, name="schema")
+cli.command("drill")(drill_command)
 
 
 def _version(value: bool) -> None:
