@@ -13,7 +13,7 @@ Categories map rules to the playbook's check schedule (S39): ``schema`` (continu
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -61,6 +61,9 @@ class FieldRule(_Rule):
     values_types: list[BsonType] | None = None
     values_enum: list | None = None
     only_if_present: bool = False  # skip documents lacking the field entirely (e.g. lastLogin)
+    # what `recover plan correct-by-policy` sets when the value is missing or invalid and no
+    # backup holds a valid one (the playbook: theme -> system); unset: no default (null is one)
+    default: Any = None
 
     @field_validator("pattern", "key_pattern")
     @classmethod
@@ -72,6 +75,10 @@ class FieldRule(_Rule):
             except re.error as exc:
                 raise ValueError(f"{value!r} is not a valid regular expression: {exc}") from None
         return value
+
+    @property
+    def has_default(self) -> bool:
+        return "default" in self.model_fields_set
 
     @property
     def null_allowed(self) -> bool:
@@ -219,6 +226,14 @@ class SyncRule(_Rule):
     sync_state_collection: str = "syncState"
     sync_state_id: str
     sync_state_field: str = "lastSyncAt"
+    # How the sync recipe (recover plan sync, S31) brings the secondary in line:
+    # ``fields``: what the secondary keeps of each document besides _id (None: the whole document);
+    # ``winner``: who wins a record that differs - ``primary`` (the system of record, default) or
+    # ``newest`` (the side whose ``timestamp_field`` is later; the primary on a tie or a missing stamp);
+    # ``extra``: ids only the secondary has are deleted there (default) or only reported.
+    fields: list[str] | None = None
+    winner: Literal["primary", "newest"] = "primary"
+    extra: Literal["delete", "report"] = "delete"
 
 
 Rule = Annotated[
