@@ -13,6 +13,7 @@ from typing import Annotated, Iterable, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from .data_loss import Reconstruct, Undelete
 from .durations import parse_duration
 from .rules import (RULE_CATEGORIES, CounterRule, CopiedFieldRule, DeletionsRule, ReferenceRule, Rule,
                     TimestampOrderRule)
@@ -270,6 +271,9 @@ class CollectionPolicy(_Model):
     # highest value the last run saw (none: the collection is always read whole)
     watermark_field: str | None = None
     rules: list[Rule] = Field(default_factory=list)
+    # data-loss recipes (data_loss.py): rebuilding from logs (S26), undelete's cascade (S28)
+    reconstruct: Reconstruct | None = None
+    undelete: Undelete = Field(default_factory=Undelete)
 
 
 # --- the policy ----------------------------------------------------------------------------------
@@ -367,6 +371,8 @@ def _cross_check(p: Policy) -> list[tuple[Loc, str]]:
 
     rule_ids: dict[str, Loc] = {}
     for coll, cp in p.collections.items():
+        if cp.reconstruct is not None:
+            known_collection(("collections", coll, "reconstruct", "log_collection"), cp.reconstruct.log_collection)
         for k, rule in enumerate(cp.rules):
             loc = ("collections", coll, "rules", k)
             unique(loc + ("id",), rule.id, rule_ids, "rule id")
