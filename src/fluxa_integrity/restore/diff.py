@@ -16,6 +16,7 @@ it, and says what it compares: both databases, the restore and backup ids, docum
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from pymongo.database import Database
@@ -39,14 +40,33 @@ def _aware(v):
     return v
 
 
+@dataclass
+class Classified:
+    """One collection's documents by id key (compare.id_key): ``live``/``restored`` map a key to
+    (_id, sha256, live time field value); the lists hold keys in the order the server gave them."""
+
+    live: dict
+    restored: dict
+    added: list  # in live only
+    removed: list  # in the restored copy only
+    changed: list  # in both, different bytes
+
+
+def classify(live: Database, target: Database, name: str, time_field: str | None = None,
+             query: dict | None = None) -> Classified:
+    """The one diff of a restored copy against live (``restore diff`` and the restore-and-promote
+    recipe both read it)."""
+    getter = (lambda d: d.get(time_field)) if time_field else None
+    theirs = fingerprints(live, name, getter, query=query)
+    ours = fingerprints(target, name, query=query)
+    return Classified(theirs, ours, [k for k in theirs if k not in ours], [k for k in ours if k not in theirs],
+                      [k for k in theirs if k in ours and theirs[k][1] != ours[k][1]])
+
+
 def diff_collection(live: Database, target: Database, name: str, since: datetime | None, time_field: str | None,
                     samples: int = 5) -> dict:
-    getter = (lambda d: d.get(time_field)) if time_field else None
-    theirs = fingerprints(live, name, getter)
-    ours = fingerprints(target, name)
-    added = [k for k in theirs if k not in ours]
-    removed = [k for k in ours if k not in theirs]
-    changed = [k for k in theirs if k in ours and theirs[k][1] != ours[k][1]]
+    c = classify(live, target, name, time_field)
+    theirs, ours, added, removed, changed = c.live, c.restored, c.added, c.removed, c.changed
     conflicts = []
     if since is not None and time_field:
         for k in added + changed:
