@@ -1,4 +1,4 @@
-"""Tables of the incident engine (migrations 0003_incidents, 0006_incident_hardening). Times are timezone-aware UTC.
+"""Tables of the incident engine (migrations 0003_incidents, 0006_incident_hardening, 0008_containment). Times are timezone-aware UTC.
 
 Kept apart from store/models.py so feature areas add tables without editing each other's files;
 they share ``Base`` so one metadata knows the whole schema.
@@ -39,6 +39,9 @@ class Incident(Base):
     scope: Mapped[dict] = mapped_column(JSON, default=dict)
     read_only: Mapped[bool] = mapped_column(Boolean, default=False)  # the app reads it (docs/incidents.md)
     paused_features: Mapped[list] = mapped_column(JSON, default=list)
+    # 0008: what is enforced (incidents/containment.py): {"database", "read_only_collections",
+    # "app_user": {"user", "db", "revoked", "granted"}}; read_only is true while collections are in it
+    containment: Mapped[dict | None] = mapped_column(JSON, default=dict)
     # 0006: a drill takes simulated (future) times; a duplicate is closed into another incident;
     # places are the declared scope, "collection" or "collection.field" (severity as fine as the classes)
     drill: Mapped[bool] = mapped_column(Boolean, default=False)
