@@ -15,7 +15,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from .data_loss import Reconstruct, Undelete
 from .durations import parse_duration
-from .rules import (RULE_CATEGORIES, CounterRule, CopiedFieldRule, DeletionsRule, ReferenceRule, Rule,
+from .migrations import Migration
+from .rules import (RULE_CATEGORIES, CounterRule, CopiedFieldRule, DeletionsRule, MigrationRule, ReferenceRule, Rule,
                     TimestampOrderRule)
 
 Loc = tuple[str | int, ...]
@@ -291,6 +292,8 @@ class Policy(_Model):
     phases: list[Phase] = Field(min_length=1)
     templates: Templates
     collections: dict[str, CollectionPolicy]
+    # declared schema migrations (migrations.py): what the `migrate` recipe applies or rolls back
+    migrations: list[Migration] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -334,6 +337,12 @@ class Policy(_Model):
             if rule.id == rule_id:
                 return rule
         raise KeyError(f"no rule {rule_id!r}")
+
+    def migration(self, migration_id: str) -> Migration:
+        for mig in self.migrations:
+            if mig.id == migration_id:
+                return mig
+        raise KeyError(f"no migration {migration_id!r}")
 
     def checklist(self) -> list[tuple[Phase, ChecklistItem]]:
         return [(phase, item) for phase in self.phases for item in phase.items]
@@ -390,6 +399,20 @@ def _cross_check(p: Policy) -> list[tuple[Loc, str]]:
                     parse_duration(rule.lookback)
                 except ValueError as exc:
                     problems.append((loc + ("lookback",), str(exc)))
+
+    migration_ids: dict[str, Loc] = {}
+    for i, mig in enumerate(p.migrations):
+        loc = ("migrations", i)
+        unique(loc + ("id",), mig.id, migration_ids, "migration id")
+        known_collection(loc + ("collection",), mig.collection)
+        for j, step in enumerate(mig.steps):
+            child = getattr(step, "count_children", None)
+            if child is not None:
+                known_collection(loc + ("steps", j, "count_children", "collection"), child.collection)
+        if mig.rule is not None:
+            found = next((r for c, r in p.iter_rules(mig.collection) if r.id == mig.rule), None)
+            if not isinstance(found, MigrationRule):
+                problems.append((loc + ("rule",), f"no migration rule {mig.rule!r} on collection {mig.collection!r}"))
 
     roles = set(p.roles)
     for i, role in enumerate(p.escalation.path):

@@ -62,7 +62,8 @@ class FieldRule(_Rule):
     values_enum: list | None = None
     only_if_present: bool = False  # skip documents lacking the field entirely (e.g. lastLogin)
     # what `recover plan correct-by-policy` sets when the value is missing or invalid and no
-    # backup holds a valid one (the playbook: theme -> system); unset: no default (null is one)
+    # backup holds a valid one (the playbook: theme -> system); null: no default (a null value
+    # is never a default: say `nullable: true` instead)
     default: Any = None
 
     @field_validator("pattern", "key_pattern")
@@ -78,7 +79,7 @@ class FieldRule(_Rule):
 
     @property
     def has_default(self) -> bool:
-        return "default" in self.model_fields_set
+        return self.default is not None
 
     @property
     def null_allowed(self) -> bool:
