@@ -4,8 +4,8 @@ A registry of handlers: ``register_action(name, handler)``; a handler gets an Ac
 and returns a dict that goes into the timeline (``status``: done | not_available | failed).
 An action a person does outside the tool is registered as manual (``register_manual``): the
 checklist shows it as manual and ``--run`` refuses it, so nothing answers "hook not installed".
-Handlers that change the incident (read-only flag, paused features) do it on ``ctx.incident``
-inside the caller's transaction. Handlers that need other packages plug in here: evidence.py
+Handlers that change the incident (containment: read-only mode, paused features, installed by
+containment.py) do it on ``ctx.incident`` inside the caller's transaction. Handlers that need other packages plug in here: evidence.py
 registers ``preserve_evidence`` (pin the latest backup, snapshot the affected collections) and
 tool_actions.py ``verify_backups`` and ``run_checks``. Those two modules are the only place the
 incident package imports backup, restore and checks code (at import of the package, from
@@ -19,8 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
-
-from ..errors import FluxaError
 
 
 @dataclass
@@ -63,30 +61,8 @@ def register_manual(name: str, why: str) -> None:
     _HANDLERS.pop(name, None)
 
 
-def _read_only(on: bool) -> Handler:
-    def run(ctx: ActionContext) -> dict:
-        ctx.incident.read_only = on
-        return {"status": "done", "read_only": on}
-    return run
-
-
-def _pause(ctx: ActionContext) -> dict:
-    features = [f.strip() for f in str(ctx.params.get("features", "")).split(",") if f.strip()]
-    if not features:
-        raise FluxaError("pause_features needs the features to pause", "pass --param features=chat,export")
-    ctx.incident.paused_features = sorted(set(ctx.incident.paused_features or []) | set(features))
-    return {"status": "done", "paused_features": ctx.incident.paused_features}
-
-
-def _resume(ctx: ActionContext) -> dict:
-    resumed, ctx.incident.paused_features = list(ctx.incident.paused_features or []), []
-    return {"status": "done", "resumed_features": resumed}
-
-
-register_action("read_only_mode", _read_only(True))
-register_action("lift_read_only", _read_only(False))
-register_action("pause_features", _pause)
-register_action("resume_features", _resume)
+# read_only_mode, lift_read_only, pause_features and resume_features are installed by
+# incidents/containment.py: they enforce (flags document, the tool's writers), not only record
 # preserve_evidence is installed by incidents/evidence.py, verify_backups and run_checks by
 # incidents/tool_actions.py (they need the backup and checks packages)
 register_manual("enhanced_monitoring", "monitoring is set up outside the tool (your monitoring system)")

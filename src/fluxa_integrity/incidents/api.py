@@ -19,7 +19,8 @@ god file: this module keeps the core (construction, the change plumbing ``_get``
 publishing.py (status-page communications), checklist_ops.py (checklists and their actions),
 escalation.py (escalation, the clock ``tick`` and the clocks view), review.py (review,
 postmortem, timeline), recovery.py (``require_open``/``record_recovery_action`` for restore,
-promote and undo) and duplicates.py (merge, close as a duplicate) hold the rest. They sit below
+promote and undo), duplicates.py (merge, close as a duplicate) and containment.py (contain,
+lift, ``check_writable`` for the tool's own writers) hold the rest. They sit below
 this module: they use the core through ``self`` and import only change.py (the ``Change`` unit
 of work), never api.py.
 """
@@ -42,6 +43,7 @@ from ..store.models import Finding
 from . import intake, notifications, phases, refs, timeline, timetravel
 from .change import SYSTEM, Change
 from .checklist_ops import COMMS_ACTIONS, ChecklistMixin  # noqa: F401 - COMMS_ACTIONS was defined here
+from .containment import ContainmentMixin, enforced, read_only_of
 from .duplicates import DuplicatesMixin
 from .escalation import EscalationMixin
 from .lifecycle import LIVE, STATUSES, TIMESTAMP, check_transition
@@ -54,7 +56,8 @@ from .timeutil import iso, now, utc
 PD_ACTION = {"acknowledged": "acknowledge", "resolved": "resolve"}
 
 
-class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, RecoveryMixin, DuplicatesMixin):
+class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, RecoveryMixin, DuplicatesMixin,
+                ContainmentMixin):
     def __init__(self, store: Store, policy: Policy, channels: list[Channel] | None = None,
                  retry: dict | None = None):
         self.store, self.policy = store, policy
@@ -316,6 +319,13 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
         with self._change(incident_id, at, actor) as ch:
             inc = ch.inc
             check_transition(inc, status)
+            if status == "closed" and enforced(inc):
+                # the application reads the flags of incidents that are not closed: lift first, or
+                # closing would leave its flags document naming a closed incident
+                raise FluxaError(f"incident {inc.id} still contains {inc.containment.get('database')}: "
+                                 f"read-only {', '.join(read_only_of(inc)) or '-'}, paused "
+                                 f"{', '.join(inc.paused_features or []) or '-'}",
+                                 f"lift it first (phase 5): `fluxa-integrity incident lift {inc.id}`")
             old, inc.status = inc.status, status
             setattr(inc, TIMESTAMP[status], ch.at)
             if resolution:
@@ -404,7 +414,8 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
                 "data_classes": inc.data_classes, "collections": inc.collections, "findings": fids,
                 "backups": inc.backup_ids, "restores": inc.restore_ids, "roles": inc.roles,
                 "escalated_to": inc.escalated_to, "scope": inc.scope, "read_only": inc.read_only,
-                "paused_features": inc.paused_features, "drill": bool(inc.drill), "duplicate_of": inc.duplicate_of,
+                "paused_features": inc.paused_features, "containment": inc.containment or {},
+                "drill": bool(inc.drill), "duplicate_of": inc.duplicate_of,
                 "places": inc.places if inc.places is not None else inc.collections,
                 "times": {s_: iso(getattr(inc, TIMESTAMP[s_])) for s_ in STATUSES},
                 "issue_started_at": iso(inc.issue_started_at), "detected_at": iso(inc.detected_at),
@@ -425,10 +436,11 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
             return [self.get_in(s, i) for i in s.scalars(q)]
 
     def read_only_collections(self) -> dict:
-        """What the application reads to honour read-only mode (docs/incidents.md)."""
+        """Read-only mode and paused features over every database, from the state store (the
+        application reads its flags document instead: docs/incidents.md, containment contract)."""
         with self.store.session() as s:
             incs = s.scalars(select(Incident).where(Incident.status != "closed", Incident.read_only.is_(True))).all()
             return {"read_only": bool(incs), "incidents": [i.id for i in incs],
-                    "collections": sorted({c for i in incs for c in i.collections or []}),
+                    "collections": sorted({c for i in incs for c in read_only_of(i)}),
                     "paused_features": sorted({f for i in s.scalars(select(Incident).where(Incident.status != "closed"))
                                                for f in i.paused_features or []})}

@@ -20,6 +20,7 @@ from datetime import datetime
 
 from ..errors import FluxaError
 from . import intake, timetravel
+from .containment import read_only_of
 from .change import SYSTEM, Change
 from .severity import rank
 from .timeutil import now, utc
@@ -95,8 +96,16 @@ class DuplicatesMixin:
         severe, and the earlier issue start and detection times. Returns what changed, for the
         ``merged`` row."""
         kept: dict = {}
+        held, mine = read_only_of(dup), read_only_of(into)  # collections held read-only (containment.py)
         if dup.read_only and not into.read_only:
             into.read_only = kept["read_only"] = True
+        if held and not set(held) <= set(mine):
+            state = dict(into.containment or {})
+            state["read_only_collections"] = sorted(set(mine) | set(held))
+            state.setdefault("database", (dup.containment or {}).get("database"))
+            if (dup.containment or {}).get("app_user") and not state.get("app_user"):
+                state["app_user"] = dup.containment["app_user"]  # the roles to give back on lift
+            into.containment = kept["containment"] = state
         paused = set(dup.paused_features or []) - set(into.paused_features or [])
         if paused:
             into.paused_features = sorted(set(into.paused_features or []) | paused)
