@@ -26,7 +26,9 @@ REPORT_KINDS = {"user": "User report", "support": "Customer support report", "in
                 "alert": "Automated alert"}
 SYSTEM_EVENTS = {"failed_migration": "Failed database migration", "incomplete_import": "Incomplete data import",
                  "incomplete_export": "Incomplete data export", "storage_failure": "Storage system failure",
-                 "replication_failure": "Replication failure", "sync_failure": "Synchronization failure"}
+                 "replication_failure": "Replication failure", "sync_failure": "Synchronization failure",
+                 # raised by `serve` when its jobs cannot reach the application database (issue 11)
+                 "database_unreachable": "Database unreachable"}
 
 
 def last_run(s: Session, database: str | None = None) -> CheckRun | None:
