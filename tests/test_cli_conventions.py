@@ -18,7 +18,7 @@ from fluxa_integrity.cli.main import cli
 TOUCHES_APP_DB = {
     "fluxa generate", "fluxa inject", "fluxa summary", "check run", "backup run", "backup verify",
     "backup archive-oplog", "restore run", "restore diff", "restore promote", "restore undo", "schema infer",
-    "drill",
+    "drill", "incident contain", "incident lift", "incident containment",
 }
 # ... and the reasons some of them cannot honour --db.
 NO_DB = {

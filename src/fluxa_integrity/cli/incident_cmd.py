@@ -16,7 +16,7 @@ from rich.table import Table
 from ..errors import FluxaError
 from ..incidents.api import Incidents
 from ..incidents.timeutil import fmt_delta, parse_when
-from .common import EXIT_PROBLEMS, JsonOpt, console, csv_list, emit_json, incidents_api
+from .common import EXIT_PROBLEMS, DbOpt, JsonOpt, UriOpt, console, csv_list, emit_json, incidents_api
 from .render import Col, print_table, when
 
 app = typer.Typer(help="Data-integrity incidents: intake, severity, clocks, escalation, phases, communications, "
@@ -370,6 +370,120 @@ def phase(incident: int = IdArg, item: Optional[str] = typer.Argument(None, help
         print_table(console, f"{ph['name']} ({ph['window'][0]}-{ph['window'][1]}): {ph['state']}, "
                     f"{ph['done']}/{ph['total']}",  # item ids are typed into `incident phase ID ITEM`: whole
                     [Col("item", id=True), Col("what"), Col("owner"), Col("action"), Col("done"), Col("note")], rows)
+
+
+def _app_db(api: Incidents, incident: int, uri: Optional[str], db: Optional[str]):
+    """The application database of a containment: --uri/--db, else the incident's database and
+    the usual resolution; resolved once here and handed down connected."""
+    from ..config import resolve_target
+    from ..mongo.connection import connect
+
+    target = resolve_target(uri, db or api.get(incident)["database"])  # an unknown incident stops here
+    return connect(target.uri)[target.db]
+
+
+def _show_containment(res: dict, json_out: bool, verb: str) -> None:
+    if json_out:
+        emit_json(res)
+        return
+    d = res["containment_result"]
+    _show(res, False)
+    if verb == "contained":
+        if d.get("read_only") is not None:
+            console.print(f"  [red]read-only[/] on {d['database']}: {', '.join(d['read_only_collections'])}",
+                          highlight=False)
+        if d.get("paused") is not None:
+            console.print(f"  [red]paused[/]: {', '.join(d['paused_features'])}", highlight=False)
+    else:
+        if d.get("read_only_lifted"):
+            console.print(f"  [green]writable again[/] on {d['database']}: {', '.join(d['read_only_lifted'])}",
+                          highlight=False)
+        if d.get("resumed"):
+            console.print(f"  [green]resumed[/]: {', '.join(d['resumed'])}", highlight=False)
+    um = d.get("user_management")
+    if um:
+        colour = "yellow" if um.startswith("not supported") else "green"
+        user = d.get("app_user") or {}
+        console.print(f"  application user{' ' + user['user'] if user.get('user') else ''}: [{colour}]{escape(um)}[/]"
+                      + (" - the flags document is the enforcement" if colour == "yellow" else ""), highlight=False)
+    console.print(f"  flags: {d.get('flags')}", highlight=False)
+
+
+@app.command()
+def contain(incident: int = IdArg,
+            read_only: bool = typer.Option(False, "--read-only", help="Make collections read-only: the application's "
+                                           "flags document says so and the tool's own writers refuse them."),
+            collections: Optional[str] = typer.Option(None, "--collections", help="Comma-separated collections to "
+                                                      "make read-only (default: the incident's; '*' for all)."),
+            pause: List[str] = typer.Option([], "--pause", help="A feature to pause (repeatable, or comma-separated)."),
+            app_user: Optional[str] = typer.Option(None, "--app-user", help="The application's MongoDB user: its "
+                                                   "write roles are revoked until lift, where the server manages "
+                                                   "users."),
+            app_user_db: str = typer.Option("admin", "--app-user-db", help="The database the application user "
+                                            "is defined in."),
+            uri: Optional[str] = UriOpt,
+            db: Optional[str] = typer.Option(None, "--db", help="Application database (default: the incident's, "
+                                             "then $FLUXA_DB, config.yaml, 'fluxa')."),
+            at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """Contain (phase 1): read-only mode and paused features, enforced and on the timeline."""
+    api = _api()
+    features = [f for p in pause for f in (csv_list(p) or [])]
+    if not read_only and not features:
+        raise FluxaError("nothing to contain", "pass --read-only [--collections a,b] and/or --pause FEATURE")
+    res = api.contain(incident, _app_db(api, incident, uri, db), read_only, csv_list(collections), features,
+                      app_user, app_user_db, _when(at), by)
+    _show_containment(res, json_out, "contained")
+
+
+@app.command()
+def lift(incident: int = IdArg,
+         read_only: bool = typer.Option(False, "--read-only", help="Lift read-only mode (and give the application "
+                                        "user its roles back)."),
+         feature: List[str] = typer.Option([], "--feature", help="A paused feature to resume (repeatable)."),
+         uri: Optional[str] = UriOpt,
+         db: Optional[str] = typer.Option(None, "--db", help="Application database (default: the incident's, "
+                                          "then $FLUXA_DB, config.yaml, 'fluxa')."),
+         at: Optional[str] = AtOpt, by: Optional[str] = ByOpt, json_out: bool = JsonOpt) -> None:
+    """Lift containment (phase 5): everything, or only --read-only / --feature F; on the timeline."""
+    api = _api()
+    features = [f for p in feature for f in (csv_list(p) or [])]
+    res = api.lift(incident, _app_db(api, incident, uri, db), read_only, features, _when(at), by)
+    _show_containment(res, json_out, "lifted")
+
+
+@app.command()
+def containment(uri: Optional[str] = UriOpt, db: Optional[str] = DbOpt,
+                sync: bool = typer.Option(False, "--sync", help="Rewrite the application's flags document from the "
+                                          "incidents (after a failed write or a merge)."),
+                json_out: bool = JsonOpt) -> None:
+    """What is contained on a database: the incidents' record and the flags document the app reads.
+    Exit 1 when the two disagree."""
+    from ..config import resolve_target
+    from ..mongo.connection import connect
+
+    api = _api()
+    target = resolve_target(uri, db)
+    app_db = connect(target.uri)[target.db]
+    if sync:
+        api.sync_flags(app_db)
+    record = api.containment(target.db)
+    mine = {**{"read_only_collections": [], "paused_features": [], "incidents": []},
+            **record.get(target.db, {})}
+    for k in ("read_only_collections", "paused_features"):  # incidents that name no database count everywhere
+        mine[k] = sorted(set(mine[k]) | set(record.get("*", {}).get(k, [])))
+    mine["incidents"] = mine["incidents"] + record.get("*", {}).get("incidents", [])
+    flags = api.flags(app_db) or {}
+    agree = all(sorted(flags.get(k) or []) == mine[k] for k in ("read_only_collections", "paused_features"))
+    if json_out:
+        emit_json({"database": target.db, "record": mine, "flags": flags or None, "agree": agree})
+    else:
+        console.print(f"[bold]{target.db}[/]: read-only {', '.join(mine['read_only_collections']) or 'none'}; "
+                      f"paused {', '.join(mine['paused_features']) or 'none'}; incidents "
+                      f"{', '.join(str(i['id']) for i in mine['incidents']) or 'none'}", highlight=False)
+        state = "[green]agrees[/]" if agree else "[red]disagrees[/] (rerun with --sync)"
+        console.print(f"  flags document ({'written ' + when(flags['updated_at']) if flags else 'never written'}): "
+                      f"{state}", highlight=False)
+    raise typer.Exit(0 if agree else EXIT_PROBLEMS)
 
 
 @app.command()
