@@ -89,6 +89,17 @@ def check_deleted_messages(db, inj):
         assert conv["messageCount"] == db[m.MESSAGES].count_documents({"conversationId": cid})
 
 
+def check_lost_messages(db, inj):
+    lost = inj.details["messages"]
+    assert inj.ids and len(lost) >= len(inj.ids)
+    assert db[m.MESSAGES].count_documents({"_id": {"$in": lost}}) == 0
+    assert db[m.AUDIT_LOG].count_documents({"documentId": {"$in": lost}}) == 0  # no trail
+    assert db[m.LOGS].count_documents({"messageId": {"$in": lost}}) == len(lost)  # rebuildable
+    for cid in inj.ids:  # the counter still counts them
+        conv = db[m.CONVERSATIONS].find_one({"_id": cid})
+        assert conv["messageCount"] > db[m.MESSAGES].count_documents({"conversationId": cid})
+
+
 def check_soft_deleted_users(db, inj):
     assert db[m.USERS].count_documents({"_id": {"$in": inj.ids}, "deletedAt": {"$gte": inj.time}}) == len(inj.ids)
 

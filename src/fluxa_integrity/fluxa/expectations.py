@@ -21,6 +21,7 @@ EXPECTED: dict[str, dict[str | None, tuple[str, set[str]]]] = {
     "half-migration": {None: ("conversations.migration", {"version", "missing:messageCount"})},
     "broken-counter": {None: ("conversations.messageCount", {"mismatch"})},
     "deleted-messages": {None: ("messages.deletions", {"audit_delete"})},
+    "lost-messages": {None: ("conversations.messageCount", {"mismatch"})},
     "soft-deleted-users": {None: ("users.deletions", {"soft_deleted"})},
     "corrupt-preferences": {
         "invalid-theme": ("users.preferences.theme", {"enum"}),

@@ -188,6 +188,25 @@ def deleted_messages(ctx: Context, count: int) -> list[Injection]:
                       details={"audit_ids": _ids(audit), "conversations": _ids(convs)})]
 
 
+def lost_messages(ctx: Context, count: int) -> list[Injection]:
+    """Messages lost the way a storage failure loses them: the last one or two messages of a
+    conversation hard-deleted with no audit record and the counter left as it was (stale). The
+    ids are the conversations (their counter is what detection sees); ``details.messages`` the
+    lost messages, each still in the logs (S26 rebuilds them) and in the oplog."""
+    convs = ctx.sample(m.CONVERSATIONS, count, {"messageCount": {"$gt": 2}}, exclude_key=m.CONVERSATIONS)
+    touched_msgs = ctx.manifest.touched(m.MESSAGES)
+    hit, lost = [], []
+    for i, c in enumerate(convs):
+        last = list(ctx.db[m.MESSAGES].find({"conversationId": c["_id"]}, {"_id": 1})
+                    .sort("timestamp", -1).limit(1 + i % 2))
+        if not last or any(d["_id"] in touched_msgs for d in last):
+            continue
+        ctx.db[m.MESSAGES].delete_many({"_id": {"$in": _ids(last)}})
+        hit.append(c["_id"])
+        lost += _ids(last)
+    return [Injection("lost-messages", m.CONVERSATIONS, hit, ctx.now, details={"messages": sorted(lost)})]
+
+
 def soft_deleted_users(ctx: Context, count: int) -> list[Injection]:
     """Users marked deleted with ``deletedAt`` (recoverable by unsetting it): now, or a second
     after the user's newest date and the newest document they own when the dataset's timeline
@@ -452,6 +471,7 @@ KINDS: dict[str, Callable[[Context, int], list[Injection]]] = {
     "half-migration": half_migration,
     "broken-counter": broken_counter,
     "deleted-messages": deleted_messages,
+    "lost-messages": lost_messages,
     "soft-deleted-users": soft_deleted_users,
     "corrupt-preferences": corrupt_preferences,
     "sync-drift": sync_drift,
