@@ -1,0 +1,280 @@
+"""The recovery engine against a real server: plans saved whole and checked, dry runs that call
+out conflicts, applies that are journaled, idempotent and on the incident's timeline, undo back
+to the exact pre-apply bytes, and the refusals (applied twice, no or closed incident, newer
+writes). The recipe here is a tiny one registered by the test itself (recipes are another
+module's job); the kill and server-restart tests live in test_recover_cli.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from bson import ObjectId
+from bson.codec_options import CodecOptions
+from bson.int64 import Int64
+from bson.raw_bson import RawBSONDocument
+
+from fluxa_integrity.errors import FluxaError
+from fluxa_integrity.incidents.api import Incidents
+from fluxa_integrity.policy import default_policy
+from fluxa_integrity.recovery import engine
+from fluxa_integrity.recovery.model import Change, Param, Plan, RecipeContext, RecipeSpec, _RECIPES, register
+from fluxa_integrity.store import open_store
+
+EPOCH = datetime(2026, 5, 1, tzinfo=timezone.utc)
+RAW = CodecOptions(document_class=RawBSONDocument, tz_aware=True)
+N = 60
+RECIPE = "test-engine-fix"
+
+
+def build(ctx: RecipeContext, collection: str, label: str = "fixed", drop_every: int = 10,
+          insert: int = 4, since: datetime | None = None, ids: list | None = None) -> Plan:
+    """Every third document gets ``label`` and a nested change, every ``drop_every``-th (offset 1)
+    is deleted, ``insert`` new documents appear. Reads only."""
+    changes = []
+    for doc in ctx.db[collection].find({}, sort=[("_id", 1)]):
+        n = int(doc["n"])
+        if n % 3 == 0:
+            after = {**doc, "label": label, "nested": {**doc["nested"], "a": -n}}
+            changes.append(Change(collection, "update", doc["_id"], doc, after, f"n={n} divisible by 3",
+                                  fields=["label", "nested.a"]))
+        elif n % drop_every == 1:
+            changes.append(Change(collection, "delete", doc["_id"], doc, None, f"n={n} is a leftover"))
+    for k in range(insert):
+        _id = 1000 + k
+        changes.append(Change(collection, "insert", _id, None,
+                              {"_id": _id, "n": Int64(_id), "nested": {"a": k}, "at": EPOCH, "oid": ObjectId()},
+                              "missing row"))
+    return Plan(RECIPE, ctx.db.name, {"collection": collection, "label": label}, ctx.now, changes)
+
+
+if RECIPE not in _RECIPES:
+    register(RecipeSpec(RECIPE, "S99", "test recipe: label every third document", [
+        Param("collection", "Collection to fix.", required=True),
+        Param("label", "Label to set.", default="fixed"),
+        Param("drop-every", "Delete every n-th document.", type=int, default=10),
+        Param("insert", "How many documents to insert.", type=int, default=4),
+        Param("since", "Ignored.", type=datetime),
+        Param("ids", "Ignored.", multiple=True),
+    ], build))
+
+
+def seed(db, n: int = N) -> None:
+    db.items.insert_many([{"_id": i, "n": Int64(i), "name": f"item {i}", "nested": {"a": i, "b": [i, "x"]},
+                           "at": EPOCH + timedelta(minutes=i), "ratio": i / 7}
+                          for i in range(n)])
+
+
+def hashes(db, name: str = "items") -> dict:
+    return {d["_id"]: hashlib.sha256(d.raw).hexdigest()
+            for d in db.get_collection(name, codec_options=RAW).find()}
+
+
+@pytest.fixture()
+def store(fluxa_home):
+    return open_store()
+
+
+@pytest.fixture()
+def incidents(store):
+    return Incidents(store, default_policy())
+
+
+@pytest.fixture()
+def ctx(db, store):
+    return RecipeContext(db=db, policy=default_policy(), store=store, now=datetime.now(timezone.utc))
+
+
+def test_plan_is_saved_whole_typed_and_checked(db, store, ctx, fluxa_home):
+    seed(db)
+    plan = engine.make_plan(ctx, RECIPE, {"collection": "items", "drop-every": "10"}, actor="alice")
+    assert plan.id and (fluxa_home / "plans" / plan.id / "plan.json").is_file()
+    meta = json.loads((fluxa_home / "plans" / plan.id / "plan.json").read_text())
+    assert meta["recipe"] == RECIPE and meta["database"] == db.name and meta["changes"] == len(plan.changes)
+    back = engine.load_plan(store, plan.id)
+    # types survive: Int64, dates, ObjectIds, nested documents, byte-identical images
+    for a, b in zip(plan.changes, back.changes):
+        assert (a.collection, a.op, a.id, a.reason) == (b.collection, b.op, b.id, b.reason)
+        assert a.after == b.after and a.before == b.before
+    ins = [c for c in back.changes if c.op == "insert"][0]
+    assert isinstance(ins.after["n"], Int64) and isinstance(ins.after["oid"], ObjectId)
+    assert ins.after["at"] == EPOCH
+    [row] = engine.list_plans(store)
+    assert (row["id"], row["status"], row["actor"]) == (plan.id, "planned", "alice")
+    assert row["counts"] == {"items": {"update": 20, "delete": 4, "insert": 4}}
+    # a damaged changes file is refused, by name
+    path = fluxa_home / "plans" / plan.id / "changes.bson"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(FluxaError, match="fails its sha256"):
+        engine.load_plan(store, plan.id)
+
+
+def test_bad_parameters_and_unknown_recipe(ctx):
+    with pytest.raises(FluxaError, match="unknown recipe 'nope'"):
+        engine.make_plan(ctx, "nope", {})
+    with pytest.raises(FluxaError, match="needs --collection"):
+        engine.make_plan(ctx, RECIPE, {})
+    with pytest.raises(FluxaError, match="--drop-every 'x' is not a int"):
+        engine.make_plan(ctx, RECIPE, {"collection": "items", "drop_every": "x"})
+    with pytest.raises(FluxaError, match="no parameter --colour"):
+        engine.make_plan(ctx, RECIPE, {"collection": "items", "colour": "red"})
+    with pytest.raises(FluxaError, match="no recovery plan 'x-1'"):
+        engine.load_plan(ctx.store, "x-1")
+
+
+def test_dry_run_counts_samples_and_conflicts(db, ctx):
+    seed(db)
+    plan = engine.make_plan(ctx, RECIPE, {"collection": "items"})
+    db.items.update_one({"_id": 3}, {"$set": {"name": "edited by the app"}})  # after the source point
+    db.items.insert_one({"_id": 1001, "n": 5})  # an insert's _id taken by another document
+    before = hashes(db)
+    dry = engine.dry_run(db, plan, samples=2)
+    assert hashes(db) == before  # reads only
+    assert dry.counts == {"items": {"update": 20, "delete": 4, "insert": 4}}
+    assert dry.states == {"items": {"todo": 26, "done": 0, "conflict": 2}}
+    assert {c["id"] for c in dry.conflicts} == {3, 1001} and dry.conflicts_total == 2
+    c3 = next(c for c in dry.conflicts if c["id"] == 3)
+    assert c3["fields"] == {"name": ["item 3", "edited by the app"]}
+    assert len(dry.samples) == 6  # two per collection and kind
+    upd = [s for s in dry.samples if s["op"] == "update"][1]  # _id 3 (0 -> -0 is no change)
+    assert upd["fields"]["nested.a"] == [upd["id"], -upd["id"]] and upd["fields"]["label"] == [None, "fixed"]
+
+
+def test_apply_then_undo_restores_exact_bytes_and_records_the_timeline(db, store, ctx, incidents):
+    seed(db)
+    original = hashes(db)
+    plan = engine.make_plan(ctx, RECIPE, {"collection": "items"})
+    iid = incidents.open("Items mislabelled", collections=["analytics"])["id"]
+    res = engine.apply_plan(db, store, incidents, plan.id, iid, actor="alice", batch_size=7)
+    assert res.status == "applied" and not res.resumed
+    assert res.counts == {"items": {"written": 28, "already": 0, "conflicts": 0, "forced": 0}}
+    after = hashes(db)
+    want = {c.id: hashlib.sha256(RawBSONDocument(__import__("bson").encode(c.after)).raw).hexdigest()
+            for c in plan.changes if c.after is not None}
+    assert {k: after[k] for k in want} == want  # every document is exactly the plan's after-image
+    assert not {c.id for c in plan.changes if c.op == "delete"} & set(after)
+    assert len(after) == N - 4 + 4
+    row = engine.list_plans(store)[0]
+    assert row["status"] == "applied" and row["incident_id"] == iid
+    with pytest.raises(FluxaError, match="already applied") as e:
+        engine.apply_plan(db, store, incidents, plan.id, iid)
+    assert "undo it first or make a new plan" in e.value.hint
+    assert hashes(db) == after
+    und = engine.undo_plan(db, store, incidents, plan.id, incident_id=iid)
+    assert und.counts["items"] == {"restored": 24, "deleted": 4, "already": 0, "superseded": 0}
+    assert hashes(db) == original  # byte for byte
+    assert engine.list_plans(store)[0]["status"] == "undone"
+    rows = [e for e in incidents.timeline(iid) if e["kind"] == "recovery_action"]
+    assert [(r["data"]["action"], r["data"]["status"], r["data"]["ref"]) for r in rows] == [
+        ("recipe", "applied", plan.id), ("recipe-undo", "applied", plan.id)]
+    assert rows[0]["data"]["counts"]["items"]["written"] == 28 and rows[0]["actor"] == "alice"
+    with pytest.raises(FluxaError, match="already undone"):
+        engine.undo_plan(db, store, incidents, plan.id, incident_id=iid)
+
+
+def test_conflicts_are_not_overwritten_unless_forced_by_id(db, store, ctx, incidents):
+    seed(db)
+    plan = engine.make_plan(ctx, RECIPE, {"collection": "items"})
+    db.items.update_one({"_id": 6}, {"$set": {"name": "newer"}})
+    db.items.update_one({"_id": 9}, {"$set": {"name": "newer too"}})
+    newer = hashes(db)
+    iid = incidents.open("Items mislabelled", collections=["analytics"])["id"]
+    res = engine.apply_plan(db, store, incidents, plan.id, iid)
+    assert res.status == "partial" and {c["id"] for c in res.conflicts} == {6, 9}
+    assert res.counts["items"]["conflicts"] == 2 and res.counts["items"]["written"] == 26
+    now = hashes(db)
+    assert now[6] == newer[6] and now[9] == newer[9]  # the app's writes survive
+    rows = [e for e in incidents.timeline(iid) if e["kind"] == "recovery_action"]
+    assert rows[-1]["data"]["status"] == "partial" and "2 conflicts" in rows[-1]["data"]["summary"]
+    # forcing one conflict by id writes that one only; the live document is journaled first
+    res2 = engine.apply_plan(db, store, incidents, plan.id, iid, force_ids=[6])
+    assert res2.counts["items"] == {"written": 0, "already": 26, "conflicts": 1, "forced": 1}
+    assert db.items.find_one({"_id": 6})["label"] == "fixed" and hashes(db)[9] == newer[9]
+    # undo puts back what was live before each write: the app's version of 6, the seed elsewhere
+    engine.undo_plan(db, store, incidents, plan.id, incident_id=iid)
+    assert hashes(db) == newer
+
+
+def test_apply_refuses_without_an_open_incident_and_writes_nothing(db, store, ctx, incidents):
+    seed(db)
+    plan = engine.make_plan(ctx, RECIPE, {"collection": "items"})
+    before = hashes(db)
+    with pytest.raises(FluxaError, match="needs an open incident"):
+        engine.apply_plan(db, store, incidents, plan.id, None)
+    with pytest.raises(FluxaError, match="no incident 4242"):
+        engine.apply_plan(db, store, incidents, plan.id, 4242)
+    iid = incidents.open("x", collections=["analytics"])["id"]
+    incidents.acknowledge(iid)
+    incidents.resolve(iid, "done")
+    incidents.review(iid, root_cause="test")
+    incidents.close(iid)
+    with pytest.raises(FluxaError, match="is closed"):
+        engine.apply_plan(db, store, incidents, plan.id, iid)
+    with pytest.raises(FluxaError, match="is for database"):
+        engine.apply_plan(db.client["elsewhere"], store, incidents, plan.id, iid)
+    assert hashes(db) == before and engine.list_plans(store)[0]["status"] == "planned"
+    with pytest.raises(FluxaError, match="never applied"):
+        engine.undo_plan(db, store, incidents, plan.id)
+
+
+def test_undo_refuses_documents_changed_since_the_apply_unless_forced(db, store, ctx, incidents, fluxa_home):
+    seed(db)
+    original = hashes(db)
+    plan = engine.make_plan(ctx, RECIPE, {"collection": "items"})
+    iid = incidents.open("Items mislabelled", collections=["analytics"])["id"]
+    engine.apply_plan(db, store, incidents, plan.id, iid)
+    db.items.update_one({"_id": 12}, {"$set": {"name": "written after the apply"}})
+    applied = hashes(db)
+    with pytest.raises(FluxaError, match=r"1 document\(s\) the plan wrote changed in live since it was applied "
+                                         r"\(items/12\)") as e:
+        engine.undo_plan(db, store, incidents, plan.id, incident_id=iid)
+    assert "--force" in e.value.hint
+    assert hashes(db) == applied and engine.list_plans(store)[0]["status"] == "applied"  # nothing half-written
+    und = engine.undo_plan(db, store, incidents, plan.id, incident_id=iid, force=True)
+    assert und.counts["items"]["superseded"] == 1
+    assert hashes(db) == original
+    kept = list((fluxa_home / "plans" / plan.id / "journal").glob("superseded-*.bson"))
+    assert len(kept) == 1
+    import bson
+
+    [doc] = bson.decode_all(kept[0].read_bytes())
+    assert doc["live"]["name"] == "written after the apply"
+
+
+def test_resumed_apply_after_a_failure_completes_without_duplicates(db, store, ctx, incidents, monkeypatch):
+    """An apply that fails midway (a write refused after some batches) is ``failed``, recorded as
+    partial, and the rerun completes it; the journal keeps the first images only."""
+    seed(db)
+    original = hashes(db)
+    plan = engine.make_plan(ctx, RECIPE, {"collection": "items"})
+    iid = incidents.open("Items mislabelled", collections=["analytics"])["id"]
+    from pymongo.collection import Collection
+    from pymongo.errors import AutoReconnect
+
+    real = Collection.replace_one
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 11:
+            raise AutoReconnect("connection closed")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Collection, "replace_one", flaky)
+    with pytest.raises(FluxaError, match="interrupted after") as e:
+        engine.apply_plan(db, store, incidents, plan.id, iid, batch_size=5)
+    assert "rerun" in e.value.hint
+    assert engine.list_plans(store)[0]["status"] == "failed"
+    res = engine.apply_plan(db, store, incidents, plan.id, iid, batch_size=5)
+    assert res.resumed and res.status == "applied"
+    c = res.counts["items"]
+    assert c["written"] + c["already"] == 28 and c["already"] >= 10 and c["conflicts"] == 0
+    assert db.items.count_documents({}) == N
+    statuses = [e["data"]["status"] for e in incidents.timeline(iid) if e["kind"] == "recovery_action"]
+    assert statuses == ["partial", "applied"]
+    engine.undo_plan(db, store, incidents, plan.id, incident_id=iid)
+    assert hashes(db) == original
