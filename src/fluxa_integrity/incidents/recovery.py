@@ -15,8 +15,9 @@ from datetime import datetime
 from ..errors import FluxaError
 from .lifecycle import LIVE
 
-RECOVERY_ACTIONS = ("restore", "promote", "undo", "recipe")
-RECOVERY_STATUSES = ("applied", "failed", "partial")
+RECOVERY_ACTIONS = ("restore", "promote", "undo", "recipe", "recipe-undo", "verify")
+# closed / still-open: the outcome of a "verify" (the plan's rules ran again on the live data)
+RECOVERY_STATUSES = ("applied", "failed", "partial", "closed", "still-open")
 
 
 class RecoveryMixin:
