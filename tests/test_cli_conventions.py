@@ -19,11 +19,13 @@ TOUCHES_APP_DB = {
     "fluxa generate", "fluxa inject", "fluxa summary", "check run", "backup run", "backup verify",
     "backup archive-oplog", "restore run", "restore diff", "restore promote", "restore undo", "schema infer",
     "drill", "incident contain", "incident lift", "incident containment",
+    "recover show", "recover apply", "recover verify", "recover undo",
 }
 # ... and the reasons some of them cannot honour --db.
 NO_DB = {
     "backup archive-oplog": "the oplog (local.oplog.rs) is server-wide: one archive covers every database",
     "restore undo": "a promotion id names the database it wrote to; undo restores exactly that one",
+    **{f"recover {c}": "a recovery plan names the database it was made for" for c in ("show", "apply", "verify", "undo")},
 }
 # Commands without --uri although they might look like they need one.
 NO_URI_REASON = {
@@ -49,6 +51,8 @@ def _commands():
 
 
 COMMANDS = _commands()
+# one `recover plan RECIPE` per registered recipe: each reads the application database
+TOUCHES_APP_DB |= {p for p in COMMANDS if p.startswith("recover plan ")}
 
 
 def test_the_tree_is_walked():

@@ -17,6 +17,7 @@ from .schema_cmd import app as schema_app
 from .fluxa_cmd import app as fluxa_app
 from .incident_cmd import app as incident_app
 from .policy_cmd import app as policy_app
+from .recover_cmd import app as recover_app
 from .restore_cmd import app as restore_app
 from .rpo_cmd import rpo_app, rto_app
 
@@ -37,6 +38,7 @@ cli.add_typer(rpo_app, name="rpo")
 cli.add_typer(rto_app, name="rto")
 cli.add_typer(incident_app, name="incident")
 cli.add_typer(schema_app, name="schema")
+cli.add_typer(recover_app, name="recover")
 cli.command("drill")(drill_command)
 
 
