@@ -19,9 +19,12 @@ from fluxa_integrity.fluxa import model as m
 from fluxa_integrity.fluxa.faults import inject
 from fluxa_integrity.fluxa.generator import GenerateOptions, generate
 from fluxa_integrity.fluxa.manifest import Manifest
+from fluxa_integrity.incidents.api import Incidents
 from fluxa_integrity.policy import default_policy
+from fluxa_integrity.recovery import engine
 from fluxa_integrity.recovery.model import RecipeContext, content_hash
 from fluxa_integrity.recovery.registry import recipe
+from fluxa_integrity.store import open_store
 
 UTC = timezone.utc
 RULE = "users.sync"
@@ -126,3 +129,49 @@ def test_in_sync_plans_nothing_and_bad_input_is_refused(db):
         recipe("sync").build(_ctx(db), rule="users.email.type")
     with pytest.raises(FluxaError, match="not top-level"):
         recipe("sync").build(_ctx(db, _policy(fields=["preferences.theme"])), rule=RULE)
+
+
+def _hashes(coll) -> dict:
+    return {d["_id"]: content_hash(d) for d in coll.find({})}
+
+
+def test_apply_verify_and_undo_under_an_incident(mongo_uri, drifted):
+    db, sec, before, truth = drifted
+    store = open_store()
+    incidents = Incidents(store, default_policy())
+    post = {c: _hashes(sec[c]) for c in (m.USERS, m.SYNC_STATE)}
+    plan = engine.make_plan(_ctx(db, store=store), "sync", {"rule": RULE})
+    iid = incidents.open("CRM out of sync", collections=[m.USERS])["id"]
+    res = engine.apply_plan(db, store, incidents, plan.id, iid, actor="responder")
+    assert res.status == "applied" and res.conflicts == []
+    # the secondary is the pre-fault copy with the primary's newer stamps, document by document
+    primary = _by_id(db[m.USERS])
+    expected = {i: content_hash(d) for i, d in before.items()}
+    for i in truth["conflicting-lastUpdated"]:
+        expected[i] = content_hash(dict(before[i], lastUpdated=primary[i]["lastUpdated"]))
+    assert _hashes(sec[m.USERS]) == expected
+    assert sec[m.SYNC_STATE].find_one({"_id": m.USERS})["lastSyncAt"] >= max(
+        d["lastUpdated"] for d in primary.values())
+    ver = engine.verify_plan(db, store, incidents, default_policy(), plan.id)
+    assert ver.closed and ver.rules == [RULE]
+    assert _sync_findings(mongo_uri, db) == []
+    rows = [e for e in incidents.timeline(iid) if e["kind"] == "recovery_action"]
+    assert ("recipe", plan.id) in [(r["data"]["action"], r["data"]["ref"]) for r in rows]
+    engine.undo_plan(db, store, incidents, plan.id, incident_id=iid)
+    assert {c: _hashes(sec[c]) for c in (m.USERS, m.SYNC_STATE)} == post  # back to the drifted state exactly
+
+
+def test_a_secondary_record_changed_after_the_plan_is_a_conflict_not_overwritten(drifted):
+    db, sec, before, truth = drifted
+    store = open_store()
+    incidents = Incidents(store, default_policy())
+    plan = engine.make_plan(_ctx(db, store=store), "sync", {})
+    uid = truth["conflicting-lastUpdated"][0]
+    sec[m.USERS].update_one({"_id": uid}, {"$set": {"email": "edited-in-the-crm@example.com"}})
+    edited = content_hash(sec[m.USERS].find_one({"_id": uid}))
+    iid = incidents.open("CRM out of sync", collections=[m.USERS])["id"]
+    res = engine.apply_plan(db, store, incidents, plan.id, iid)
+    assert res.status == "partial" and [c["id"] for c in res.conflicts] == [uid]
+    assert content_hash(sec[m.USERS].find_one({"_id": uid})) == edited
+    for i in truth["missing-in-secondary"]:  # everything else was written
+        assert content_hash(sec[m.USERS].find_one({"_id": i})) == content_hash(before[i])
