@@ -26,7 +26,7 @@ def authority_from(incident: Optional[str], yes: bool = False) -> Authority:
     """The incident (checked open now, before any write) or the operator's --yes."""
     if incident is not None:
         return Authority.for_incident(incidents_api(), incident)
-    return Authority.operator() if yes else Authority.none()
+    return Authority.operator(incidents_api()) if yes else Authority.none()  # --yes honours containment too
 
 
 def _superseded_line(res: dict) -> None:

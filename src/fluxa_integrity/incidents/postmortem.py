@@ -20,6 +20,9 @@ from ..policy.models import Policy
 from .timeutil import fmt_delta, iso, utc
 
 
+CONTAINMENT_ACTIONS = ("read_only_mode", "pause_features", "lift_read_only", "resume_features")
+
+
 def _diff(later, earlier) -> timedelta | None:
     return utc(later) - utc(earlier) if later is not None and earlier is not None else None
 
@@ -89,6 +92,10 @@ def render(policy: Policy, inc, events: list, findings: list, publications: list
     lines += ["", "## Lessons learned", ""] + [f"- {x}" for x in inc.lessons or ["_none recorded_"]]
     lines += ["", "## Action items", ""] + [f"- [ ] {x}" for x in inc.action_items or []] + \
              ([] if inc.action_items else ["_none recorded_"])
+    lines += ["", "## Containment", ""]
+    held = [e for e in events if e.kind in ("contained", "lifted")
+            or (e.kind == "action" and (e.data or {}).get("action") in CONTAINMENT_ACTIONS)]
+    lines += [_containment_row(e) for e in held] or ["_no containment recorded (`incident contain`)_"]
     lines += ["", "## Recovery actions", ""]
     recovered = [e for e in events if e.kind == "recovery_action"]
     if recovered:
@@ -127,6 +134,31 @@ def _recovery_row(e) -> str:
     what = d.get("action", "?") + (f" - {d['summary']}" if d.get("summary") else "")
     cells = [iso(e.at), what, d.get("ref", ""), counts_text(d.get("counts") or {}), d.get("status", ""), e.actor]
     return "| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |"
+
+
+def _containment_row(e) -> str:
+    """One contain or lift, as `incident contain` / `incident lift` or a checklist action recorded it."""
+    d = e.data or {}
+    kind = e.kind
+    if kind == "action":
+        kind, d = d.get("action"), d.get("result") or {}
+    parts = []
+    if d.get("read_only") is not None:
+        parts.append(f"read-only {_words(d['read_only']) or '(already)'}")
+    if d.get("paused") is not None:
+        parts.append(f"paused {_words(d['paused']) or '(already)'}")
+    if d.get("read_only_lifted"):
+        parts.append(f"writable again {_words(d['read_only_lifted'])}")
+    if d.get("resumed"):
+        parts.append(f"resumed {_words(d['resumed'])}")
+    if d.get("user_management"):
+        parts.append(f"application user: {d['user_management']}")
+    return f"- {iso(e.at)} {kind} on {d.get('database') or '-'} by {e.actor}: {'; '.join(parts) or '-'}"
+
+
+def _words(v) -> str:
+    """A list as words (rows written before containment was enforced hold a bare true)."""
+    return ", ".join(map(str, v)) if isinstance(v, list) else ("" if v is True else str(v))
 
 
 def _met(flag) -> str:

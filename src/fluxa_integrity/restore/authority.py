@@ -12,6 +12,13 @@ the timeline row is written by one code path whichever face started the action.
 ``record_recovery_action(id, action, ref, summary, counts, status)`` (incidents/api.py): this
 package never imports the incident engine, the face hands it down.
 
+Containment: ``check_writable(database, collections)`` asks the incident engine's
+``check_writable(database, collections, incident_id)`` (incidents/containment.py) whether those
+collections are read-only under another live incident, and raises its FluxaError if so; promote
+and undo call it before their first write. An incident's own containment does not stop the
+recovery it authorises; an operator's --yes is stopped by every incident's. ``Authority.none()``
+(a write to a separate target) checks nothing.
+
 Failure behaviour: an id that is not a number, unknown, or of a closed incident is a FluxaError
 before any write. A failure to write the timeline row after the action is not allowed to turn a
 done write into a reported failure: ``record`` returns what happened (``recorded`` or ``error``)
@@ -33,10 +40,13 @@ class Authority:
     label: str
     incident_id: int | None = None
     recorder: Recorder | None = None
+    guard: Callable[[str, list], None] | None = None  # (database, collections) -> raises when contained
 
     @classmethod
-    def operator(cls) -> "Authority":
-        return cls("operator confirmation (--yes)")
+    def operator(cls, incidents=None) -> "Authority":
+        """The operator's --yes; ``incidents`` (the engine) makes it honour containment."""
+        guard = (lambda database, colls: incidents.check_writable(database, colls)) if incidents else None
+        return cls("operator confirmation (--yes)", guard=guard)
 
     @classmethod
     def none(cls) -> "Authority":
@@ -51,7 +61,15 @@ class Authority:
         def recorder(action, ref, summary, counts, status):
             return incidents.record_recovery_action(n, action, ref, summary, counts, status=status)
 
-        return cls(f"incident:{n}", n, recorder)
+        def guard(database, colls):
+            incidents.check_writable(database, colls, n)
+
+        return cls(f"incident:{n}", n, recorder, guard)
+
+    def check_writable(self, database: str, collections: list) -> None:
+        """FluxaError when a collection is read-only under an incident (see the module docstring)."""
+        if self.guard is not None:
+            self.guard(database, list(collections))
 
     def record(self, action: str, ref: str | int, summary: str, counts: dict, status: str = "applied") -> dict | None:
         """Append the action to the incident's timeline; None when no incident authorised it."""

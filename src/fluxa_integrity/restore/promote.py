@@ -31,7 +31,8 @@ Promote, resume and undo into one live database hold an exclusive lock (promotio
 the check for unfinished promotions to the last write, and every status change is conditional
 on the status it expects, so a second writer is refused, naming the first, never run beside it.
 Each run (applied, failed or partial) is recorded on the authorising incident's timeline
-(authority.py).
+(authority.py). A collection held read-only by another incident's containment is refused before
+anything is written (``Authority.check_writable``).
 """
 
 from __future__ import annotations
@@ -269,6 +270,7 @@ def require_whole_source(store: Store, from_db: str) -> None:
 def _apply_locked(store: Store, live: Database, source: Database, plan: dict, authority: Authority,
                   ids: list | None) -> dict:
     require_whole_source(store, source.name)
+    authority.check_writable(live.name, list(plan))  # a contained collection is refused before any write
     pid = resumable_promotion(store, live.name, source.name, list(plan), ids)
     resumed = pid is not None
     if resumed:
@@ -346,6 +348,7 @@ def _undo_locked(store: Store, client, promotion_id: str, authority: Authority) 
             raise FluxaError(f"promotion {promotion_id} was already undone", "nothing to do")
         status, undo, live_name, from_name = row.status, Path(row.undo_dir), row.live_db, row.from_db
     manifest = _read_manifest(undo)
+    authority.check_writable(live_name, list(manifest["collections"]))  # refused while contained, as promote
     for name, entry in manifest["collections"].items():
         for part in ("overwritten", "inserted"):
             path = undo / entry[part]["path"]
