@@ -20,7 +20,9 @@ from fluxa_integrity.errors import FluxaError
 from fluxa_integrity.fluxa import model as m
 from fluxa_integrity.fluxa.faults import inject
 from fluxa_integrity.fluxa.manifest import Manifest
+from fluxa_integrity.incidents.api import Incidents
 from fluxa_integrity.policy import default_policy
+from fluxa_integrity.recovery import engine
 from fluxa_integrity.recovery.model import RecipeContext, content_hash
 from fluxa_integrity.recovery.registry import recipe
 from fluxa_integrity.restore.executor import restore_snapshot
@@ -76,12 +78,13 @@ def test_plan_is_the_diff_and_brings_back_the_pre_fault_documents(mongo_uri, res
                 assert content_hash(c.before) == content_hash(db[coll].find_one({"_id": i}))
     assert by[m.USERS, "replace"][corrupted.ids[0]].fields == ["preferences"]
     assert all(c.data_class for c in plan.changes)
-    # verify re-runs every rule that reports the faults (and no count-drop rule: run history, not documents)
-    report = run_checks(mongo_uri, db.name, default_policy(), RunOptions(collections=COLLS))
-    found = {f.rule_id for f in report.findings if f.variant != "count_drop"}
-    assert found and found <= set(plan.verify)
+    # verify re-runs every rule that reports the faults' document states (not count_drop/deletions:
+    # a drop between runs or an audit-log delete is an event that bringing documents back leaves)
     kinds = {r.id: r.kind for _, r in default_policy().iter_rules()}
-    assert "count_drop" not in {kinds[v] for v in plan.verify}
+    report = run_checks(mongo_uri, db.name, default_policy(), RunOptions(collections=COLLS))
+    found = {f.rule_id for f in report.findings if kinds[f.rule_id] not in ("count_drop", "deletions")}
+    assert found and found <= set(plan.verify)
+    assert not {"count_drop", "deletions"} & {kinds[v] for v in plan.verify}
 
 
 def test_a_write_after_the_copys_point_is_named_and_ids_select(restored):
@@ -110,3 +113,40 @@ def test_bad_input_is_refused(restored):
         build(_ctx(db, store), source_db=copy.name, collections="users", ids='{"a": 1}')
     with pytest.raises(FluxaError, match="does not exist"):
         build(_ctx(db, store), source_db=db.name + "_nothing", collections="users")
+
+
+def test_apply_verify_and_undo_under_an_incident(mongo_uri, restored):
+    db, copy, store, pre, truth = restored
+    incidents = Incidents(store, default_policy())
+    post = {n: _hashes(db[n]) for n in COLLS}
+    plan = engine.make_plan(_ctx(db, store), "restore-and-promote", {"source-db": copy.name, "collections": COLLS})
+    iid = incidents.open("Messages deleted, preferences corrupted", collections=[m.USERS, m.MESSAGES])["id"]
+    res = engine.apply_plan(db, store, incidents, plan.id, iid, actor="responder")
+    assert res.status == "applied" and res.conflicts == []
+    assert {n: _hashes(db[n]) for n in COLLS} == pre  # every document equals the pre-fault copy
+    ver = engine.verify_plan(db, store, incidents, default_policy(), plan.id)
+    assert ver.closed, ver.still_open
+    report = run_checks(mongo_uri, db.name, default_policy(), RunOptions(rules=plan.verify))
+    assert report.findings == []
+    rows = [e for e in incidents.timeline(iid) if e["kind"] == "recovery_action"]
+    assert ("recipe", plan.id) in [(r["data"]["action"], r["data"]["ref"]) for r in rows]
+    engine.undo_plan(db, store, incidents, plan.id, incident_id=iid)
+    assert {n: _hashes(db[n]) for n in COLLS} == post  # back to the state before the apply exactly
+
+
+def test_a_live_document_changed_after_the_plan_is_a_conflict_until_forced(restored):
+    db, copy, store, pre, truth = restored
+    incidents = Incidents(store, default_policy())
+    plan = engine.make_plan(_ctx(db, store), "restore-and-promote", {"source_db": copy.name, "collections": [m.USERS]})
+    uid = truth["corrupt-preferences"].ids[1]
+    db.users.update_one({"_id": uid}, {"$set": {"name": "renamed by the app after the plan"}})
+    renamed = content_hash(db.users.find_one({"_id": uid}))
+    iid = incidents.open("Preferences corrupted", collections=[m.USERS])["id"]
+    res = engine.apply_plan(db, store, incidents, plan.id, iid)
+    assert res.status == "partial" and [c["id"] for c in res.conflicts] == [uid]
+    assert content_hash(db.users.find_one({"_id": uid})) == renamed  # never silently overwritten
+    others = [i for i in truth["corrupt-preferences"].ids if i != uid]
+    assert all(content_hash(db.users.find_one({"_id": i})) == pre[m.USERS][i] for i in others)
+    forced = engine.apply_plan(db, store, incidents, plan.id, iid, force_ids=[uid])
+    assert forced.status == "applied"
+    assert content_hash(db.users.find_one({"_id": uid})) == pre[m.USERS][uid]

@@ -13,8 +13,9 @@ A live document whose time field (the policy's ``watermark_field``) is later tha
 the copy back is the point - but its reason says so and the summary counts them, so the dry run
 shows what would be undone. A document that changes after the plan is made is the engine's
 conflict at apply time, never overwritten unless forced by id. ``verify`` lists the enabled rules
-of the promoted collections (except ``count_drop``, whose verdict depends on run history, not on
-documents). ``--ids`` that neither side holds are listed in ``unresolved``.
+of the promoted collections except ``count_drop`` and ``deletions``: they report events (a drop
+between two runs, a delete in the audit log), which bringing documents back does not erase, not
+the state of documents. ``--ids`` that neither side holds are listed in ``unresolved``.
 
 Reads only. Failure: the copy being the live database, a collection the copy lacks, bad ``--ids``
 or a copy whose newest restore did not complete: FluxaError before anything is read in bulk.
@@ -28,7 +29,7 @@ from bson import json_util
 from bson.codec_options import CodecOptions
 
 from ...errors import FluxaError
-from ...policy.rules import CountDropRule
+from ...policy.rules import CountDropRule, DeletionsRule
 from ...restore.compare import id_key
 from ...restore.diff import classify
 from ..model import Change, Param, Plan, RecipeContext, RecipeSpec, register
@@ -145,7 +146,8 @@ def build(ctx: RecipeContext, source_db: str | None = None, collections=None, id
                + (f"; {left} live-only document(s) left alone" if left else "")
                + (f"; {newer_total} replaced document(s) were written in live after the copy's point"
                   if newer_total else ""))
-    verify = [r.id for n in names for _, r in ctx.policy.iter_rules(n) if r.enabled and not isinstance(r, CountDropRule)]
+    verify = [r.id for n in names for _, r in ctx.policy.iter_rules(n)
+              if r.enabled and not isinstance(r, (CountDropRule, DeletionsRule))]  # events, not document states
     params = {"source_db": source_db, "collections": names,
               "ids": json_util.dumps(id_list, json_options=json_util.CANONICAL_JSON_OPTIONS) if id_list is not None else None}
     return Plan(recipe="restore-and-promote", database=live_name, params=params, source_point=ctx.now,
