@@ -20,6 +20,8 @@ from .policy_cmd import app as policy_app
 from .recover_cmd import app as recover_app
 from .restore_cmd import app as restore_app
 from .rpo_cmd import rpo_app, rto_app
+from .jobs_cmd import app as jobs_app
+from .serve_cmd import serve
 
 cli = typer.Typer(
     name="fluxa-integrity",
@@ -38,6 +40,8 @@ cli.add_typer(rpo_app, name="rpo")
 cli.add_typer(rto_app, name="rto")
 cli.add_typer(incident_app, name="incident")
 cli.add_typer(schema_app, name="schema")
+cli.add_typer(jobs_app, name="jobs")
+cli.command("serve")(serve)
 cli.add_typer(recover_app, name="recover")
 cli.command("drill")(drill_command)
 

@@ -70,6 +70,7 @@ class ServeInstance(Base):
     host: Mapped[str] = mapped_column(String(200))
     db: Mapped[str] = mapped_column(String(200))
     time_scale: Mapped[float] = mapped_column(Float, default=1.0)
+    lease_seconds: Mapped[float] = mapped_column(Float, default=30.0)  # it beats every third of this
     jobs: Mapped[list] = mapped_column(JSON, default=list)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -48,6 +48,7 @@ def upgrade() -> None:
     sa.Column('host', sa.String(length=200), nullable=False),
     sa.Column('db', sa.String(length=200), nullable=False),
     sa.Column('time_scale', sa.Float(), nullable=False),
+    sa.Column('lease_seconds', sa.Float(), nullable=False),
     sa.Column('jobs', sa.JSON(), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('heartbeat_at', sa.DateTime(timezone=True), nullable=False),

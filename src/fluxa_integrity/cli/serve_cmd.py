@@ -1,0 +1,70 @@
+"""``fluxa-integrity serve``: the always-on service in the foreground (service/scheduler.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import FluxaError
+from .common import DbOpt, JsonOpt, PolicyOpt, UriOpt, emit_json, policy_from, target_option_values
+
+
+def serve(
+    policy: Optional[Path] = PolicyOpt, uri: Optional[str] = UriOpt, db: Optional[str] = DbOpt,
+    time_scale: float = typer.Option(1.0, "--time-scale", help="Compress the schedule: 3600 runs an hour of "
+                                     "schedule per second (tests, demos); RPO targets and incident clocks stay real."),
+    repo: Optional[Path] = typer.Option(None, "--repo", help="Backup repository directory (default: backup_repo in "
+                                        "config.yaml, then $FLUXA_HOME/backups)."),
+    lease_seconds: float = typer.Option(30.0, "--lease-seconds", min=0.5, help="A job's lease lasts this long "
+                                        "unless renewed: how soon another serve takes over from a dead one."),
+    grace_seconds: float = typer.Option(60.0, "--grace-seconds", min=0.0, help="On SIGTERM/SIGINT, wait this long "
+                                        "for running jobs; the rest are recorded interrupted and rerun at the next start."),
+    slice_seconds: float = typer.Option(5.0, "--slice-seconds", min=0.1, help="The oplog archiver closes a slice "
+                                        "this often (seconds)."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Run the policy's schedule until SIGTERM/SIGINT: checks, backups, verification, retention,
+    RPO monitoring, incident clocks and the oplog archiver. Logs to stderr and $FLUXA_HOME/logs/serve.log."""
+    from ..home import fluxa_home
+    from ..service import logs
+    from ..service.jobs import check_schedule, job_definitions
+    from ..service.scheduler import Service
+    from ..service.tasks import TaskContext
+    from ..store import open_store
+
+    if not time_scale > 0:
+        raise FluxaError(f"--time-scale must be positive, got {time_scale}", "e.g. --time-scale 3600")
+    pol = policy_from(policy)
+    check_schedule(pol, str(policy) if policy else "the policy")
+    target = target_option_values(uri, db)
+    log, log_path = logs.setup(fluxa_home())
+    stop_requested = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop_requested.set())
+    ctx = TaskContext(target.uri, target.db, pol, open_store(), repo, slice_seconds=slice_seconds,
+                      log=lambda msg: log("error" if msg.startswith("GAP") else "info", msg))
+    jobs = job_definitions(pol)
+    service = Service(ctx, jobs, time_scale=time_scale, lease_ttl=lease_seconds, log=log)
+    n = service.start()
+    log("info", f"serving: {n} jobs scheduled on {target.db} (holder {service.holder}, time scale {time_scale:g}, "
+                f"log {log_path}); SIGTERM or SIGINT stops")
+    stop_requested.wait()
+    log("info", f"stopping: waiting up to {grace_seconds:g}s for running jobs")
+    interrupted = service.stop(grace_seconds)
+    log("info", "stopped" + (f"; interrupted runs: {', '.join(map(str, interrupted))}" if interrupted else ""))
+    if json_out:
+        emit_json({"holder": service.holder, "db": target.db, "jobs": [j.name for j in jobs],
+                   "interrupted_runs": interrupted})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for h in __import__("logging").getLogger(logs.LOGGER).handlers:
+        h.flush()
+    # worker threads still inside a job (past the grace period) must not hold the exit: their runs
+    # are already recorded interrupted
+    os._exit(0)
