@@ -40,6 +40,7 @@ from ..store import Store
 from .journal import Journal
 from .live import CONFLICT, DONE, TODO, collection, id_key, raw_hash, read_live, state
 from .lock import PlanLock
+from .model import _RECIPES
 from .plans_store import CODEC, get_row, load, merge_result, set_status
 from .record import counts_text, record
 
@@ -166,6 +167,10 @@ def _apply_locked(db, store, incidents, plan_id, incident_id, actor, force, batc
                     counts[name]["forced" if st == CONFLICT else "written"] += 1
                 progress.advance(name, len(batch))
             progress.done(name)
+        spec = _RECIPES.get(plan.recipe)
+        if spec is not None and spec.apply_extra is not None:  # index changes (recipes/indexes.py)
+            for name, c in spec.apply_extra(db, plan, stored.dir).items():
+                counts.setdefault(name, dict.fromkeys(KINDS, 0)).update(c)
     except (PyMongoError, FluxaError, OSError) as exc:
         msg = exc.message if isinstance(exc, FluxaError) else first_line(exc) if isinstance(exc, PyMongoError) else str(exc)
         set_status(store, plan_id, "failed", ("applying",), error=msg)

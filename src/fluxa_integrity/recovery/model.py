@@ -117,6 +117,11 @@ class RecipeSpec:
     summary: str  # one line for `recover plan --help`
     params: list[Param]
     build: Callable[..., Plan]  # build(ctx: RecipeContext, **params) -> Plan
+    # what is not a document (indexes, recipes/indexes.py): the engine calls these after the
+    # documents, inside its error handling; (db, plan, plan_dir) -> {collection: {kind: n}};
+    # idempotent, so a rerun of apply or undo completes
+    apply_extra: Callable[..., dict] | None = None
+    undo_extra: Callable[..., dict] | None = None
 
 
 @dataclass

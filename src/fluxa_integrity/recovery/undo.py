@@ -32,6 +32,7 @@ from .apply import Progress, id_text
 from .journal import Journal
 from .live import collection, id_key, raw_hash, read_live
 from .lock import PlanLock
+from .model import _RECIPES
 from .plans_store import get_row, load, merge_result, set_status
 from .record import counts_text, record
 
@@ -140,6 +141,10 @@ def _undo_locked(db, store, incidents, plan_id, incident_id, force, progress, ac
                         counts[name]["restored"] += 1
                 progress.advance(name, len(batch))
             progress.done(name)
+        spec = _RECIPES.get(plan.recipe)
+        if spec is not None and spec.undo_extra is not None:  # index changes (recipes/indexes.py)
+            for name, c in spec.undo_extra(db, plan, stored.dir).items():
+                counts.setdefault(name, {"restored": 0, "deleted": 0, "already": 0, "superseded": 0}).update(c)
     except (PyMongoError, FluxaError, OSError) as exc:
         msg = exc.message if isinstance(exc, FluxaError) else first_line(exc) if isinstance(exc, PyMongoError) else str(exc)
         done = sum(c["restored"] + c["deleted"] for c in counts.values())
