@@ -150,3 +150,26 @@ def test_a_live_document_changed_after_the_plan_is_a_conflict_until_forced(resto
     forced = engine.apply_plan(db, store, incidents, plan.id, iid, force_ids=[uid])
     assert forced.status == "applied"
     assert content_hash(db.users.find_one({"_id": uid})) == pre[m.USERS][uid]
+
+
+def test_restore_promote_recommends_the_equivalent_recipe_plan(mongo_uri, restored, cli):
+    import shlex
+
+    db, copy, store, pre, truth = restored
+    ids = '[{"$oid": "%s"}]' % truth["corrupt-preferences"].ids[0]
+    for extra in ([], ["--ids", ids]):
+        dry = cli("restore", "promote", "--from-db", copy.name, "--collections", "users,messages", *extra,
+                  "--db", db.name, "--uri", mongo_uri, "--json")
+        assert dry.code == 0, dry.stderr
+        out = dry.json()
+        cmd = shlex.split(out["recommended"])
+        assert cmd[:4] == ["fluxa-integrity", "recover", "plan", "restore-and-promote"]
+        plan = cli(*cmd[1:], "--uri", mongo_uri, "--json")  # exactly what a responder would paste
+        assert plan.code == 0, plan.stderr
+        counts = plan.json()["counts"]
+        for name, c in out["collections"].items():  # the same documents, the same kinds of change
+            assert counts.get(name, {}).get("replace", 0) == c["overwrite"]
+            assert counts.get(name, {}).get("insert", 0) == c["insert"]
+    human = cli("restore", "promote", "--from-db", copy.name, "--collections", "users", "--db", db.name,
+                "--uri", mongo_uri)
+    assert "recommended: the same change as a recovery plan" in " ".join(human.stderr.split())

@@ -197,7 +197,8 @@ def promote(from_db: str = typer.Option(..., "--from-db", help="The restored dat
             raise FluxaError(f"{from_db!r} has no collection {', '.join(missing)}",
                              f"it has: {', '.join(sorted(have)) or '(none)'}")
         plan = plan_promotion(client[target.db], client[from_db], names, id_list)
-    out = {"dry_run": not apply, "live_db": target.db, "from_db": from_db, "collections": summarize(plan)}
+    out = {"dry_run": not apply, "live_db": target.db, "from_db": from_db, "collections": summarize(plan),
+           "recommended": _as_recipe(from_db, names, ids, target.db)}
     if apply:
         out.update(apply_promotion(store, client[target.db], client[from_db], plan, authority, id_list))
     else:
@@ -221,6 +222,17 @@ def promote(from_db: str = typer.Option(..., "--from-db", help="The restored dat
         if out["resumes"]:
             console.print(f"--apply finishes the interrupted promotion {out['resumes']}", highlight=False)
         console.print("dry run: nothing written; add --apply (with --incident ID or --yes) to write", highlight=False)
+    console.print("recommended: the same change as a recovery plan (conflicts refused unless forced by id, "
+                  f"verified by the checks, undone exactly): {out['recommended']}", highlight=False, markup=False)
+
+
+def _as_recipe(from_db: str, collections: list[str], ids: Optional[str], live_db: str) -> str:
+    """The `recover plan restore-and-promote` command that plans this promotion (docs/recovery.md)."""
+    import shlex
+
+    parts = ["fluxa-integrity", "recover", "plan", "restore-and-promote", "--source-db", from_db,
+             "--collections", ",".join(collections)] + (["--ids", ids] if ids else []) + ["--db", live_db]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 @app.command()
