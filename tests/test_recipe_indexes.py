@@ -1,0 +1,110 @@
+"""Recipe ``indexes`` (S29) on a real server: an index dropped after a backup is planned back from
+the policy and the backup's metadata, the engine creates it under an incident (timeline, counts),
+the corruption rule verifies clean, the index equals the backup's definition, and undo drops it
+again; a different index of the same name is replaced and put back on undo; an unexpected live
+index is kept and reported; the server's validate is run or its absence said.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from backup_helpers import indexes as index_sets
+from fluxa_integrity.backup.snapshot import BackupOptions, run_backup
+from fluxa_integrity.errors import FluxaError
+from fluxa_integrity.fluxa import model as m
+from fluxa_integrity.fluxa.generator import GenerateOptions, generate
+from fluxa_integrity.incidents.api import Incidents
+from fluxa_integrity.policy import default_policy
+from fluxa_integrity.recovery import engine
+from fluxa_integrity.recovery.model import RecipeContext
+from fluxa_integrity.recovery.recipes.indexes import live_indexes
+from fluxa_integrity.recovery.registry import recipe
+from fluxa_integrity.store import open_store
+
+UTC = timezone.utc
+NAME = "indexes"
+
+
+def _ctx(db, store):
+    return RecipeContext(db=db, policy=default_policy(), store=store, now=datetime.now(UTC))
+
+
+@pytest.fixture()
+def backed_up(db, mongo_uri, tmp_path, fluxa_home):
+    generate(db, GenerateOptions(users=10, seed=29, conversations_per_user=1, messages_per_conversation=2,
+                                 secondary=False))
+    store = open_store()
+    backup = run_backup(mongo_uri, db.name, store, BackupOptions(repo=tmp_path / "repo"))
+    return db, store, backup
+
+
+def test_dropped_index_is_planned_applied_verified_and_undone(backed_up, mongo_uri):
+    db, store, backup = backed_up
+    original = index_sets(db)
+    db[m.USERS].drop_index("email_1")
+    db[m.AUDIT_LOG].drop_index("collection_1_timestamp_1")  # only the backup knows this one
+    plan = recipe(NAME).build(_ctx(db, store))
+    changes = plan.params["index_changes"]
+    assert [(c["collection"], c["action"], c["name"]) for c in changes] == [
+        (m.USERS, "create", "email_1"), (m.AUDIT_LOG, "create", "collection_1_timestamp_1")]
+    assert "policy rule users.corruption" in changes[0]["reason"] and backup.id in changes[1]["reason"]
+    assert plan.changes == [] and plan.verify == ["users.corruption"]
+    assert "email_1" in plan.summary and not [u for u in plan.unresolved if "index" in u]
+
+    incidents = Incidents(store, default_policy())
+    iid = incidents.open("Index lost", collections=[m.USERS], database=db.name)["id"]
+    saved = engine.make_plan(_ctx(db, store), NAME, {})
+    res = engine.apply_plan(db, store, incidents, saved.id, iid)
+    assert res.status == "applied" and res.counts[f"{m.USERS} (indexes)"]["created"] == 1
+    assert index_sets(db) == original  # back as the backup recorded them (name, keys)
+    ver = engine.verify_plan(db, store, incidents, default_policy(), saved.id, uri=mongo_uri)
+    assert ver.closed, ver.still_open
+    rows = [e["data"] for e in incidents.timeline(iid) if e["kind"] == "recovery_action" and e["data"]["ref"] == saved.id]
+    assert rows[0]["action"] == "recipe" and rows[0]["counts"][f"{m.USERS} (indexes)"]["created"] == 1
+    assert recipe(NAME).build(_ctx(db, store)).params["index_changes"] == []  # nothing left to rebuild
+
+    engine.undo_plan(db, store, incidents, saved.id, incident_id=iid)
+    assert "email_1" not in {i["name"] for i in live_indexes(db, m.USERS)}
+    assert "collection_1_timestamp_1" not in {i["name"] for i in live_indexes(db, m.AUDIT_LOG)}
+
+
+def test_a_different_index_is_replaced_and_put_back_on_undo(backed_up):
+    db, store, _ = backed_up
+    db[m.USERS].drop_index("email_1")
+    db[m.USERS].create_index([("email", -1)], name="email_1")  # same name, other keys
+    db[m.USERS].create_index([("name", 1)], name="name_1")  # nobody expects it
+    before = live_indexes(db, m.USERS)
+    incidents = Incidents(store, default_policy())
+    iid = incidents.open("Index changed", collections=[m.USERS], database=db.name)["id"]
+    saved = engine.make_plan(_ctx(db, store), NAME, {"collection": [m.USERS], "source": "policy"})
+    (c,) = saved.params["index_changes"]
+    assert c["action"] == "replace" and c["live"]["key"] == [["email", -1]]
+    assert any("name_1" in u and "kept" in u for u in saved.unresolved)
+    engine.apply_plan(db, store, incidents, saved.id, iid)
+    assert {i["name"]: i["key"] for i in live_indexes(db, m.USERS)} == {"email_1": [["email", 1]],
+                                                                         "name_1": [["name", 1]]}
+    engine.undo_plan(db, store, incidents, saved.id, incident_id=iid)
+    assert sorted(json.dumps(i) for i in live_indexes(db, m.USERS)) == sorted(json.dumps(i) for i in before)
+
+
+def test_validate_is_run_or_its_absence_said_and_bad_input(backed_up):
+    db, store, _ = backed_up
+    plan = recipe(NAME).build(_ctx(db, store))
+    assert plan.params["index_changes"] == []
+    assert "validate run" in plan.summary  # FerretDB 1.24 and MongoDB both have it (probed per run)
+    assert not [u for u in plan.unresolved if "corruption" in u]  # a healthy database
+    with pytest.raises(FluxaError, match="--source 'nope'"):
+        recipe(NAME).build(_ctx(db, store), source="nope")
+    with pytest.raises(FluxaError, match="no collection 'ghost'"):
+        recipe(NAME).build(_ctx(db, store), collection=["ghost"])
+
+
+def test_source_backup_needs_a_backup(db, fluxa_home):
+    generate(db, GenerateOptions(users=3, seed=1, conversations_per_user=1, messages_per_conversation=1,
+                                 secondary=False))
+    with pytest.raises(FluxaError, match="no complete full backup"):
+        recipe(NAME).build(_ctx(db, open_store()), source="backup")
