@@ -175,3 +175,15 @@ def test_a_secondary_record_changed_after_the_plan_is_a_conflict_not_overwritten
     assert content_hash(sec[m.USERS].find_one({"_id": uid})) == edited
     for i in truth["missing-in-secondary"]:  # everything else was written
         assert content_hash(sec[m.USERS].find_one({"_id": i})) == content_hash(before[i])
+
+
+def test_recover_plan_sync_on_the_command_line(mongo_uri, drifted, cli):
+    db, sec, before, truth = drifted
+    out = cli("recover", "plan", "sync", "--rule", RULE, "--db", db.name, "--uri", mongo_uri, "--json")
+    assert out.code == 0, out.stderr
+    res = out.json()
+    assert res["counts"][f"{sec.name}.{m.USERS}"] == {"insert": 3, "delete": 3, "update": 3}
+    assert res["counts"][f"{sec.name}.{m.SYNC_STATE}"] == {"update": 1}
+    assert res["verify"] == [RULE] and res["conflicts_total"] == 0
+    bad = cli("recover", "plan", "sync", "--rule", "users.nope", "--db", db.name, "--uri", mongo_uri, "--json")
+    assert bad.code == 2 and "no sync rule 'users.nope'" in bad.stdout + bad.stderr
