@@ -193,3 +193,13 @@ def test_existing_messages_audited_deletions_counters_and_provenance(lost, tmp_p
 def test_a_collection_without_a_mapping_is_refused(db):
     with pytest.raises(FluxaError, match="no reconstruct mapping for collection 'users'"):
         recipe(NAME).build(_ctx(db), collection="users")
+
+
+def test_the_command_line_plans_it(mongo_uri, lost, cli):
+    db, pre, _, inj = lost
+    res = cli("recover", "plan", NAME, "--uri", mongo_uri, "--db", db.name, "--json")
+    assert res.code == 0, res.stderr
+    out = res.json()
+    assert out["counts"] == {m.MESSAGES: {"insert": len(inj.details["messages"])}}, out
+    bad = cli("recover", "plan", NAME, "--uri", mongo_uri, "--db", db.name, "--collection", "users")
+    assert bad.code == 2 and "no reconstruct mapping" in bad.stderr

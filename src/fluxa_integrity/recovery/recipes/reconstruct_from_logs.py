@@ -283,9 +283,9 @@ register(RecipeSpec(
     params=[
         Param("user", "Only this user's entries (the user id, e.g. an ObjectId in hex)."),
         Param("conversation", "Only this conversation's entries (the policy's group field, e.g. conversationId)."),
-        Param("since", "Only entries at or after this time (ISO 8601, UTC).", type=datetime),
-        Param("until", "Only entries at or before this time (ISO 8601, UTC).", type=datetime),
-        Param("log-file", "A JSON-lines application log file with the log collection's fields (repeatable).",
+        Param("since", "Only entries at or after this time.", type=datetime),
+        Param("until", "Only entries at or before this time.", type=datetime),
+        Param("log-file", "A JSON-lines application log file with the log collection's fields.",
               multiple=True),
         Param("collection", "The collection to rebuild (default: the one with a reconstruct mapping in the policy)."),
         Param("audited", "Also rebuild documents whose deletion the audit log records (deleted on purpose).",

@@ -209,11 +209,13 @@ register(RecipeSpec(
             "from the audit log, backups and the oplog.",
     params=[
         Param("collection", "The collection whose deleted documents come back (e.g. users, messages).", required=True),
-        Param("since", "Only deletions at or after this time (ISO 8601, UTC); default: every one found.",
+        Param("since", "Only deletions at or after this time (default: every deletion found)",
               type=datetime),
-        Param("ids", "Only these _ids (24-hex ObjectIds or plain values; repeatable).", multiple=True),
-        Param("hard", "Only hard-deleted documents (audit log, oplog, backups).", type=bool, default=False),
-        Param("soft", "Only soft deletes (the policy's soft-delete field).", type=bool, default=False),
+        Param("ids", "Only these _ids (24-hex ObjectIds or plain values).", multiple=True),
+        Param("hard", "Only hard-deleted documents (audit log, oplog, backups); neither --hard nor --soft: both.",
+              type=bool, default=False),
+        Param("soft", "Only soft deletes (the policy's soft-delete field); neither --hard nor --soft: both.",
+              type=bool, default=False),
     ],
     build=build,
 ))
