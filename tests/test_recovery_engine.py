@@ -1,75 +1,28 @@
 """The recovery engine against a real server: plans saved whole and checked, dry runs that call
 out conflicts, applies that are journaled, idempotent and on the incident's timeline, undo back
 to the exact pre-apply bytes, and the refusals (applied twice, no or closed incident, newer
-writes). The recipe here is a tiny one registered by the test itself (recipes are another
+writes). The recipe is a tiny one the tests register (tests/recovery_recipe.py) (recipes are another
 module's job); the kill and server-restart tests live in test_recover_cli.py."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
+import bson
 import pytest
 from bson import ObjectId
-from bson.codec_options import CodecOptions
 from bson.int64 import Int64
-from bson.raw_bson import RawBSONDocument
 
 from fluxa_integrity.errors import FluxaError
 from fluxa_integrity.incidents.api import Incidents
 from fluxa_integrity.policy import default_policy
 from fluxa_integrity.recovery import engine
-from fluxa_integrity.recovery.model import Change, Param, Plan, RecipeContext, RecipeSpec, _RECIPES, register
+from fluxa_integrity.recovery.model import RecipeContext
 from fluxa_integrity.store import open_store
+from recovery_recipe import EPOCH, RECIPE, after_hashes, hashes, seed
 
-EPOCH = datetime(2026, 5, 1, tzinfo=timezone.utc)
-RAW = CodecOptions(document_class=RawBSONDocument, tz_aware=True)
 N = 60
-RECIPE = "test-engine-fix"
-
-
-def build(ctx: RecipeContext, collection: str, label: str = "fixed", drop_every: int = 10,
-          insert: int = 4, since: datetime | None = None, ids: list | None = None) -> Plan:
-    """Every third document gets ``label`` and a nested change, every ``drop_every``-th (offset 1)
-    is deleted, ``insert`` new documents appear. Reads only."""
-    changes = []
-    for doc in ctx.db[collection].find({}, sort=[("_id", 1)]):
-        n = int(doc["n"])
-        if n % 3 == 0:
-            after = {**doc, "label": label, "nested": {**doc["nested"], "a": -n}}
-            changes.append(Change(collection, "update", doc["_id"], doc, after, f"n={n} divisible by 3",
-                                  fields=["label", "nested.a"]))
-        elif n % drop_every == 1:
-            changes.append(Change(collection, "delete", doc["_id"], doc, None, f"n={n} is a leftover"))
-    for k in range(insert):
-        _id = 1000 + k
-        changes.append(Change(collection, "insert", _id, None,
-                              {"_id": _id, "n": Int64(_id), "nested": {"a": k}, "at": EPOCH, "oid": ObjectId()},
-                              "missing row"))
-    return Plan(RECIPE, ctx.db.name, {"collection": collection, "label": label}, ctx.now, changes)
-
-
-if RECIPE not in _RECIPES:
-    register(RecipeSpec(RECIPE, "S99", "test recipe: label every third document", [
-        Param("collection", "Collection to fix.", required=True),
-        Param("label", "Label to set.", default="fixed"),
-        Param("drop-every", "Delete every n-th document.", type=int, default=10),
-        Param("insert", "How many documents to insert.", type=int, default=4),
-        Param("since", "Ignored.", type=datetime),
-        Param("ids", "Ignored.", multiple=True),
-    ], build))
-
-
-def seed(db, n: int = N) -> None:
-    db.items.insert_many([{"_id": i, "n": Int64(i), "name": f"item {i}", "nested": {"a": i, "b": [i, "x"]},
-                           "at": EPOCH + timedelta(minutes=i), "ratio": i / 7}
-                          for i in range(n)])
-
-
-def hashes(db, name: str = "items") -> dict:
-    return {d["_id"]: hashlib.sha256(d.raw).hexdigest()
-            for d in db.get_collection(name, codec_options=RAW).find()}
 
 
 @pytest.fixture()
@@ -153,8 +106,7 @@ def test_apply_then_undo_restores_exact_bytes_and_records_the_timeline(db, store
     assert res.status == "applied" and not res.resumed
     assert res.counts == {"items": {"written": 28, "already": 0, "conflicts": 0, "forced": 0}}
     after = hashes(db)
-    want = {c.id: hashlib.sha256(RawBSONDocument(__import__("bson").encode(c.after)).raw).hexdigest()
-            for c in plan.changes if c.after is not None}
+    want = after_hashes(plan)
     assert {k: after[k] for k in want} == want  # every document is exactly the plan's after-image
     assert not {c.id for c in plan.changes if c.op == "delete"} & set(after)
     assert len(after) == N - 4 + 4
@@ -239,8 +191,6 @@ def test_undo_refuses_documents_changed_since_the_apply_unless_forced(db, store,
     assert hashes(db) == original
     kept = list((fluxa_home / "plans" / plan.id / "journal").glob("superseded-*.bson"))
     assert len(kept) == 1
-    import bson
-
     [doc] = bson.decode_all(kept[0].read_bytes())
     assert doc["live"]["name"] == "written after the apply"
 
@@ -278,3 +228,56 @@ def test_resumed_apply_after_a_failure_completes_without_duplicates(db, store, c
     assert statuses == ["partial", "applied"]
     engine.undo_plan(db, store, incidents, plan.id, incident_id=iid)
     assert hashes(db) == original
+
+
+def _users(db, themes: list[str]) -> list:
+    ids = [ObjectId() for _ in themes]
+    db.users.insert_many([{"_id": i, "email": f"u{k}@example.com", "name": f"user {k}", "createdAt": EPOCH,
+                           "preferences": {"theme": t, "notifications": True}}
+                          for k, (i, t) in enumerate(zip(ids, themes))])
+    return ids
+
+
+def _theme_plan(db, store, ids: list, rule: str = "users.preferences.theme"):
+    from fluxa_integrity.recovery.model import Change, Plan
+    from fluxa_integrity.recovery.plans_store import save
+
+    changes = []
+    for doc in db.users.find({"_id": {"$in": ids}}):
+        after = {**doc, "preferences": {**doc["preferences"], "theme": "system"}}
+        changes.append(Change("users", "update", doc["_id"], doc, after, "theme not in the policy's enum",
+                              data_class="user_preferences", fields=["preferences.theme"]))
+    plan = Plan("test-theme", db.name, {}, datetime.now(timezone.utc), changes, verify=[rule])
+    save(store, plan)
+    return plan
+
+
+def test_verify_runs_the_plans_rules_closes_the_findings_and_records_the_result(db, mongo_uri, store, incidents):
+    from fluxa_integrity.checks.history import list_findings, record_run
+    from fluxa_integrity.checks.runner import RunOptions, run_checks
+
+    policy = default_policy()
+    bad = _users(db, ["neon", "dark", "pink", "light", "neon"])
+    wrong = [bad[0], bad[2], bad[4]]
+    record_run(store, run_checks(mongo_uri, db.name, policy, RunOptions(rules=["users.preferences.theme"])))
+    [finding] = [f for f in list_findings(store, db.name) if f.rule_id == "users.preferences.theme"]
+    assert finding.count == 3
+    plan = _theme_plan(db, store, wrong[:2])  # one of the three left out: still open after the apply
+    with pytest.raises(FluxaError, match="only an applied plan is verified"):
+        engine.verify_plan(db, store, incidents, policy, plan.id)
+    iid = incidents.open("Bad themes", collections=["users.preferences"])["id"]
+    engine.apply_plan(db, store, incidents, plan.id, iid)
+    res = engine.verify_plan(db, store, incidents, policy, plan.id)
+    assert not res.closed and res.rules == ["users.preferences.theme"] and res.collections == ["users"]
+    [left] = res.still_open
+    assert (left["count"], left["on_plan_documents"]) == (1, 0)
+    # the rest by a second plan: now clean, and the open finding is closed in the store
+    plan2 = _theme_plan(db, store, [wrong[2]])
+    engine.apply_plan(db, store, incidents, plan2.id, iid)
+    res2 = engine.verify_plan(db, store, incidents, policy, plan2.id)
+    assert res2.closed and res2.still_open == [] and res2.run["closed"] == 1
+    assert not [f for f in list_findings(store, db.name) if f.rule_id == "users.preferences.theme"]
+    rows = [e["data"] for e in incidents.timeline(iid) if e["kind"] == "recovery_action" and e["data"]["action"] == "verify"]
+    assert [(r["ref"], r["status"]) for r in rows] == [(plan.id, "still-open"), (plan2.id, "closed")]
+    row = next(r for r in engine.list_plans(store) if r["id"] == plan2.id)
+    assert row["verified_at"] is not None and row["result"]["verify"]["closed"] is True
