@@ -108,3 +108,18 @@ def test_source_backup_needs_a_backup(db, fluxa_home):
                                  secondary=False))
     with pytest.raises(FluxaError, match="no complete full backup"):
         recipe(NAME).build(_ctx(db, open_store()), source="backup")
+
+
+def test_cli_plan_apply_shows_and_writes_the_index(backed_up, cli, mongo_uri):
+    db, store, _ = backed_up
+    db[m.USERS].drop_index("email_1")
+    res = cli("recover", "plan", NAME, "--collection", m.USERS, "--no-validate", "--uri", mongo_uri, "--db", db.name,
+              "--json")
+    assert res.code == 0, res.stderr
+    out = res.json()
+    assert "create email_1" in out["summary"] and "validate run" not in out["summary"] and out["total"] == 0
+    plan_id = out["plan_id"]
+    iid = Incidents(open_store(), default_policy()).open("Index lost", collections=[m.USERS], database=db.name)["id"]
+    res = cli("recover", "apply", plan_id, "--incident", str(iid), "--apply", "--uri", mongo_uri, "--json")
+    assert res.code == 0, res.stderr
+    assert "email_1" in {i["name"] for i in live_indexes(db, m.USERS)}
