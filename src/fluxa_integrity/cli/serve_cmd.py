@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from ..errors import FluxaError
-from .common import DbOpt, JsonOpt, PolicyOpt, UriOpt, emit_json, policy_from, target_option_values
+from .common import DbOpt, JsonOpt, PolicyOpt, UriOpt, csv_list, emit_json, policy_from, target_option_values
 
 
 def serve(
@@ -25,6 +25,8 @@ def serve(
                                         "unless renewed: how soon another serve takes over from a dead one."),
     grace_seconds: float = typer.Option(60.0, "--grace-seconds", min=0.0, help="On SIGTERM/SIGINT, wait this long "
                                         "for running jobs; the rest are recorded interrupted and rerun at the next start."),
+    only: Optional[str] = typer.Option(None, "--only", help="Run only these jobs (comma-separated names from "
+                                       "`jobs list`), e.g. one serve for the archiver and another for the rest."),
     slice_seconds: float = typer.Option(5.0, "--slice-seconds", min=0.1, help="The oplog archiver closes a slice "
                                         "this often (seconds)."),
     json_out: bool = JsonOpt,
@@ -33,7 +35,7 @@ def serve(
     RPO monitoring, incident clocks and the oplog archiver. Logs to stderr and $FLUXA_HOME/logs/serve.log."""
     from ..home import fluxa_home
     from ..service import logs
-    from ..service.jobs import check_schedule, job_definitions
+    from ..service.jobs import check_schedule, find_job, job_definitions
     from ..service.scheduler import Service
     from ..service.tasks import TaskContext
     from ..store import open_store
@@ -50,6 +52,11 @@ def serve(
     ctx = TaskContext(target.uri, target.db, pol, open_store(), repo, slice_seconds=slice_seconds,
                       log=lambda msg: log("error" if msg.startswith("GAP") else "info", msg))
     jobs = job_definitions(pol)
+    if only:
+        wanted = csv_list(only) or []
+        for name in wanted:
+            find_job(jobs, name)  # an unknown name is an error naming the policy's jobs
+        jobs = [j for j in jobs if j.name in wanted]
     service = Service(ctx, jobs, time_scale=time_scale, lease_ttl=lease_seconds, log=log)
     n = service.start()
     log("info", f"serving: {n} jobs scheduled on {target.db} (holder {service.holder}, time scale {time_scale:g}, "
