@@ -127,16 +127,17 @@ def _print(out: dict) -> None:
         if x["steps"]:
             print_table(console, f"{x['scenario']}: recovery (incident {x['incident']})",
                         [Col("recipe"), Col("plan", id=True), Col("changes", justify="right"), Col("status"),
-                         Col("verified")],
+                         Col("verified"), Col("seconds", justify="right")],
                         [[s["recipe"], s.get("plan") or "-", str(s.get("changes", "-")), s.get("status", "-"),
-                          {True: "closed", False: "OPEN"}.get(s.get("verified"), "-")] for s in x["steps"]])
+                          {True: "closed", False: "OPEN"}.get(s.get("verified"), "-"),
+                          f"{sum((s.get('seconds') or {}).values()):.1f}"] for s in x["steps"]])
         for label, ids in (x["differing_ids"] or {}).items():
             for place, some in ids.items():
                 console.print(f"[red]{label}[/] in {place}: " + ", ".join(map(str, some)), highlight=False,
                               soft_wrap=True)
         for note in x["notes"]:
             console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
-    cols = [Col("scenario"), Col("detect", justify="right"), Col("recover", justify="right"),
+    cols = [Col("scenario", whole=True), Col("detect", justify="right"), Col("recover", justify="right"),
             Col("lost", justify="right"), Col("RTO achieved / target"), Col("RPO achieved / target"),
             Col("checks"), Col("result")]
     rows = [[x["scenario"], seconds_text(x["time_to_detect_seconds"]), seconds_text(x["time_to_recover_seconds"]),

@@ -195,7 +195,9 @@ class Drill:
     def backup(self, phase: PhaseResult) -> str:
         from ..backup.snapshot import BackupOptions, run_backup
 
-        result = run_backup(self.uri, self.db_name, self.store, BackupOptions(repo=self.opts.repo))
+        # the clock probe: FerretDB scans the whole capped oplog for the newest entry (seconds per
+        # probe); server-clock bounds are safe for replay (backup/oplog.py) and cost nothing
+        result = run_backup(self.uri, self.db_name, self.store, BackupOptions(repo=self.opts.repo, oplog_probe="clock"))
         self.res.backup_id = result.id
         archived = self._archive_oplog()
         self.copy = groundtruth.take(self.db, self.sc.places(self.db_name),
@@ -333,26 +335,31 @@ class Drill:
             self.sink.tick(f"plan {label}", 0, None)
             ctx = RecipeContext(db=self.db, policy=self.policy, store=self.store, now=datetime.now(UTC),
                                 progress=lambda lbl, d, t: self.sink.tick(f"{label}: {lbl}", d, t))
+            t0 = time.perf_counter()
             plan = engine.make_plan(ctx, step.recipe, params)
+            row["seconds"] = {"plan": round(time.perf_counter() - t0, 3)}
             row.update(plan=plan.id, counts=plan.counts(), changes=len(plan.changes),
                        unresolved=list(plan.unresolved))
             if not plan.changes:
                 row["status"] = "nothing to change"
                 continue
+            t0 = time.perf_counter()
             dry = engine.dry_run(self.db, plan)
             conflicts = list(getattr(dry, "conflicts", []) or [])
             if conflicts:
                 row["conflicts"] = len(conflicts)
             self.sink.tick(f"apply {label}", 0, len(plan.changes))
             applied = engine.apply_plan(self.db, self.store, inc, plan.id, self.res.incident_id, actor=ACTOR,
-                                        progress=lambda *a: self.sink.tick(f"apply {label}", _done(a),
-                                                                           len(plan.changes)))
+                                        progress=_Bar(self.sink, f"apply {label}", len(plan.changes)))
+            row["seconds"]["apply"] = round(time.perf_counter() - t0, 3)  # dry run included
             row["status"] = getattr(applied, "status", "applied")
             row["applied"] = getattr(applied, "counts", None)
             if row["status"] not in ("applied", "complete", "ok"):
                 raise _Failed(f"{step.recipe} plan {plan.id}: apply {row['status']}")
             changed += len(plan.changes)
+            t0 = time.perf_counter()
             verified = engine.verify_plan(self.db, self.store, inc, self.policy, plan.id)
+            row["seconds"]["verify"] = round(time.perf_counter() - t0, 3)
             row["verified"] = bool(verified.closed)
             row["still_open"] = list(verified.still_open or [])
             if not verified.closed:
@@ -361,9 +368,14 @@ class Drill:
         return f"{len(self.sc.steps)} recipe steps, {changed} changes applied and verified"
 
     def verify(self, phase: PhaseResult) -> str:
+        """Every check, with the deletions rules' window starting when the recovery ended: the
+        audited deletions before it are history (the audit log keeps them, and a deletions rule
+        reports them for its whole lookback), and what they deleted is back - the comparison with
+        the pre-fault copy proves it document by document. A deletion after the recovery would
+        still be reported."""
         from ..checks.history import record_run
 
-        report = self._check_run()
+        report = self._check_run(since=self.marks["recovered"])
         summary = record_run(self.store, report)
         self.marks["verified"] = datetime.now(UTC)
         self.res.checks_after = [{"rule": f.rule_id, "variant": f.variant, "count": f.count} for f in report.findings]
@@ -394,6 +406,7 @@ class Drill:
                     "every check clean", actor=ACTOR)
         inc.review(iid, root_cause=self.sc.root_cause, factors=list(self.sc.factors), lessons=list(self.sc.lessons),
                    action_items=list(self.sc.action_items), actor=ACTOR)
+        self.marks["resolved"] = datetime.now(UTC)
         inc.close(iid, actor=ACTOR)
         self._postmortem()
         self._rto()
@@ -404,11 +417,11 @@ class Drill:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _check_run(self):
+    def _check_run(self, since: datetime | None = None):
         from ..checks.history import baselines
         from ..checks.runner import RunOptions, run_checks
 
-        return run_checks(self.uri, self.db_name, self.policy, RunOptions(keep_ids=True),
+        return run_checks(self.uri, self.db_name, self.policy, RunOptions(keep_ids=True, since=since),
                           baselines=baselines(self.store, self.db_name))
 
     def _restore_copy(self, collections: list[str]) -> dict:
@@ -456,14 +469,16 @@ class Drill:
                         "met": None if achieved is None or target is None else achieved <= target}
 
     def _rto(self) -> None:
-        pm = self.incidents.postmortem(self.res.incident_id)["numbers"]
+        """RTO achieved: from detection (findings recorded) to service restored (containment
+        lifted, incident resolved), measured by the drill's own clock marks: the incident's
+        detected_at may be an earlier drill's, as a finding seen again keeps its opening time."""
         classes = self._classes()
         target = min((self.policy.data_class(c).rto_delta.total_seconds() for c in classes), default=None)
-        achieved = pm.get("rto_achieved")
-        self.res.rto = {"achieved_seconds": achieved, "target_seconds": target, "classes": classes,
-                        "met": None if achieved is None or target is None else achieved <= target,
-                        "detect_to_verified_seconds": (self.marks["verified"] - self.marks["detected"]).total_seconds()
-                        if "verified" in self.marks and "detected" in self.marks else None}
+        achieved = (self.marks["resolved"] - self.marks["detected"]).total_seconds()
+        self.res.rto = {"achieved_seconds": round(achieved, 3), "target_seconds": target, "classes": classes,
+                        "met": None if target is None else achieved <= target,
+                        "detect_to_verified_seconds": round((self.marks["verified"] - self.marks["detected"])
+                                                            .total_seconds(), 3)}
 
     def _classes(self) -> list[str]:
         if self.res.incident_id is None:
@@ -514,10 +529,21 @@ class Manifest_only:
         self.injections = [i for i in manifest.injections if i.kind in known]
 
 
-def _done(args: tuple) -> int:
-    """The count from an engine progress callback, whatever its shape: (done,), (label, done, total)."""
-    ints = [a for a in args if isinstance(a, int)]
-    return ints[0] if ints else 0
+class _Bar:
+    """The engine's per-collection progress (start/advance/done) as ticks of the drill's sink."""
+
+    def __init__(self, sink: Sink, label: str, total: int):
+        self.sink, self.label, self.total, self.n = sink, label, total, 0
+
+    def start(self, collection: str, total: int | None) -> None:
+        self.sink.tick(self.label, self.n, self.total)
+
+    def advance(self, collection: str, n: int) -> None:
+        self.n += n
+        self.sink.tick(self.label, self.n, self.total)
+
+    def done(self, collection: str) -> None:
+        pass
 
 
 def check_scratch(db: Database) -> None:

@@ -141,8 +141,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         name="migration-failure",
         title="Schema Migration Failures",
         faults=(Fault("half-migration", 6),),
-        steps=(Step("migrate", lambda f: {"collection": m.CONVERSATIONS},
-                    "Apply a corrective migration and validate all affected records"),),
+        steps=(Step("migrate", lambda f: {"migration": "conversations-v2", "direction": "forward"},
+                    "Apply the corrective migration (the policy's declared v2) and validate all affected records"),),
         compare=(m.CONVERSATIONS,),
         contain=(m.CONVERSATIONS,),
         root_cause="Drill: the conversations v2 migration (messageCount) half applied, injected by "
@@ -154,14 +154,16 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario(
         name="data-loss",
         title="Data Loss",
-        faults=(Fault("deleted-messages", 5), Fault("soft-deleted-users", 3), Fault("lost-messages", 4, optional=True)),
+        faults=(Fault("deleted-messages", 5), Fault("soft-deleted-users", 3), Fault("lost-messages", 4)),
         steps=(
-            Step("undelete", lambda f: {"collection": m.MESSAGES, "since": f.before_fault},
+            # first: what no audit record explains is rebuilt from the logs (the audited deletions it
+            # leaves to undelete, which would otherwise also find the lost ones in the oplog)
+            Step("reconstruct-from-logs", lambda f: {"collection": m.MESSAGES},
+                 "Reconstruct data from logs (the messages lost without an audit record)"),
+            Step("undelete", lambda f: {"collection": m.MESSAGES, "since": f.before_fault, "hard": True},
                  "Restore specific data from backups (deletions found in the audit log)"),
-            Step("undelete", lambda f: {"collection": m.USERS, "since": f.before_fault},
+            Step("undelete", lambda f: {"collection": m.USERS, "since": f.before_fault, "soft": True},
                  "Recover from soft-deleted records"),
-            Step("reconstruct-from-logs", lambda f: {"since": f.before_fault},
-                 "Reconstruct data from logs"),
         ),
         compare=(m.USERS, m.CONVERSATIONS, m.MESSAGES),
         contain=(m.USERS, m.CONVERSATIONS, m.MESSAGES),
