@@ -324,3 +324,23 @@ def test_a_full_disk_fails_the_backup_and_the_service_stays_up(app, tmp_path, fl
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_job_running_at_sigterm_is_recorded_interrupted_and_rerun(app, serves, cli):
+    """--grace-seconds 0: the verification restore running when SIGTERM arrives does not hold the
+    exit; its run is interrupted, and the next start runs that same occurrence again."""
+    uri, client = app
+    assert cli("jobs", "run-now", "backup-full", "--uri", uri, "--db", "app").code == 0
+    proc, watch = serves(uri, "--only", "verify-full", "--grace-seconds", "0")
+    store = open_store()
+    wait_until(lambda: [r for r in rows(store, "verify-full") if r.outcome == "running"], "a verification running")
+    stop(proc, watch)
+    first = rows(store, "verify-full")[0]
+    assert first.outcome == "interrupted" and "stopped before the job finished" in first.error
+    assert first.occurrence_key is None
+    again, watch2 = serves(uri, "--only", "verify-full", "--grace-seconds", "60")
+    wait_until(lambda: len(ok_runs(store, "verify-full")) == 1, "the interrupted occurrence to run again")
+    rerun = ok_runs(store, "verify-full")[0]
+    assert rerun.scheduled_for == first.scheduled_for and rerun.attempt == 2  # the same occurrence, once more
+    stop(again, watch2)
+    assert_nothing_doubled(store)

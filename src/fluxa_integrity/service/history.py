@@ -58,6 +58,8 @@ def finish(store: Store, run_id: int, outcome: str, summary: str = "", details: 
            error: str | None = None) -> JobRun:
     with store.session() as s:
         row = s.get(JobRun, run_id)
+        if row.outcome != "running":  # declared interrupted meanwhile (a stop past its grace): it stays so,
+            return row                # and its occurrence runs again - one story, not two
         row.finished_at = now()
         row.duration_s = round((row.finished_at - aware(row.started_at)).total_seconds(), 3)
         row.outcome, row.summary, row.details, row.error = outcome, summary, details or {}, error
