@@ -141,8 +141,24 @@ def test_an_impossible_schedule_is_refused_at_start(tmp_path, cli):
     assert "Traceback" not in res.stderr
 
 
-def test_leases_exclude_and_expire(fluxa_home):
-    store = open_store()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request, fluxa_home):
+    """The state store on SQLite (default) and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return open_store()
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    url = request.getfixturevalue("postgres_url")
+    name = f"svc_{uuid.uuid4().hex[:8]}"
+    with create_engine(url, isolation_level="AUTOCOMMIT").connect() as c:
+        c.exec_driver_sql(f"CREATE DATABASE {name}")
+    return open_store(url.rsplit("/", 1)[0] + "/" + name)
+
+
+def test_leases_exclude_and_expire(any_store):
+    store = any_store
     a, b = "host:1:a", "host:2:b"
     assert leases.take(store, "job", a, ttl=0.5).ok
     got = leases.take(store, "job", b, ttl=0.5)
@@ -156,8 +172,8 @@ def test_leases_exclude_and_expire(fluxa_home):
     assert leases.take(store, "job", a, ttl=30).ok
 
 
-def test_an_occurrence_is_claimed_once(fluxa_home):
-    store = open_store()
+def test_an_occurrence_is_claimed_once(any_store):
+    store = any_store
     due = clock.ANCHOR + timedelta(days=900)
     first = history.claim(store, job="j", db="app", scheduled_for=due, attempt=1, trigger="schedule", holder="a")
     assert first is not None
