@@ -61,11 +61,15 @@ def test_drill_all_brings_every_document_back(cli, client, mongo_uri, scratch, f
         man = Manifest(fluxa_home / "drills" / f"{scratch}-{list(SCENARIOS)[-1]}.faults.json", scratch)
         assert man.injections
         for inj in man.injections:
-            ids = list(inj.ids) + list(inj.related) + list(inj.details.get("conversations", []))
-            coll = m.CONVERSATIONS if inj.details.get("conversations") else inj.collection
-            for c in {inj.collection, coll}:
+            where = {inj.collection: list(inj.ids) + list(inj.related)}
+            for coll, key in ((m.MESSAGES, "messages"), (m.CONVERSATIONS, "conversations")):
+                where.setdefault(coll, []).extend(inj.details.get(key, []))  # lost-messages, deleted-messages
+            for c, ids in where.items():
+                if not ids:
+                    continue
                 want = {d["_id"]: d.raw for d in client[twin].get_collection(c, codec_options=RAW).find({"_id": {"$in": ids}})}
                 got = {d["_id"]: d.raw for d in client[scratch].get_collection(c, codec_options=RAW).find({"_id": {"$in": ids}})}
+                assert len(want) == len(set(ids)), f"{inj.kind}: the twin lacks some of {c}'s ids"
                 assert got == want, f"{inj.kind} in {c}: documents differ from a fresh generation"
     finally:
         client.drop_database(twin)

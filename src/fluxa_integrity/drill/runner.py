@@ -338,9 +338,11 @@ class Drill:
             t0 = time.perf_counter()
             plan = engine.make_plan(ctx, step.recipe, params)
             row["seconds"] = {"plan": round(time.perf_counter() - t0, 3)}
-            row.update(plan=plan.id, counts=plan.counts(), changes=len(plan.changes),
+            index_changes = plan.params.get("index_changes") or []
+            row.update(plan=plan.id, counts=plan.counts(), changes=len(plan.changes) + len(index_changes),
                        unresolved=list(plan.unresolved))
-            if not plan.changes:
+            extra = known[step.recipe].apply_extra is not None  # work that is not documents (indexes)
+            if not plan.changes and not extra:
                 row["status"] = "nothing to change"
                 continue
             t0 = time.perf_counter()
@@ -356,7 +358,7 @@ class Drill:
             row["applied"] = getattr(applied, "counts", None)
             if row["status"] not in ("applied", "complete", "ok"):
                 raise _Failed(f"{step.recipe} plan {plan.id}: apply {row['status']}")
-            changed += len(plan.changes)
+            changed += row["changes"]
             t0 = time.perf_counter()
             verified = engine.verify_plan(self.db, self.store, inc, self.policy, plan.id)
             row["seconds"]["verify"] = round(time.perf_counter() - t0, 3)
