@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from .data_loss import Reconstruct, Undelete
 from .durations import parse_duration
 from .migrations import Migration
+from .monitors import LogValidation, Monitors
 from .rules import (RULE_CATEGORIES, CounterRule, CopiedFieldRule, DeletionsRule, MigrationRule, ReferenceRule, Rule,
                     TimestampOrderRule)
 
@@ -294,6 +295,9 @@ class Policy(_Model):
     collections: dict[str, CollectionPolicy]
     # declared schema migrations (migrations.py): what the `migrate` recipe applies or rolls back
     migrations: list[Migration] = Field(default_factory=list)
+    # anomaly monitors (S10, S11) and validation errors in application logs (S12): monitors.py
+    monitors: Monitors = Field(default_factory=Monitors)
+    log_validation: LogValidation = Field(default_factory=LogValidation)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -413,6 +417,9 @@ def _cross_check(p: Policy) -> list[tuple[Loc, str]]:
             found = next((r for c, r in p.iter_rules(mig.collection) if r.id == mig.rule), None)
             if not isinstance(found, MigrationRule):
                 problems.append((loc + ("rule",), f"no migration rule {mig.rule!r} on collection {mig.collection!r}"))
+
+    for i, name in enumerate(p.monitors.collections or []):
+        known_collection(("monitors", "collections", i), name)
 
     roles = set(p.roles)
     for i, role in enumerate(p.escalation.path):
