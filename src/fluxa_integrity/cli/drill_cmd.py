@@ -68,8 +68,8 @@ class _Phases(Sink):
 def drill(
     scenario: str = typer.Argument(..., help="The playbook scenario: " + ", ".join(SCENARIOS)
                                    + ", or all (the four in turn)."),
-    users: int = typer.Option(40, "--users", min=1, help="Users in the scratch dataset (about 30 messages each; "
-                              "the default is small, a few thousand documents)."),
+    users: int = typer.Option(40, "--users", min=20, help="Users in the scratch dataset, at least 20 (the faults "
+                              "need that many distinct documents); about 50 messages each, the default is small."),
     seed: int = typer.Option(7, "--seed", help="Seeds the dataset and the choice of broken documents."),
     contain: bool = typer.Option(True, "--contain/--no-contain", help="Make the affected collections read-only "
                                  "while recovering (the playbook's containment)."),

@@ -166,7 +166,7 @@ class Drill:
                 self.res.error = traceback.format_exc(limit=6)
             phase.seconds = time.perf_counter() - began
             self.sink.done(self.sc.name, name, phase.seconds, phase.status, phase.note)
-            if phase.status in ("failed", "missing") and name != "restore":
+            if phase.status in ("failed", "missing"):
                 self._abandon(f"{name} failed: {phase.note}")
                 break
         return self.res
