@@ -20,7 +20,7 @@ TOUCHES_APP_DB = {
     "backup archive-oplog", "restore run", "restore diff", "restore promote", "restore undo", "schema infer",
     "drill", "incident contain", "incident lift", "incident containment",
     "recover show", "recover apply", "recover verify", "recover undo",
-    "serve", "jobs run-now",
+    "serve", "jobs run-now", "monitor run", "monitor baseline",
 }
 # ... and the reasons some of them cannot honour --db.
 NO_DB = {

@@ -21,6 +21,7 @@ from .recover_cmd import app as recover_app
 from .restore_cmd import app as restore_app
 from .rpo_cmd import rpo_app, rto_app
 from .jobs_cmd import app as jobs_app
+from .monitor_cmd import app as monitor_app
 from .serve_cmd import serve
 
 cli = typer.Typer(
@@ -41,6 +42,7 @@ cli.add_typer(rto_app, name="rto")
 cli.add_typer(incident_app, name="incident")
 cli.add_typer(schema_app, name="schema")
 cli.add_typer(jobs_app, name="jobs")
+cli.add_typer(monitor_app, name="monitor")
 cli.command("serve")(serve)
 cli.add_typer(recover_app, name="recover")
 cli.command("drill")(drill_command)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from pymongo.database import Database
 
+from typing import Iterable
+
 from ..schema.infer import display, infer_documents
 
 
@@ -34,8 +36,12 @@ def field_metrics(collection: str, sample: list[dict]) -> dict[str, dict]:
 
 
 def learn_profile(db: Database, collection: str, limit: int) -> tuple[int, dict[str, dict]]:
-    """(documents read, profile)."""
-    inf = infer_documents(collection, db[collection].find({}, batch_size=2000).limit(limit))
+    """(documents read, profile) of at most ``limit`` documents of the collection."""
+    return profile_of(collection, db[collection].find({}, batch_size=2000).limit(limit))
+
+
+def profile_of(collection: str, docs: Iterable[dict]) -> tuple[int, dict[str, dict]]:
+    inf = infer_documents(collection, docs)
     prof = {}
     for path, st in inf.fields.items():
         prof[display(path)] = {"presence": round(st.present / inf.docs, 6) if inf.docs else 0.0,
