@@ -335,7 +335,7 @@ def run_monitors(client, store: Store, database: str, policy: Policy, *, now: da
         rep.seconds = time.perf_counter() - began
         return rep
     db = client[database]
-    colls = [c for c in monitored(policy)]
+    colls = monitored(policy) if m.enabled else []  # log validation alone: no collection rows
     existing = set(db.list_collection_names())
     profiles = load_profiles(store, database)
     missing_profiles = [c for c in colls if c in existing and c not in profiles]

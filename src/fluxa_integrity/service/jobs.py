@@ -14,6 +14,7 @@ show` and `jobs run-now` take), the task it runs (tasks.py), its policy cadence 
 - verification by restore (S4): the newest full backup on ``check_schedule.backup_verification``
   (else ``backup.full.verification``), the newest incremental on ``backup.incremental.verification``;
 - retention pruning hourly, RPO monitoring every RPO_EVERY, ``incident tick`` every minute;
+- the anomaly and log-validation monitors (monitors/) every ``monitors.interval``;
 - monthly = 30 days.
 
 ``schedule_problems(policy)`` lists schedules that cannot work (a full backup kept for less time
@@ -99,6 +100,12 @@ def job_definitions(policy: Policy) -> list[JobDef]:
         freq = b["incremental"].verification
         jobs.append(JobDef("verify-incremental", "verify", "Backup verification (incremental)", FREQUENCY[freq],
                            freq, {"kind": "incremental"}))
+    mon, logv = policy.monitors, policy.log_validation
+    if mon.enabled or logv.enabled:  # one job: the log rows share the monitors' interval grid (docs/monitors.md)
+        what = " and ".join(w for w, on in (("volume/field anomalies", mon.enabled),
+                                             ("log validation errors", logv.enabled)) if on)
+        jobs.append(JobDef("monitors", "monitor", f"Anomaly monitors: {what} (S10-S12)", mon.interval_delta,
+                           _every(mon.interval_delta)))
     jobs.append(JobDef("retention", "retention", "Retention pruning (backups and oplog slices)", RETENTION_EVERY,
                        _every(RETENTION_EVERY)))
     jobs.append(JobDef("rpo-monitor", "rpo", "RPO monitoring per data class", RPO_EVERY, _every(RPO_EVERY)))

@@ -199,8 +199,29 @@ def archiver(ctx: TaskContext, job: JobDef, once: bool = False, ready: Callable[
     return TaskResult("ok", text, details)
 
 
+def monitor(ctx: TaskContext, job: JobDef) -> TaskResult:
+    """Every closed monitors.interval not measured yet (monitors/runner.py); anomalies are findings."""
+    from ..mongo.connection import connect
+    from ..monitors.runner import run_monitors
+
+    client = connect(ctx.uri)
+    try:
+        rep = run_monitors(client, ctx.store, ctx.db, ctx.policy)
+    finally:
+        client.close()
+    if not rep.intervals:
+        return TaskResult("skipped", "no closed interval to measure yet")
+    n = len(rep.findings)
+    if n:
+        ctx.log(f"{job.name}: {n} anomalies: " + ", ".join(f.rule_id for f in rep.findings)[:300])
+    return TaskResult("ok", f"{len(rep.intervals)} intervals measured, {len(rep.judged)} metrics judged, "
+                      f"{n} finding{'s' * (n != 1)}" + (f" (check run {rep.run_id})" if rep.run_id else ""),
+                      {"check_run_id": rep.run_id, "findings": n, "intervals": [i["start"] for i in rep.intervals],
+                       "warnings": rep.warnings[:20]})
+
+
 TASKS: dict[str, Callable[[TaskContext, JobDef], TaskResult]] = {
     "check": check, "backup_full": backup_full, "backup_incremental": backup_incremental,
     "backup_schema": backup_schema, "verify": verify, "retention": retention, "rpo": rpo, "tick": tick,
-    "archiver": archiver,
+    "archiver": archiver, "monitor": monitor,
 }
