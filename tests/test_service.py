@@ -191,11 +191,7 @@ E2E_JOBS = ["check-schema", "backup-full", "backup-incremental", "backup-schema"
 def test_serve_runs_the_schedule_on_a_compressed_clock(app, serves, tmp_path, fluxa_home):
     uri, client = app
 
-    def daily_verification(d):
-        d["check_schedule"]["backup_verification"]["frequency"] = "daily"
-
-    policy = _policy_file(tmp_path, daily_verification)
-    proc, watch = serves(uri, "--policy", str(policy), "--time-scale", str(SCALE), "--lease-seconds", "5",
+    proc, watch = serves(uri, "--time-scale", str(SCALE), "--lease-seconds", "5",
                          "--slice-seconds", "1", "--only", ",".join(E2E_JOBS))
     store = open_store()
     need = {"check-schema": 2, "backup-full": 2, "backup-incremental": 1, "verify-full": 1,
@@ -212,7 +208,7 @@ def test_serve_runs_the_schedule_on_a_compressed_clock(app, serves, tmp_path, fl
 
     defs = {j.name: j for j in job_definitions(default_policy())}
     for name in need:
-        step = clock.scaled(defs[name].interval if name != "verify-full" else timedelta(days=1), SCALE)
+        step = clock.scaled(defs[name].interval, SCALE)
         sched = [history.aware(r.scheduled_for) for r in rows(store, name) if r.trigger in ("schedule", "catch-up")]
         assert len(sched) == len(set(sched)), name  # never the same occurrence twice
         assert all((t - clock.ANCHOR) % step == timedelta(0) for t in sched), name  # on the grid

@@ -61,7 +61,10 @@ def serve(
     n = service.start()
     log("info", f"serving: {n} jobs scheduled on {target.db} (holder {service.holder}, time scale {time_scale:g}, "
                 f"log {log_path}); SIGTERM or SIGINT stops")
-    stop_requested.wait()
+    # a timed wait: the kernel may deliver SIGTERM to any of the worker threads, and Python runs the
+    # handler only when the main thread executes bytecode - an untimed wait could sleep through it
+    while not stop_requested.wait(0.25):
+        pass
     log("info", f"stopping: waiting up to {grace_seconds:g}s for running jobs")
     interrupted = service.stop(grace_seconds)
     log("info", "stopped" + (f"; interrupted runs: {', '.join(map(str, interrupted))}" if interrupted else ""))
