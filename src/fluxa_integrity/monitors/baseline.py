@@ -4,7 +4,7 @@ Shape: pure functions over ``(start, value)`` history points. ``learn`` takes th
 metric inside the training window and returns a ``Baseline`` - the median and a robust scale
 (1.4826 x MAD, the standard deviation's robust twin) - learned from the same hour of day when
 that hour has history on ``seasonal_min_days`` distinct days and at least ``min_history`` points,
-else from all points. ``judge``
+else from the newest ``recent`` points. ``judge``
 compares a value with it: a spike or a drop when the value is further from the median than
 ``max(z * scale, min_change)``.
 
@@ -76,14 +76,15 @@ def robust(values: Iterable[float]) -> tuple[float, float]:
 
 
 def learn(points: list[tuple[datetime, float]], at: datetime, *, min_history: int, seasonal_min_days: int,
-          kind: str = "count", sample: int = 0) -> Baseline | None:
+          kind: str = "count", sample: int = 0, recent: int = 0) -> Baseline | None:
     """The baseline of a metric for the interval starting ``at``; ``kind`` count or share (then
     ``sample`` is the size of the interval's sample, for the noise floor)."""
     if len(points) < min_history:
         return None
     same_hour = [(t, v) for t, v in points if t.hour == at.hour]
     seasonal = len({t.date() for t, _ in same_hour}) >= seasonal_min_days and len(same_hour) >= min_history
-    use = same_hour if seasonal else points
+    # without seasonality the newest points: a growing load (sign-ups) must not be judged against last week
+    use = same_hour if seasonal else sorted(points)[-recent:] if recent else points
     med, sigma = robust(v for _, v in use)
     floor = count_floor(med) if kind == "count" else share_floor(med, sample)
     return Baseline(len(use), med, max(sigma, floor), seasonal)

@@ -124,7 +124,8 @@ class Judge:
 
     def _baseline(self, history, at, get, kind="count", sample=0) -> Baseline | None:
         return learn(self._points(history, at, get), at, min_history=self.m.min_history,
-                     seasonal_min_days=self.m.seasonal_min_days, kind=kind, sample=sample)
+                     seasonal_min_days=self.m.seasonal_min_days, kind=kind, sample=sample,
+                     recent=self.m.recent_history)
 
     def _find(self, rule_id: str, variant: str, collection: str, category: str, message: str, count: int,
               sample: dict, start: datetime, end: datetime, field_path: str | None = None) -> None:
@@ -171,12 +172,11 @@ class Judge:
                            abs(v.value - base.median), v.as_dict(), at, end)
                 raised.append(rid)
         n = mt.get("sampled", 0)
-        if n < self.m.min_sample:
-            return raised
         fields = mt.get("fields", {})
         profile = self.profiles.get(coll)
+        # rates need a sample worth the name; a type the field never had is news in any sample
         paths = set(fields) | {p for p, d in (profile or {}).items() if d["presence"] >= 0.5}
-        for path in sorted(paths):
+        for path in sorted(paths) if n >= self.m.min_sample else []:
             cur = fields.get(path, {"missing": 1.0, "null": 0.0})
             for rate in ("missing", "null"):
                 def get(m, p=path, r=rate):

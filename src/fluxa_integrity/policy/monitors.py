@@ -54,6 +54,8 @@ class Monitors(_Model):
     min_history: int = Field(12, ge=3)  # intervals of history before a metric is judged at all
     sensitivity: Literal["low", "medium", "high"] = "medium"
     z_threshold: float | None = Field(None, gt=0)  # overrides sensitivity when set
+    # without seasonality only the newest intervals of the window are the baseline (a growing load)
+    recent_history: int = Field(48, ge=3)
     # seasonality: the same hour of day is the baseline once that hour has history on this many days
     seasonal_min_days: int = Field(3, ge=1)
     # a volume change smaller than this many writes is never an anomaly (small collections are noisy)
