@@ -28,6 +28,7 @@ killed in between re-measures those intervals next time and sights the same find
 
 from __future__ import annotations
 
+import json
 import time
 from bisect import bisect_left
 from collections import defaultdict
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from bson import json_util
 from sqlalchemy import select
 
 from ..checks.findings import FindingResult
@@ -308,6 +310,11 @@ def monitored(policy: Policy) -> list[str]:
     return list(policy.monitors.collections or policy.collections)
 
 
+def _json(value):
+    """Evidence (log samples with ObjectIds and dates) as relaxed Extended JSON, as findings keep it."""
+    return json.loads(json_util.dumps(value, json_options=json_util.RELAXED_JSON_OPTIONS))
+
+
 def save_rows(store: Store, database: str, rows: list[tuple[Row, datetime, list[str]]], run_id: int | None) -> None:
     now = datetime.now(UTC)
     with store.session() as s:
@@ -318,7 +325,7 @@ def save_rows(store: Store, database: str, rows: list[tuple[Row, datetime, list[
             if old is None:
                 old = MonitorInterval(database=database, collection=row.collection, start=row.start)
                 s.add(old)
-            old.end, old.hour, old.complete, old.metrics = end, row.start.hour, row.complete, row.metrics
+            old.end, old.hour, old.complete, old.metrics = end, row.start.hour, row.complete, _json(row.metrics)
             old.findings, old.evaluated_at, old.check_run_id = raised, now, run_id
 
 
