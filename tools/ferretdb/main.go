@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 )
@@ -34,6 +36,11 @@ func main() {
 	// every tail of local.oplog.rs re-reads the whole collection, so an untrimmed oplog makes the
 	// archiver slower with every write. `compact` on a capped collection trims it to its limits.
 	capEvery := flag.Duration("oplog-trim-interval", time.Second, "trim local.oplog.rs to its capped limits this often (0: never)")
+	// Readers of the oplog (the archiver, continuous validation) keep guards in
+	// local.fluxa_oplog_guards: while one is fresh, the trim keeps every entry from the oldest
+	// guard on and drops the rest, whatever the cap (docs/local-server.md).
+	guardTTL := flag.Duration("oplog-guard-ttl", 5*time.Minute, "a guard not refreshed for this long no longer holds the oplog")
+	guardMax := flag.Int64("oplog-guard-max", 200_000, "guards hold at most this many entries; past it the cap applies (the archive records a gap)")
 	debugAddr := flag.String("debug-addr", "", "serve Go's /debug/pprof on this address (diagnosing hangs)")
 	flag.Parse()
 	if *debugAddr != "" {
@@ -70,7 +77,8 @@ func main() {
 	}()
 	fmt.Printf("ready %s\n", f.MongoDBURI())
 	if *capEvery > 0 {
-		go trimOplog(ctx, f.MongoDBURI(), *capEvery, trimNow)
+		g := guardSettings{ttl: *guardTTL, max: *guardMax, sqlite: "file:" + *dataDir + "/local.sqlite?_pragma=busy_timeout(10000)"}
+		go trimOplog(ctx, f.MongoDBURI(), *capEvery, trimNow, g)
 	}
 	<-done
 }
@@ -88,10 +96,18 @@ func level(s string) slog.Level {
 	}
 }
 
-// trimOplog runs `compact` on local.oplog.rs every interval: FerretDB then deletes the oldest
-// entries beyond the collection's `max` count and `size` bytes. Each compact ANALYZEs the whole
-// oplog (about 0.1 s at 20k entries), hence a short oplog and an interval of a second.
-func trimOplog(ctx context.Context, uri string, every time.Duration, now <-chan os.Signal) {
+// guardSettings: how guards hold the oplog, and where the oplog's SQLite file is.
+type guardSettings struct {
+	ttl    time.Duration
+	max    int64
+	sqlite string
+}
+
+// trimOplog trims local.oplog.rs every interval. With a fresh guard it deletes the entries older
+// than the oldest guard (trimToGuards); otherwise it runs `compact`: FerretDB then deletes the
+// oldest entries beyond the collection's `max` count and `size` bytes. Each compact ANALYZEs the
+// whole oplog (about 0.1 s at 20k entries), hence a short oplog and an interval of a second.
+func trimOplog(ctx context.Context, uri string, every time.Duration, now <-chan os.Signal, g guardSettings) {
 	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "oplog trim disabled: %v\n", err)
@@ -99,12 +115,34 @@ func trimOplog(ctx context.Context, uri string, every time.Duration, now <-chan 
 	}
 	defer client.Disconnect(context.Background())
 	local := client.Database("local")
+	guards := local.Collection(guardsCollection)
+	// the collection tells readers that this server honours guards, and for how long
+	if _, err := guards.UpdateOne(ctx, bson.D{{Key: "_id", Value: "__settings__"}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "ttl_s", Value: g.ttl.Seconds()}}}},
+		options.Update().SetUpsert(true)); err != nil {
+		fmt.Fprintf(os.Stderr, "oplog guards disabled: %v\n", err)
+	}
+	db, err := sql.Open("sqlite", g.sqlite)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "oplog guards disabled: %v\n", err)
+	} else {
+		defer db.Close()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(every):
 		case <-now:
+		}
+		if db != nil {
+			held, gerr := trimToGuards(ctx, guards, db, g)
+			if gerr != nil && ctx.Err() == nil {
+				fmt.Fprintf(os.Stderr, "oplog trim to guards: %v\n", gerr)
+			}
+			if held {
+				continue
+			}
 		}
 		err := local.RunCommand(ctx, bson.D{{Key: "compact", Value: "oplog.rs"}}).Err()
 		var cmdErr mongo.CommandError
@@ -142,4 +180,59 @@ func recreateOplog(ctx context.Context, local *mongo.Database) error {
 		return err
 	}
 	return local.RunCommand(ctx, create).Err()
+}
+
+const guardsCollection = "fluxa_oplog_guards"
+
+// trimToGuards deletes the oplog entries older than the oldest fresh guard and reports whether
+// guards hold the oplog (then the cap is not applied). The delete goes to SQLite directly: a
+// `delete` command on local.oplog.rs would itself be written to the oplog, one entry per entry
+// deleted. FerretDB stores ts as a JSON number, (seconds << 32) | increment. Guards holding more
+// than g.max entries no longer hold: the caller then trims to the cap and says so.
+func trimToGuards(ctx context.Context, guards *mongo.Collection, db *sql.DB, g guardSettings) (bool, error) {
+	cur, err := guards.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$ne", Value: "__settings__"}}}})
+	if err != nil {
+		return false, err
+	}
+	var docs []struct {
+		ID any                 `bson:"_id"`
+		TS primitive.Timestamp `bson:"ts"`
+		At time.Time           `bson:"at"`
+	}
+	if err = cur.All(ctx, &docs); err != nil {
+		return false, err
+	}
+	var floor int64 = -1
+	for _, d := range docs {
+		if time.Since(d.At) > g.ttl {
+			continue // its reader stopped: it no longer holds the oplog
+		}
+		if v := int64(d.TS.T)<<32 | int64(d.TS.I); floor < 0 || v < floor {
+			floor = v
+		}
+	}
+	if floor < 0 {
+		return false, nil
+	}
+	var table string
+	if err = db.QueryRowContext(ctx, `SELECT table_name FROM _ferretdb_collections WHERE name = 'oplog.rs'`).Scan(&table); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return true, nil // no oplog yet
+		}
+		return false, err
+	}
+	q := fmt.Sprintf(`DELETE FROM %q WHERE json_extract(_ferretdb_sjson, '$.ts') < ?`, table)
+	if _, err = db.ExecContext(ctx, q, floor); err != nil {
+		return false, err
+	}
+	var n int64
+	if err = db.QueryRowContext(ctx, fmt.Sprintf(`SELECT count(*) FROM %q`, table)).Scan(&n); err != nil {
+		return false, err
+	}
+	if n > g.max {
+		fmt.Fprintf(os.Stderr, "oplog trim: guards hold %d entries, more than -oplog-guard-max %d: trimming to the "+
+			"cap (a reader behind it will find a gap)\n", n, g.max)
+		return false, nil
+	}
+	return true, nil
 }
