@@ -91,12 +91,6 @@ def test_plan_apply_verify_undo_from_the_command_line(rcli, mongo_uri, db):
     original = hashes(db)
     listed = rcli("recover", "recipes", "--json")
     assert listed.code == 0 and RECIPE in {r["name"] for r in listed.json()}
-    # the dry run a person reads: counts, field-level before -> after with readable values
-    human = rcli("recover", "plan", RECIPE, "--collection", "items", "--label", "ok", "--uri", mongo_uri,
-                 "--db", db.name)
-    assert human.code == 0, human.stderr
-    assert "nested.a: 3 -> -3" in human.stderr and 'label: null -> "ok"' in human.stderr
-    assert "dry run: nothing written" in human.stderr
     plan = _plan(rcli, mongo_uri, db.name)
     pid = plan["plan_id"]
     assert plan["counts"] == {"items": {"update": 20, "delete": 4, "insert": 4}} and plan["conflicts_total"] == 0
@@ -115,9 +109,12 @@ def test_plan_apply_verify_undo_from_the_command_line(rcli, mongo_uri, db):
     assert hashes(db) == now
     ver = rcli("recover", "verify", pid, "--uri", mongo_uri, "--json")
     assert ver.code == 0 and ver.json()["closed"] is True  # the test recipe names no rule
-    shown = rcli("recover", "show", pid, "--uri", mongo_uri, "--json")
-    assert shown.code == 0 and shown.json()["plan"]["status"] == "applied"
-    assert shown.json()["dry_run"]["states"] == {"items": {"todo": 0, "done": 28, "conflict": 0}}
+    # what a person reads: status, counts (28 already done), field-level before -> after, readable values
+    shown = rcli("recover", "show", pid, "--uri", mongo_uri)
+    assert shown.code == 0 and "status: applied" in shown.stderr and "incident " + str(iid) in shown.stderr
+    assert "nested.a: 3 -> -3" in shown.stderr and 'label: null -> "fixed"' in shown.stderr
+    assert "at: null -> 2026-05-01T00:00:00Z" in shown.stderr and "oid: null -> ObjectId(" in shown.stderr
+    assert "dry run: nothing written" not in shown.stderr  # applied: no apply hint
     no_auth = rcli("recover", "undo", pid, "--uri", mongo_uri)
     assert no_auth.code == 2 and "--incident ID" in no_auth.stderr
     und = rcli("recover", "undo", pid, "--incident", str(iid), "--uri", mongo_uri, "--json")
@@ -134,27 +131,15 @@ def test_bad_input_is_exit_2_with_nothing_written(rcli, mongo_uri, db):
     seed(db)
     original = hashes(db)
     unknown = rcli("recover", "plan", "no-such-recipe", "--uri", mongo_uri, "--db", db.name)
-    assert unknown.code == 2
+    assert unknown.code == 2 and "no-such-recipe" in unknown.stderr
     missing = rcli("recover", "plan", RECIPE, "--uri", mongo_uri, "--db", db.name, "--json")
     assert missing.code == 2 and "--collection" in missing.json()["error"]
-    bad_type = rcli("recover", "plan", RECIPE, "--collection", "items", "--drop-every", "x", "--uri", mongo_uri,
-                    "--db", db.name)
-    assert bad_type.code == 2
     nope = rcli("recover", "show", "20990101T000000Z-x-000000", "--uri", mongo_uri, "--json")
     assert nope.code == 2 and "no recovery plan" in nope.json()["error"]
     pid = _plan(rcli, mongo_uri, db.name)["plan_id"]
     no_inc = rcli("recover", "apply", pid, "--apply", "--uri", mongo_uri, "--json")
     assert no_inc.code == 2 and "needs an open incident" in no_inc.json()["error"]
-    unknown_inc = rcli("recover", "apply", pid, "--incident", "777", "--apply", "--uri", mongo_uri, "--json")
-    assert unknown_inc.code == 2 and "777" in unknown_inc.json()["error"]
-    api = Incidents.from_environment()
-    iid = api.open("closed one", collections=["analytics"])["id"]
-    api.acknowledge(iid)
-    api.resolve(iid, "x")
-    api.review(iid, root_cause="x")
-    api.close(iid)
-    closed = rcli("recover", "apply", pid, "--incident", str(iid), "--apply", "--uri", mongo_uri, "--json")
-    assert closed.code == 2 and "closed" in closed.json()["error"]
+    # (an unknown or closed incident, a parameter of the wrong type: tests/test_recovery_engine.py)
     assert hashes(db) == original and _status(pid) == "planned"
     # undo after newer changes: refused, nothing half-written
     iid = _incident()

@@ -281,3 +281,18 @@ def test_verify_runs_the_plans_rules_closes_the_findings_and_records_the_result(
     assert [(r["ref"], r["status"]) for r in rows] == [(plan.id, "still-open"), (plan2.id, "closed")]
     row = next(r for r in engine.list_plans(store) if r["id"] == plan2.id)
     assert row["verified_at"] is not None and row["result"]["verify"]["closed"] is True
+
+
+def test_apply_respects_containment_by_another_incident(db, store, ctx, incidents):
+    seed(db)
+    before = hashes(db)
+    plan = engine.make_plan(ctx, RECIPE, {"collection": "items"})
+    holder = incidents.open("Items corrupted", collections=["analytics"])["id"]
+    incidents.contain(holder, db, read_only=True, collections=["items"])
+    other = incidents.open("Another problem", collections=["analytics"])["id"]
+    with pytest.raises(FluxaError, match="read-only") as e:
+        engine.apply_plan(db, store, incidents, plan.id, other)
+    assert f"--incident {holder}" in e.value.hint
+    assert hashes(db) == before and engine.list_plans(store)[0]["status"] == "planned"
+    res = engine.apply_plan(db, store, incidents, plan.id, holder)  # the containing incident recovers
+    assert res.status == "applied"

@@ -358,7 +358,9 @@ def undo(plan_id: str = PlanArg,
             + (f", {c['superseded']} newer kept in the journal" if c["superseded"] else "")
             for n, c in res.counts.items()), highlight=False)
         _timeline_line(res.timeline)
-    if res.changed and not force:
+    if not res.finished:
+        console.print(f"[yellow]not finished[/]: {len(res.changed)} document(s) changed while the undo ran; rerun "
+                      "to finish (--force to put them back too)", highlight=False)
         raise typer.Exit(EXIT_PROBLEMS)
 
 

@@ -7,9 +7,11 @@ Order of work, per batch of up to ``batch_size`` changes of one collection:
    ``conflict`` (live changed after the plan's source point) is skipped and reported, unless its
    _id is in ``force_ids``;
 2. journal the live documents about to be overwritten or deleted (journal.py; fsynced, whole);
-3. write: insert and replace/update as ``replace_one`` by _id (the whole ``after``; upsert for an
-   insert or a forced write), delete as ``delete_one`` by _id, inside ``refused_values`` so a
-   value the server refuses is named.
+3. write (writes.py): inserts (and forced writes over an absent document) in one
+   ``insert_many``, replaces/updates as ``replace_one`` of the whole ``after`` by _id, deletes in
+   one ``delete_many`` by _id; a value the server refuses is named. A document that changed
+   between the read and the write (an insert's _id taken, a replaced document gone) is counted
+   as a conflict, not written.
 
 Failure behaviour. The plan row goes ``planned -> applying -> applied``. A server that goes away
 or a refused value leaves it ``failed`` (a killed process leaves it ``applying``), records the
@@ -35,14 +37,14 @@ from pymongo.errors import PyMongoError
 
 from ..errors import FluxaError
 from ..mongo.connection import first_line
-from ..mongo.unsupported import refused_values
 from ..store import Store
 from .journal import Journal
-from .live import CONFLICT, DONE, TODO, collection, id_key, raw_hash, read_live, state
+from .live import CONFLICT, DONE, collection, id_key, raw_hash, read_live, state
 from .lock import PlanLock
 from .model import _RECIPES
 from .plans_store import CODEC, get_row, load, merge_result, set_status
 from .record import counts_text, record
+from .writes import write_batch
 
 UTC = timezone.utc
 KINDS = ("written", "already", "conflicts", "forced")
@@ -152,19 +154,24 @@ def _apply_locked(db, store, incidents, plan_id, incident_id, actor, force, batc
                         records.append((i, name, ch.id, doc))
                 journal.append(records)  # on disk before any document of the batch is written
                 journaled.update(r[0] for r in records)
+                ins, rep, dels, kind = [], [], [], {}
                 for i, st in writes:
                     ch = plan.changes[i]
+                    kind[id_key(ch.id)] = (i, "forced" if st == CONFLICT else "written")
                     if ch.after is None:
-                        coll.delete_one({"_id": ch.id})
+                        dels.append(ch.id)
+                        continue
+                    raw = RawBSONDocument(bson.encode(ch.after, codec_options=CODEC))
+                    # absent now (an insert, or a forced write over a deleted document): insert
+                    (ins if live.get(id_key(ch.id)) is None else rep).append((ch.id, raw))
+                missed = {id_key(m) for m in write_batch(coll, ins, rep, dels)}
+                for key, (i, k) in kind.items():
+                    ch = plan.changes[i]
+                    if key in missed:  # changed in live between the batch read and the write
+                        counts[name]["conflicts"] += 1
+                        conflicts.append({"collection": name, "op": ch.op, "id": ch.id, "reason": ch.reason})
                     else:
-                        after = RawBSONDocument(bson.encode(ch.after, codec_options=CODEC))
-                        with refused_values(coll, [after]):
-                            res = coll.replace_one({"_id": ch.id}, after, upsert=st != TODO or ch.before is None)
-                        if res.matched_count == 0 and res.upserted_id is None:  # deleted since the batch read
-                            counts[name]["conflicts"] += 1
-                            conflicts.append({"collection": name, "op": ch.op, "id": ch.id, "reason": ch.reason})
-                            continue
-                    counts[name]["forced" if st == CONFLICT else "written"] += 1
+                        counts[name][k] += 1
                 progress.advance(name, len(batch))
             progress.done(name)
         spec = _RECIPES.get(plan.recipe)

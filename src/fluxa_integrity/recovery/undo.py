@@ -3,9 +3,9 @@
 For each change in the apply journal (journal.py), the live document now is compared with:
 
 - the journaled original: already back (or never written by a killed apply) - skipped;
-- the plan's ``after``: written by the apply - put back: the original's raw bytes by
-  ``replace_one`` (upsert, so a deleted document returns), or ``delete_one`` when the apply
-  inserted it; the content hash afterwards equals the one before the apply;
+- the plan's ``after``: written by the apply - put back (writes.py): the original's raw bytes by
+  ``replace_one``, or inserted when the apply deleted it, or deleted when the apply inserted
+  it; the content hash afterwards equals the one before the apply;
 - anything else: changed in live since the apply. Without ``force`` the whole undo is refused
   BEFORE any write, naming the documents; with ``force`` the newer document is first kept in the
   journal (``superseded-*.bson``, fsynced), then replaced.
@@ -26,7 +26,6 @@ from pymongo.errors import PyMongoError
 
 from ..errors import FluxaError
 from ..mongo.connection import first_line
-from ..mongo.unsupported import refused_values
 from ..store import Store
 from .apply import Progress, id_text
 from .journal import Journal
@@ -35,9 +34,9 @@ from .lock import PlanLock
 from .model import _RECIPES
 from .plans_store import get_row, load, merge_result, set_status
 from .record import counts_text, record
+from .writes import write_batch
 
 UTC = timezone.utc
-UNDOABLE = ("applied", "failed", "applying", "undoing")
 MAX_NAMED = 5
 
 
@@ -50,6 +49,7 @@ class UndoResult:
     journal: str = ""
     incident_id: int | None = None
     timeline: dict | None = None
+    finished: bool = True  # False: a document changed while the undo ran; rerun (with --force) to finish
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +105,7 @@ def _undo_locked(db, store, incidents, plan_id, incident_id, force, progress, ac
     resumed = status == "undoing"
     counts = {name: {"restored": 0, "deleted": 0, "already": 0, "superseded": 0} for name in todo}
     kept = Journal(stored.dir, "superseded")
+    raced: list[dict] = []  # changed in live while this undo ran: skipped, the undo stays unfinished
     where = f"undo of {plan.recipe} plan {plan_id} in {plan.database}"
     try:
         for name, idx in todo.items():
@@ -123,22 +124,27 @@ def _undo_locked(db, store, incidents, plan_id, incident_id, force, progress, ac
                         continue
                     if h != stored.after_hashes[i]:
                         if not force:  # changed after the check above: skipped, reported
-                            changed.append({"collection": name, "op": ch.op, "id": ch.id})
+                            raced.append({"collection": name, "op": ch.op, "id": ch.id})
                             continue
                         if doc is not None:
                             newer.append((i, name, ch.id, doc))
                         counts[name]["superseded"] += 1
                     writes.append(i)
                 kept.append(newer)  # the newer documents are on disk before they are replaced
+                ins, rep, dels = [], [], []
                 for i in writes:
                     ch, original = plan.changes[i], originals[i]
                     if original is None:
-                        coll.delete_one({"_id": ch.id})
-                        counts[name]["deleted"] += 1
+                        dels.append(ch.id)
                     else:
-                        with refused_values(coll, [original]):
-                            coll.replace_one({"_id": ch.id}, original, upsert=True)
-                        counts[name]["restored"] += 1
+                        (ins if live.get(id_key(ch.id)) is None else rep).append((ch.id, original))
+                missed = {id_key(m) for m in write_batch(coll, ins, rep, dels)}
+                for i in writes:
+                    ch = plan.changes[i]
+                    if id_key(ch.id) in missed:  # changed between the batch read and the write
+                        raced.append({"collection": name, "op": ch.op, "id": ch.id})
+                    else:
+                        counts[name]["deleted" if originals[i] is None else "restored"] += 1
                 progress.advance(name, len(batch))
             progress.done(name)
         spec = _RECIPES.get(plan.recipe)
@@ -154,7 +160,7 @@ def _undo_locked(db, store, incidents, plan_id, incident_id, force, progress, ac
                          f"rerun `fluxa-integrity recover undo {plan_id}` to resume it (a document already put "
                          "back is skipped)") from exc
     summary = f"{where}" + (" (resumed)" if resumed else "") + f": {counts_text(counts)}"
-    skipped = [c for c in changed if not force]
+    skipped = raced
     timeline = record(incidents, incident, "recipe-undo", plan_id, summary, counts,
                       "partial" if skipped else "applied", actor)
     if skipped:  # a document changed in the instant after the check: the undo is not finished
@@ -162,4 +168,5 @@ def _undo_locked(db, store, incidents, plan_id, incident_id, force, progress, ac
     else:
         set_status(store, plan_id, "undone", ("undoing",), undone_at=datetime.now(UTC))
         merge_result(store, plan_id, "undo", {"counts": counts, "superseded": sum(c["superseded"] for c in counts.values())})
-    return UndoResult(plan_id, resumed, counts, changed, str(stored.dir / "journal"), incident, timeline)
+    return UndoResult(plan_id, resumed, counts, changed + raced, str(stored.dir / "journal"), incident, timeline,
+                      finished=not raced)
