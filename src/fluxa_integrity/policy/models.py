@@ -13,6 +13,7 @@ from typing import Annotated, Iterable, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from .automation import AutoIncidents, EnhancedMonitoring
 from .data_loss import Reconstruct, Undelete
 from .durations import parse_duration
 from .migrations import Migration
@@ -298,6 +299,9 @@ class Policy(_Model):
     # anomaly monitors (S10, S11) and validation errors in application logs (S12): monitors.py
     monitors: Monitors = Field(default_factory=Monitors)
     log_validation: LogValidation = Field(default_factory=LogValidation)
+    # what the service opens and watches by itself (issue 11): automation.py
+    auto_incidents: AutoIncidents = Field(default_factory=AutoIncidents)
+    enhanced_monitoring: EnhancedMonitoring = Field(default_factory=EnhancedMonitoring)
 
     @model_validator(mode="after")
     def _consistent(self):
