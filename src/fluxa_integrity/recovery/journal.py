@@ -28,6 +28,7 @@ from .plans_store import JOURNAL, fsync_dir
 class Journal:
     def __init__(self, plan_dir: Path, kind: str = "apply"):
         self.dir, self.kind = Path(plan_dir) / JOURNAL, kind
+        self._count: int | None = None  # batch files on disk; counted once, not per batch
 
     def files(self) -> list[Path]:
         if not self.dir.is_dir():
@@ -51,7 +52,9 @@ class Journal:
         if not records:
             return None
         self.dir.mkdir(parents=True, exist_ok=True)
-        n = len(self.files()) + 1
+        if self._count is None:
+            self._count = len(self.files())
+        n = self._count + 1
         path = self.dir / f"{self.kind}-{n:06d}.bson"
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
@@ -61,4 +64,5 @@ class Journal:
             os.fsync(f.fileno())
         os.rename(tmp, path)
         fsync_dir(self.dir)
+        self._count = n
         return path
