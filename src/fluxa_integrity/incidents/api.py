@@ -200,16 +200,26 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
         same data class joins; ``drill``: the incidents it opens are drills)."""
         at = utc(at) or now()
         timetravel.check(at, drill, "take findings in")
-        result = {"run_id": None, "opened": [], "attached": {}, "skipped": []}
         with self.store.session() as s:
             run = intake.last_run(s, database)
             if run is None:
                 raise FluxaError("no complete check run to take findings from", "run `fluxa-integrity check run` first")
-            result["run_id"] = run.id
-            found = intake.open_findings_of(s, run)
+            run_id, ids = run.id, [f.id for f in intake.open_findings_of(s, run)]
+        return {"run_id": run_id, **self.take_in(ids, at=at, drill=drill)}
+
+    def take_in(self, finding_ids: list[int], at: datetime | None = None, drill: bool = False,
+                source_kind: str = "check") -> dict:
+        """The intake's grouping and dedup for these findings: one already on an incident that is
+        not closed is skipped (a finding is its fingerprint: seen again, it is the same problem);
+        one whose data class (unclassified: collection) is under a live incident of its database
+        joins it; the rest open one incident per database and data class (or collection)."""
+        at = utc(at) or now()
+        result = {"opened": [], "attached": {}, "skipped": []}
+        with self.store.session() as s:
+            found = self._findings(s, finding_ids)
             taken = intake.linked_elsewhere(s, [f.id for f in found])
             result["skipped"] = [f.id for f in found if f.id in taken]
-            groups: dict[str, list[Finding]] = {}
+            groups: dict[tuple, list[Finding]] = {}
             for f in found:
                 if f.id in taken:
                     continue
@@ -218,17 +228,18 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
                     ids = result["attached"].setdefault(target.id, [])
                     ids.append(f.id)
                 else:
-                    groups.setdefault(intake.group_key(f), []).append(f)
-            run_db = run.database
+                    groups.setdefault((f.database, intake.group_key(f)), []).append(f)
+            groups = {k: [(f.id, f.data_class, f.collection, f.rule_id, f.opened_at) for f in fs]
+                      for k, fs in groups.items()}
         for inc_id, ids in result["attached"].items():
             self.attach_findings(inc_id, ids, at=at)
-        for key, fs in groups.items():
-            dc = fs[0].data_class
-            what = self.policy.data_class(dc).title if dc else fs[0].collection
-            rules = ", ".join(sorted({f.rule_id for f in fs}))
+        for (db, _), fs in groups.items():
+            dc = fs[0][1]
+            what = self.policy.data_class(dc).title if dc else fs[0][2]
+            rules = ", ".join(sorted({f[3] for f in fs}))
             title = f"{what}: {len(fs)} integrity finding{'s' if len(fs) > 1 else ''} ({rules})"
-            opened = self.open(title[:300], source="finding", source_kind="check", finding_ids=[f.id for f in fs],
-                               database=run_db, detected_at=min(utc(f.opened_at) for f in fs), at=at, drill=drill)
+            opened = self.open(title[:300], source="finding", source_kind=source_kind, finding_ids=[f[0] for f in fs],
+                               database=db, detected_at=min(utc(f[4]) for f in fs), at=at, drill=drill)
             result["opened"].append(opened["id"])
         return result
 
