@@ -61,7 +61,15 @@ class Runner:
         self.outage = Outage(ctx.store, ctx.policy, ctx.db, lambda msg: log("warning", msg))
         self._locks = {j.name: threading.Lock() for j in jobs}
         self.active: dict[int, str] = {}  # run id -> job, while running here
+        # called after each run with (job, run id, result, seconds): metrics, automatic incidents
+        self.after_run: list[Callable[[JobDef, int, TaskResult, float], None]] = []
         self._active_lock = threading.Lock()
+
+    def add_job(self, job: JobDef) -> None:
+        """A job defined while serving (enhanced monitoring of a resolved incident's collections)."""
+        if all(j.name != job.name for j in self.jobs):
+            self.jobs.append(job)
+        self._locks.setdefault(job.name, threading.Lock())
 
     # -- the grid -------------------------------------------------------------------------------
 
@@ -204,6 +212,11 @@ class Runner:
         self.log(level, f"job {job.name} run {run_id} {result.outcome} in {secs:.1f}s [{trigger}, attempt {attempt}]"
                         f"{extra}: {result.summary}" + (f" - {result.error}" if result.error and
                                                        result.error not in result.summary else ""))
+        for observer in self.after_run:
+            try:
+                observer(job, run_id, result, secs)
+            except Exception as exc:  # noqa: BLE001 - an observer never changes the run's outcome
+                self.log("warning", f"job {job.name} run {run_id}: {error_text(exc)}")
         if result.outcome == "failed" and retry and trigger != "manual":
             self._plan_retry(job, due, attempt)
         return result.outcome if outcome_only else run_id
