@@ -167,6 +167,12 @@ def heartbeat(store: Store, holder: str) -> None:
         s.execute(update(ServeInstance).where(ServeInstance.holder == holder).values(heartbeat_at=now()))
 
 
+def set_jobs(store: Store, holder: str, jobs: list[str]) -> None:
+    """The jobs a serve runs now (jobs come and go while it serves: enhanced monitoring)."""
+    with store.session() as s:
+        s.execute(update(ServeInstance).where(ServeInstance.holder == holder).values(jobs=jobs))
+
+
 def stopped(store: Store, holder: str) -> None:
     with store.session() as s:
         s.execute(update(ServeInstance).where(ServeInstance.holder == holder).values(stopped_at=now()))

@@ -67,8 +67,7 @@ class Runner:
 
     def add_job(self, job: JobDef) -> None:
         """A job defined while serving (enhanced monitoring of a resolved incident's collections)."""
-        if all(j.name != job.name for j in self.jobs):
-            self.jobs.append(job)
+        self.jobs[:] = [j for j in self.jobs if j.name != job.name] + [job]  # a newer definition replaces
         self._locks.setdefault(job.name, threading.Lock())
 
     # -- the grid -------------------------------------------------------------------------------

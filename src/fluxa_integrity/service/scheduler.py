@@ -7,6 +7,8 @@ marks orphaned runs interrupted, and starts a BackgroundScheduler with
   (never run, or occurrences missed while no service ran: they run once, coalesced);
 - one job per continuous job (the archiver) in an executor of its own, so it never starves the pool;
 - a poll for run-now requests (REQUEST_POLL_S);
+- with ``dynamic``, a sync of the jobs that come and go (enhanced monitoring after an incident:
+  enhanced.py) every SYNC_EVERY_S: new ones are scheduled like any periodic job, ended ones dropped;
 and a keeper thread that renews this holder's leases and heartbeat every ``lease_ttl / 3``.
 ``stop(grace)`` sets the stop event (the archiver closes its slice; job loops end), stops the
 scheduler, waits up to ``grace`` seconds for running jobs, marks the rest interrupted (their
@@ -35,13 +37,17 @@ from .runner import Runner
 from .tasks import TaskContext
 
 REQUEST_POLL_S = 0.5
+SYNC_EVERY_S = 2.0  # dynamic jobs (enhanced monitoring) appear within this of an incident resolving
 POOL_THREADS = 6  # jobs wait on the server and the disk; the server is the bottleneck, not the CPU
 
 
 class Service:
     def __init__(self, ctx: TaskContext, jobs: list[JobDef], *, holder: str | None = None, time_scale: float = 1.0,
-                 lease_ttl: float = 30.0, log: Callable[[str, str], None] = lambda level, msg: None):
+                 lease_ttl: float = 30.0, log: Callable[[str, str], None] = lambda level, msg: None,
+                 dynamic: Callable[[], list[JobDef]] | None = None):
         self.ctx, self.jobs, self.log = ctx, jobs, log
+        # jobs that come and go while serving (enhanced.py), asked for every enhanced.SYNC_EVERY_S
+        self.dynamic, self._dynamic_names, self._static_names = dynamic, set(), [j.name for j in jobs]
         self.holder = holder or leases.new_holder()
         self.time_scale, self.lease_ttl = time_scale, lease_ttl
         self.runner = Runner(ctx, jobs, self.holder, time_scale=time_scale, lease_ttl=lease_ttl, log=log,
@@ -74,15 +80,45 @@ class Service:
                 sched.add_job(self.runner.run_continuous, DateTrigger(now), args=[job.name], id=job.name,
                               executor="continuous")
                 continue
-            step = self.runner.interval(job)
-            trigger = IntervalTrigger(seconds=step.total_seconds(), start_date=clock.ANCHOR, timezone="UTC")
-            extra = {"next_run_time": now} if self.runner.behind(job, now) else {}
-            sched.add_job(self.runner.fire, trigger, args=[job.name], id=job.name, **extra)
+            self._add_periodic(sched, job, now)
         sched.add_job(self._poll_requests, IntervalTrigger(seconds=REQUEST_POLL_S), id="__requests__",
                       executor="control")
+        if self.dynamic is not None:
+            sched.add_job(self._sync_dynamic, IntervalTrigger(seconds=SYNC_EVERY_S), id="__dynamic__",
+                          executor="control", next_run_time=now)
+        self.scheduler = sched  # before start: the first dynamic sync may fire at once
         sched.start()
-        self.scheduler = sched
         return len(self.jobs)
+
+    def _add_periodic(self, sched: BackgroundScheduler, job: JobDef, now) -> None:
+        step = self.runner.interval(job)
+        trigger = IntervalTrigger(seconds=step.total_seconds(), start_date=clock.ANCHOR, timezone="UTC")
+        extra = {"next_run_time": now} if self.runner.behind(job, now) else {}
+        sched.add_job(self.runner.fire, trigger, args=[job.name], id=job.name, **extra)
+
+    def _sync_dynamic(self) -> None:
+        """Schedule the dynamic jobs that appeared, drop those that ended (their history stays)."""
+        try:
+            wanted = {j.name: j for j in self.dynamic()}
+        except Exception as exc:  # noqa: BLE001 - the store may be briefly busy: keep what runs, retry
+            self.log("warning", f"dynamic jobs: {exc}")
+            return
+        before = set(self._dynamic_names)
+        for name, job in wanted.items():
+            if name not in self._dynamic_names:
+                self.runner.add_job(job)
+                self._add_periodic(self.scheduler, job, history.now())
+                self._dynamic_names.add(name)
+                self.log("info", f"job {name} scheduled: {job.title}, {job.cadence}")
+        for name in sorted(self._dynamic_names - set(wanted)):
+            try:
+                self.scheduler.remove_job(name)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+            self._dynamic_names.discard(name)
+            self.log("info", f"job {name} ended: its period is over")
+        if self._dynamic_names != before:  # `jobs list` shows what this serve runs now
+            history.set_jobs(self.ctx.store, self.holder, self._static_names + sorted(self._dynamic_names))
 
     def _schedule_retry(self, name: str, due, attempt: int, delay: float) -> None:
         if self.scheduler is not None and not self.ctx.stop.is_set():
