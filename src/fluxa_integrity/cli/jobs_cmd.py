@@ -22,9 +22,14 @@ def _state(policy: Optional[Path]):
     from ..service.jobs import job_definitions
     from ..store import open_store
 
+    from ..service import enhanced
+
     store = open_store()
     history.sweep_orphans(store)  # a run whose process died shows as interrupted, not running forever
-    return store, job_definitions(policy_from(policy)), history.live_instances(store)
+    pol, live = policy_from(policy), history.live_instances(store)
+    # enhanced monitoring jobs last while their incident's period does (on the live serve's clock)
+    scale = live[0].time_scale if live else 1.0
+    return store, job_definitions(pol) + enhanced.job_defs(store, pol, None, scale), live
 
 
 def _next_run(job, live, last) -> str | None:

@@ -29,12 +29,22 @@ def serve(
                                        "`jobs list`), e.g. one serve for the archiver and another for the rest."),
     slice_seconds: float = typer.Option(5.0, "--slice-seconds", min=0.1, help="The oplog archiver closes a slice "
                                         "this often (seconds)."),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=0, max=65535, help="Serve Prometheus "
+                                               "metrics on this port at /metrics (0: any free port, logged)."),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address the metrics server listens on "
+                                     "(0.0.0.0 for every interface)."),
+    log_format: str = typer.Option("text", "--log-format", help="stderr lines as text or json (the JSON log "
+                                   "$FLUXA_HOME/logs/serve.json.log is always written)."),
+    auto_incidents: bool = typer.Option(True, "--auto-incidents/--no-auto-incidents", help="Open or join "
+                                        "incidents for findings past the policy's auto_incidents threshold."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Run the policy's schedule until SIGTERM/SIGINT: checks, backups, verification, retention,
     RPO monitoring, incident clocks and the oplog archiver. Logs to stderr and $FLUXA_HOME/logs/serve.log."""
     from ..home import fluxa_home
-    from ..service import logs
+    from ..service import enhanced, json_log, logs
+    from ..service.auto_incidents import AutoIncidents
+    from ..service.metrics import Metrics
     from ..service.jobs import check_schedule, find_job, job_definitions
     from ..service.scheduler import Service
     from ..service.tasks import TaskContext
@@ -45,7 +55,10 @@ def serve(
     pol = policy_from(policy)
     check_schedule(pol, str(policy) if policy else "the policy")
     target = target_option_values(uri, db)
+    if log_format not in ("text", "json"):
+        raise FluxaError(f"--log-format must be text or json, got {log_format!r}")
     log, log_path = logs.setup(fluxa_home())
+    json_log.setup_json(fluxa_home(), stderr=log_format == "json")
     stop_requested = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop_requested.set())
@@ -57,8 +70,25 @@ def serve(
         for name in wanted:
             find_job(jobs, name)  # an unknown name is an error naming the policy's jobs
         jobs = [j for j in jobs if j.name in wanted]
-    service = Service(ctx, jobs, time_scale=time_scale, lease_ttl=lease_seconds, log=log)
+    # enhanced monitoring (S32) goes with the checks: a serve that runs check jobs runs it
+    dynamic = ((lambda: enhanced.job_defs(ctx.store, pol, target.db, time_scale))
+               if any(j.task == "check" for j in jobs) else None)
+    service = Service(ctx, jobs, time_scale=time_scale, lease_ttl=lease_seconds, log=log, dynamic=dynamic)
+    metrics = Metrics(ctx.store, pol, target.db, target.uri)
+    auto = AutoIncidents(ctx.store, pol, target.db, service.holder, lease_ttl=lease_seconds, log=log)
+    auto.on_result += [metrics.observe_auto, lambda res: json_log.event("auto_incidents", **res)]
+
+    def after_run(job, run_id, result, secs) -> None:
+        if result.details.get("findings"):
+            auto.poke()  # findings recorded: take them in now, not at the next poll
+
+    service.runner.after_run += [metrics.observe_run, json_log.job_run] + ([after_run] if auto_incidents else [])
+    if metrics_port is not None:
+        port = metrics.serve(metrics_port, metrics_host)
+        log("info", f"metrics on http://{metrics_host}:{port}/metrics")
     n = service.start()
+    if auto_incidents and pol.auto_incidents.enabled:
+        auto.start()
     log("info", f"serving: {n} jobs scheduled on {target.db} (holder {service.holder}, time scale {time_scale:g}, "
                 f"log {log_path}); SIGTERM or SIGINT stops")
     # a timed wait: the kernel may deliver SIGTERM to any of the worker threads, and Python runs the
@@ -66,7 +96,9 @@ def serve(
     while not stop_requested.wait(0.25):
         pass
     log("info", f"stopping: waiting up to {grace_seconds:g}s for running jobs")
+    auto.stop()
     interrupted = service.stop(grace_seconds)
+    metrics.close()
     log("info", "stopped" + (f"; interrupted runs: {', '.join(map(str, interrupted))}" if interrupted else ""))
     if json_out:
         emit_json({"holder": service.holder, "db": target.db, "jobs": [j.name for j in jobs],
