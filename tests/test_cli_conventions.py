@@ -17,7 +17,7 @@ from fluxa_integrity.cli.main import cli
 # Commands that read or write the application's MongoDB server: they take --uri and --db.
 TOUCHES_APP_DB = {
     "fluxa generate", "fluxa inject", "fluxa summary", "check run", "backup run", "backup verify",
-    "backup archive-oplog", "restore run", "restore diff", "restore promote", "restore undo", "schema infer",
+    "backup archive-oplog", "backup oplog-status", "restore run", "restore diff", "restore promote", "restore undo", "schema infer",
     "drill", "incident contain", "incident lift", "incident containment",
     "recover show", "recover apply", "recover verify", "recover undo",
     "serve", "jobs run-now", "monitor run", "monitor baseline",
@@ -25,6 +25,7 @@ TOUCHES_APP_DB = {
 # ... and the reasons some of them cannot honour --db.
 NO_DB = {
     "backup archive-oplog": "the oplog (local.oplog.rs) is server-wide: one archive covers every database",
+    "backup oplog-status": "the archive and the live oplog it is compared with are server-wide",
     "restore undo": "a promotion id names the database it wrote to; undo restores exactly that one",
     **{f"recover {c}": "a recovery plan names the database it was made for" for c in ("show", "apply", "verify", "undo")},
 }

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import time
+from datetime import datetime, timedelta, timezone
 
 import pymongo
 import pytest
@@ -121,28 +123,82 @@ def test_server_trims_the_oplog_to_its_entry_cap(tmp_path, ferretdb_binary):
         server.stop()
 
 
+def _trim_and_wait(server: DevServer, pattern: str) -> str:
+    """SIGUSR1 the server and wait for the line its requested trim prints; that line."""
+    before = server.log_file.read_text().count("oplog trim (requested)")
+    server.trim_oplog_now()
+    lines = wait_until(lambda: (t := server.log_file.read_text()).count("oplog trim (requested)") > before and t,
+                       "the requested trim to report", poll=0.1)
+    last = [ln for ln in lines.splitlines() if "oplog trim (requested)" in ln][-1]
+    assert re.search(pattern, last), last
+    return last
+
+
 @needs_own_server
-def test_an_oplog_that_outgrew_the_trimmer_is_recreated(tmp_path, ferretdb_binary):
-    """FerretDB deletes at most 32766 entries per compact; past that the trimmer could never
-    catch up. The server starts the oplog afresh (as a rolled-over oplog) and says so."""
+def test_an_oplog_that_outgrew_its_cap_is_trimmed_to_it_at_once(tmp_path, ferretdb_binary):
+    """FerretDB's compact deletes at most 32766 entries at once (an oplog that outgrew its cap by
+    more could never be trimmed, and was recreated empty); the server now trims to the cap in one
+    SQLite statement, keeping the newest entries."""
     server = DevServer(tmp_path / "overflow-devdb")
-    # no trim by the clock: the test says when (SIGUSR1), so a slow insert on a busy machine
-    # cannot be cut into trims small enough for FerretDB to keep up
+    # no trim by the clock: the test says when (SIGUSR1)
     status = server.start(port=free_port(), oplog_entries=100, oplog_trim_s=3600, progress=lambda msg: None)
     try:
         c = pymongo.MongoClient(status.uri)
-        c.app.t.insert_many([{"_id": i} for i in range(80_000)])  # > 32766 over the cap before the next trim
-        server.trim_oplog_now()
-        wait_until(lambda: "recreated it empty" in server.log_file.read_text(), "the server to recreate the oplog",
-                   poll=0.5)
-        # the new oplog is capped like the old one: overfill it and trim it back
-        c.app.u.insert_many([{"_id": i} for i in range(300)])
-        c.app.u.insert_one({"_id": "after"})
+        c.app.t.insert_many([{"_id": i} for i in range(40_000)])  # > 32766 over the cap
+        _trim_and_wait(server, r"no guard holds the oplog; \d+ entries past its cap deleted")
         oplog = c.local["oplog.rs"]
-        server.trim_oplog_now()
-        wait_until(lambda: oplog.estimated_document_count() <= 100, "a trim of the recreated oplog", poll=0.5)
-        assert oplog.find_one({"o._id": "after"}) is not None  # the newest entries are the ones kept
-        assert oplog.find_one({"ns": "app.u", "o._id": 0}) is None
-        assert c.local.command("listCollections", filter={"name": "oplog.rs"})["cursor"]["firstBatch"][0]["options"]["max"] == 100
+        assert oplog.count_documents({}) == 100
+        assert [e["o"]["_id"] for e in oplog.find({"ns": "app.t"})] == list(range(39_900, 40_000))
+        assert "recreated it empty" not in server.log_file.read_text()
+    finally:
+        server.stop()
+
+
+@needs_own_server
+def test_guards_keep_what_the_archive_lacks_and_oplog_status_sees_a_gap_at_once(tmp_path, ferretdb_binary, cli):
+    """Deliverable 8 of issue 11: more writes than the oplog cap between two archiver polls are all
+    archived (the archiver's guard holds them); once archived the live oplog is trimmed short; and
+    with no guard holding it, `backup oplog-status` reports the gap before any archiver runs."""
+    from fluxa_integrity.backup.archiver import ArchiveOptions, archive_oplog
+    from fluxa_integrity.mongo.oplog_guard import GUARDS, guards
+    from fluxa_integrity.store import open_store
+
+    server = DevServer(tmp_path / "guard-devdb")
+    status = server.start(port=free_port(), oplog_entries=200, oplog_trim_s=3600, progress=lambda msg: None)
+    repo = tmp_path / "repo"
+    try:
+        c = pymongo.MongoClient(status.uri)
+        oplog = c.local["oplog.rs"]
+        c.app.t.insert_many([{"_id": i} for i in range(50)])
+        first = archive_oplog(status.uri, open_store(), repo, ArchiveOptions(once=True, slice_seconds=0.1))
+        assert first.entries >= 50 and not first.gaps
+        held = [g for g in guards(c) if g["_id"] == f"archiver:{repo}"]
+        assert held and held[0]["ts"] == first.last  # the guard sits on the last archived entry
+
+        c.app.t.insert_many([{"_id": i} for i in range(50, 1050)])  # 5x the cap before the next poll
+        _trim_and_wait(server, r"guards hold the oplog from")
+        assert oplog.count_documents({"ns": "app.t", "o._id": {"$gte": 50}}) == 1000  # nothing unarchived trimmed
+        r = cli("backup", "oplog-status", "--uri", status.uri, "--json")
+        assert r.code == 0, r.stdout + r.stderr
+        assert r.json()["live_checked"] == status.uri and not r.json()["gaps"]
+
+        second = archive_oplog(status.uri, open_store(), repo, ArchiveOptions(once=True, slice_seconds=0.1))
+        assert not second.gaps and second.entries == 1000  # every write, no gap, no duplicate
+        _trim_and_wait(server, r"guards hold the oplog from")
+        # archived entries go at once: the live oplog keeps the last archived entry and guard notes
+        assert oplog.count_documents({"ns": "app.t"}) == 1
+        assert oplog.find_one({"ns": "app.t"})["ts"] == second.last
+
+        # the archiver stops for good: its guard lapses (here: stale by an hour) and the cap applies
+        c.local[GUARDS].update_many({"_id": {"$ne": "__settings__"}},
+                                    {"$set": {"at": datetime.now(timezone.utc) - timedelta(hours=1)}})
+        c.app.t.insert_many([{"_id": i} for i in range(1050, 1450)])
+        _trim_and_wait(server, r"no guard holds the oplog")
+        r = cli("backup", "oplog-status", "--uri", status.uri, "--json")
+        assert r.code == 1, r.stdout + r.stderr
+        live = [g for g in r.json()["gaps"] if g.get("live")]
+        assert len(live) == 1 and live[0]["after"] == f"{second.last.time}:{second.last.inc}"
+        r = cli("backup", "oplog-status", "--uri", status.uri)
+        assert r.code == 1 and "no longer reaches back to the archive" in r.stdout + r.stderr
     finally:
         server.stop()

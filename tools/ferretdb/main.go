@@ -39,8 +39,8 @@ func main() {
 	// Readers of the oplog (the archiver, continuous validation) keep guards in
 	// local.fluxa_oplog_guards: while one is fresh, the trim keeps every entry from the oldest
 	// guard on and drops the rest, whatever the cap (docs/local-server.md).
-	guardTTL := flag.Duration("oplog-guard-ttl", 5*time.Minute, "a guard not refreshed for this long no longer holds the oplog")
-	guardMax := flag.Int64("oplog-guard-max", 200_000, "guards hold at most this many entries; past it the cap applies (the archive records a gap)")
+	guardTTL := flag.Duration("oplog-guard-ttl", 2*time.Minute, "a guard not refreshed for this long no longer holds the oplog")
+	guardMax := flag.Int64("oplog-guard-max", 100_000, "guards hold at most this many entries; past it the cap applies (the archive records a gap)")
 	debugAddr := flag.String("debug-addr", "", "serve Go's /debug/pprof on this address (diagnosing hangs)")
 	flag.Parse()
 	if *debugAddr != "" {
@@ -125,20 +125,37 @@ func trimOplog(ctx context.Context, uri string, every time.Duration, now <-chan 
 	db, err := sql.Open("sqlite", g.sqlite)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "oplog guards disabled: %v\n", err)
+		db = nil
 	} else {
 		defer db.Close()
 	}
 	for {
+		manual := false // a trim asked for by SIGUSR1 says what it did (tests wait for that line)
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(every):
 		case <-now:
+			manual = true
 		}
 		if db != nil {
-			held, gerr := trimToGuards(ctx, guards, db, g)
+			held, msg, gerr := trimToGuards(ctx, guards, db, g)
 			if gerr != nil && ctx.Err() == nil {
 				fmt.Fprintf(os.Stderr, "oplog trim to guards: %v\n", gerr)
+			}
+			if msg != "" && (manual || !held) {
+				fmt.Fprintln(os.Stderr, msg)
+			}
+			if !held {
+				// no guard holds it: the newest `max` entries stay, in one statement (compact
+				// deletes at most 32766 at once and could never catch up with an oplog that
+				// outgrew its cap by more)
+				n, terr := trimToCap(ctx, local, db)
+				if terr != nil && ctx.Err() == nil {
+					fmt.Fprintf(os.Stderr, "oplog trim to its cap: %v\n", terr)
+				} else if manual {
+					fmt.Fprintf(os.Stderr, "oplog trim (requested): no guard holds the oplog; %d entries past its cap deleted\n", n)
+				}
 			}
 			if held {
 				continue
@@ -162,6 +179,42 @@ func trimOplog(ctx context.Context, uri string, every time.Duration, now <-chan 
 			fmt.Fprintf(os.Stderr, "oplog trim: %v\n", err)
 		}
 	}
+}
+
+// oplogTable is the SQLite table of local.oplog.rs ("" when there is no oplog yet).
+func oplogTable(ctx context.Context, db *sql.DB) (string, error) {
+	var table string
+	err := db.QueryRowContext(ctx, `SELECT table_name FROM _ferretdb_collections WHERE name = 'oplog.rs'`).Scan(&table)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return table, err
+}
+
+// trimToCap deletes all but the newest `max` entries (the capped collection's own limit).
+func trimToCap(ctx context.Context, local *mongo.Database, db *sql.DB) (int64, error) {
+	specs, err := local.ListCollectionSpecifications(ctx, bson.D{{Key: "name", Value: "oplog.rs"}})
+	if err != nil || len(specs) == 0 {
+		return 0, err
+	}
+	v, err := specs[0].Options.LookupErr("max")
+	if err != nil {
+		return 0, nil // no entry cap: compact applies the size cap
+	}
+	max, ok := v.AsInt64OK()
+	if !ok || max <= 0 {
+		return 0, nil
+	}
+	table, err := oplogTable(ctx, db)
+	if err != nil || table == "" {
+		return 0, err
+	}
+	q := fmt.Sprintf(`DELETE FROM %[1]q WHERE _ferretdb_record_id <= (SELECT _ferretdb_record_id FROM %[1]q ORDER BY _ferretdb_record_id DESC LIMIT 1 OFFSET ?)`, table)
+	res, err := db.ExecContext(ctx, q, max)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 // recreateOplog drops local.oplog.rs and creates it again with the same capped limits.
@@ -189,10 +242,10 @@ const guardsCollection = "fluxa_oplog_guards"
 // `delete` command on local.oplog.rs would itself be written to the oplog, one entry per entry
 // deleted. FerretDB stores ts as a JSON number, (seconds << 32) | increment. Guards holding more
 // than g.max entries no longer hold: the caller then trims to the cap and says so.
-func trimToGuards(ctx context.Context, guards *mongo.Collection, db *sql.DB, g guardSettings) (bool, error) {
+func trimToGuards(ctx context.Context, guards *mongo.Collection, db *sql.DB, g guardSettings) (bool, string, error) {
 	cur, err := guards.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$ne", Value: "__settings__"}}}})
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	var docs []struct {
 		ID any                 `bson:"_id"`
@@ -200,7 +253,7 @@ func trimToGuards(ctx context.Context, guards *mongo.Collection, db *sql.DB, g g
 		At time.Time           `bson:"at"`
 	}
 	if err = cur.All(ctx, &docs); err != nil {
-		return false, err
+		return false, "", err
 	}
 	var floor int64 = -1
 	for _, d := range docs {
@@ -212,27 +265,26 @@ func trimToGuards(ctx context.Context, guards *mongo.Collection, db *sql.DB, g g
 		}
 	}
 	if floor < 0 {
-		return false, nil
+		return false, "", nil
 	}
-	var table string
-	if err = db.QueryRowContext(ctx, `SELECT table_name FROM _ferretdb_collections WHERE name = 'oplog.rs'`).Scan(&table); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return true, nil // no oplog yet
-		}
-		return false, err
+	table, err := oplogTable(ctx, db)
+	if err != nil || table == "" {
+		return table == "" && err == nil, "", err
 	}
 	q := fmt.Sprintf(`DELETE FROM %q WHERE json_extract(_ferretdb_sjson, '$.ts') < ?`, table)
-	if _, err = db.ExecContext(ctx, q, floor); err != nil {
-		return false, err
+	res, err := db.ExecContext(ctx, q, floor)
+	if err != nil {
+		return false, "", err
 	}
+	deleted, _ := res.RowsAffected()
 	var n int64
 	if err = db.QueryRowContext(ctx, fmt.Sprintf(`SELECT count(*) FROM %q`, table)).Scan(&n); err != nil {
-		return false, err
+		return false, "", err
 	}
 	if n > g.max {
-		fmt.Fprintf(os.Stderr, "oplog trim: guards hold %d entries, more than -oplog-guard-max %d: trimming to the "+
-			"cap (a reader behind it will find a gap)\n", n, g.max)
-		return false, nil
+		return false, fmt.Sprintf("oplog trim: guards hold %d entries, more than -oplog-guard-max %d: trimming to the "+
+			"cap (a reader behind it will find a gap)", n, g.max), nil
 	}
-	return true, nil
+	return true, fmt.Sprintf("oplog trim (requested): guards hold the oplog from %d:%d; %d older entries deleted, %d kept",
+		floor>>32, floor&0xffffffff, deleted, n), nil
 }

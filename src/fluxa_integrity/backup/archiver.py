@@ -15,6 +15,9 @@ archived ``ts`` and writes compressed, checksummed slices (slices.py) with a cat
   cataloged; the next run re-archives its entries (no duplicates: everything at or before the
   last cataloged ts is skipped).
 - One archiver per repository (archive_lock.py): a second one is refused naming the first.
+- On the dev server it keeps an oplog guard (mongo/oplog_guard.py) at the last *cataloged* entry:
+  the server trims nothing the archive does not hold, and what it holds at once (a short live
+  oplog: cheap tails). Guard writes are oplog entries of the tool's own; they are not archived.
 - A write that fails (full disk) discards the open slice's temporary file and raises FluxaError:
   nothing half-written, nothing of it cataloged; slices closed before stay. A slice the state
   store refuses to catalog is removed and the error names the store's failure.
@@ -39,6 +42,7 @@ from pymongo.errors import PyMongoError
 
 from ..errors import FluxaError
 from ..mongo.connection import connect, first_line
+from ..mongo.oplog_guard import OplogGuard, is_guard_entry
 from ..store import Store
 from . import archive_catalog as ac
 from .archive_lock import ArchiveLock
@@ -189,6 +193,7 @@ def _archive(uri: str, store: Store, repo: Path, opts: ArchiveOptions, stop: thr
                               "last": ac.ts_text(w.last), "count": w.count, "size": size, "sha256": sha})
         log(f"slice {path.name}: {w.count} entries, {size} bytes")
         prev = w.last
+        hold()
 
     def keep_what_was_read() -> None:
         """On a server error or a stop by exception: the open slice is whole up to ``last``."""
@@ -205,10 +210,22 @@ def _archive(uri: str, store: Store, repo: Path, opts: ArchiveOptions, stop: thr
 
     client = connect(uri)
     cursor = _Cursor(client, opts)
+    guard: OplogGuard | None = None
+
+    def hold(force: bool = False) -> None:
+        """The dev server keeps every entry from the last cataloged one on (throttled writes)."""
+        if guard is not None:
+            try:
+                guard.hold(prev, force=force)
+            except PyMongoError as exc:  # the cap applies meanwhile; retried at the next poll
+                log(f"oplog guard not written: {first_line(exc)}")
+
     try:
         if "oplog.rs" not in client.local.list_collection_names(filter={"name": "oplog.rs"}):
             raise FluxaError("the server has no local.oplog.rs to archive",
                              "run a replica set (MongoDB) or the dev server (it creates a capped oplog)")
+        guard = OplogGuard(client, f"archiver:{repo}")
+        hold(force=True)
         t = time.monotonic()
         batch, check_first = cursor.open(last), last is not None
         poll_at = t if cursor.id == 0 else float("-inf")
@@ -232,6 +249,8 @@ def _archive(uri: str, store: Store, repo: Path, opts: ArchiveOptions, stop: thr
                         prev = None
                 if last is not None and ts <= last:
                     continue
+                if is_guard_entry(entry):
+                    continue  # the readers' own bookkeeping, not the application's data
                 if writer is None:
                     writer, opened = SliceWriter(repo), time.monotonic()
                 writer.add(entry.raw, ts, entry.get("wall"))
@@ -255,6 +274,7 @@ def _archive(uri: str, store: Store, repo: Path, opts: ArchiveOptions, stop: thr
                 batch, check_first = cursor.open(last), last is not None
                 poll_at = t if cursor.id == 0 else float("-inf")  # a first batch of 1 proves nothing
                 continue
+            hold()  # a refresh when due (an idle archiver's guard must not lapse)
             polled, poll_at = datetime.now(UTC), time.monotonic()
             batch = cursor.more()
             if not batch:
@@ -268,6 +288,7 @@ def _archive(uri: str, store: Store, repo: Path, opts: ArchiveOptions, stop: thr
                 if not stopping():
                     stop.wait(opts.poll_ms / 1000)
         close_slice()
+        hold(force=True)  # the last slice's end, whatever the throttle held back
     except PyMongoError as exc:
         keep_what_was_read()
         raise FluxaError(f"oplog archiver stopped: {first_line(exc)}",

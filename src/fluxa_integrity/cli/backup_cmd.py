@@ -324,17 +324,42 @@ def archive_oplog_cmd(once: bool = typer.Option(False, "--once", help="Archive w
 def oplog_status(repo: Optional[Path] = typer.Option(None, "--repo", help="Only this repository (default: all)."),
                  deep: bool = typer.Option(False, "--deep", help="Also check every slice's sha256 (reads every "
                                            "file), not only that it is present with its cataloged size."),
+                 uri: Optional[str] = typer.Option(None, "--uri", help="MongoDB URI whose live oplog must still reach "
+                                                   "back to the archive (default: $FLUXA_MONGODB_URI, config.yaml, "
+                                                   "then the running dev server; none found: not checked)."),
                  json_out: bool = JsonOpt) -> None:
-    """Windows of continuous oplog coverage and the gaps between them. Exit 1 if there is a gap."""
+    """Windows of continuous oplog coverage and the gaps between them, including one the live oplog
+    shows before the archiver runs again (it no longer reaches back to the archive). Exit 1 if there is a gap."""
     from ..backup.archive_catalog import caught_up, coverage
+    from ..backup.live_overlap import live_gap
     from ..backup.repository import resolve_repo
 
     store = open_store()
     windows, gaps = coverage(store, resolve_repo(repo, create=False) if repo else None, deep=deep)
+    live_checked = None
+    try:
+        from ..mongo.connection import connect
+
+        target = target_option_values(uri, None)
+        client = connect(target.uri)
+        try:
+            g = live_gap(client, windows, gaps)
+        finally:
+            client.close()
+        live_checked = target.uri
+        if g is not None:
+            gaps.append(g)
+    except FluxaError as exc:
+        if uri:  # asked for by name: an unreachable server is an error, not a silent skip
+            raise
+        live_checked = None
+        live_note = exc.message
+    else:
+        live_note = None
     proofs = caught_up(store)
     rows = [{**w.as_dict(), "caught_up_at": proofs.get(w.last)} for w in windows]
     if json_out:
-        emit_json({"windows": rows, "gaps": gaps, "broken": bool(gaps), "deep": deep})
+        emit_json({"windows": rows, "gaps": gaps, "broken": bool(gaps), "deep": deep, "live_checked": live_checked})
     else:
         print_table(console, "oplog archive: continuous windows",  # from/to are oplog positions: whole
                     [Col("from", id=True), Col("to", id=True), Col("from (wall)"), Col("to (wall)"),
@@ -352,5 +377,8 @@ def oplog_status(repo: Optional[Path] = typer.Option(None, "--repo", help="Only 
             console.print(f"[bold red]GAP after {g['after']} up to {g['before']}: {g['reason']} - the point-in-time "
                           "window is broken there[/]", highlight=False)
         console.print("checked: " + ("presence, size and sha256 of every slice" if deep else
-                      "presence and size of every slice (--deep also checks their sha256)"), highlight=False)
+                      "presence and size of every slice (--deep also checks their sha256)")
+                      + (f"; the live oplog of {live_checked} reaches back to the archive" if live_checked and
+                         not any(g.get("live") for g in gaps) else "")
+                      + (f"; the live oplog was not checked ({live_note})" if live_note else ""), highlight=False)
     raise typer.Exit(EXIT_PROBLEMS if gaps else 0)

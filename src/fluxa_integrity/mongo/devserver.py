@@ -3,7 +3,8 @@
 The binary is built once with the machine's Go and cached next to its source under
 ``tools/ferretdb/bin/`` (ignored by git), keyed by a hash of the Go sources so an edit rebuilds.
 The server runs in the background; its PID, log and data live under ``$FLUXA_HOME/devdb``.
-``local.oplog.rs`` is created as a capped collection so every write can be tailed.
+``local.oplog.rs`` is created as a capped collection so every write can be tailed; the server
+trims it to the oldest fresh oplog guard of its readers (mongo/oplog_guard.py), else to its cap.
 """
 
 from __future__ import annotations
@@ -185,7 +186,8 @@ class DevServer:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, port: int | None = None, oplog_mb: int = DEFAULT_OPLOG_MB,
-              oplog_entries: int = DEFAULT_OPLOG_ENTRIES, oplog_trim_s: float = 1.0, progress=print) -> Status:
+              oplog_entries: int = DEFAULT_OPLOG_ENTRIES, oplog_trim_s: float = 1.0, progress=print,
+              oplog_guard_ttl_s: float | None = None, oplog_guard_max: int | None = None) -> Status:
         current = self.status()
         if current.running:
             if port and port != current.port:
@@ -206,6 +208,9 @@ class DevServer:
         proc = subprocess.Popen(
             [str(binary), "-listen", f"127.0.0.1:{port}", "-data-dir", str(self.data_dir),
              "-oplog-trim-interval", f"{oplog_trim_s}s"]
+            # readers' guards hold the oplog (mongo/oplog_guard.py); defaults in tools/ferretdb/main.go
+            + (["-oplog-guard-ttl", f"{oplog_guard_ttl_s}s"] if oplog_guard_ttl_s is not None else [])
+            + (["-oplog-guard-max", str(oplog_guard_max)] if oplog_guard_max is not None else [])
             # diagnosing a hang: goroutine dumps at http://<addr>/debug/pprof/goroutine?debug=1
             + (["-debug-addr", os.environ["FLUXA_DEVDB_DEBUG_ADDR"]] if os.environ.get("FLUXA_DEVDB_DEBUG_ADDR") else []),
             stdout=log,
