@@ -63,7 +63,8 @@ def _plan_db(plan_id: str, uri: Optional[str]):
 
 
 def show_dry_run(dry, plan_id: str | None, next_step: bool = True) -> None:
-    console.print(f"plan [bold]{plan_id}[/] ({dry.recipe}) for database {dry.database}, read at "
+    title = f"plan [bold]{plan_id}[/]" if plan_id else "unsaved plan"
+    console.print(f"{title} ({dry.recipe}) for database {dry.database}, read at "
                   f"{when(dry.source_point)}" + (f": {dry.summary}" if dry.summary else ""), highlight=False)
     rows = []
     for name, per in dry.counts.items():

@@ -2,7 +2,8 @@
 
 Every id a command is given must exist: ``backups`` resolves each id (or unique prefix, as
 ``backup show`` does) to the catalog's full id; ``restores`` accepts a restore run id (a number,
-printed by ``restore run``) or a promotion id. Failure: FluxaError naming the unknown id and where to list
+printed by ``restore run``) or a promotion id (a recovery plan id since promotions became plans;
+an older promotion's id too). Failure: FluxaError naming the unknown id and where to list
 the real ones; nothing is written by the caller then.
 """
 
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import FluxaError
 from ..store.backup_models import Backup, Promotion, RestoreRun
+from ..store.recovery_models import RecoveryPlan
 
 
 def backups(s: Session, ids: list[str]) -> list[str]:
@@ -38,7 +40,7 @@ def restores(s: Session, ids: list[str]) -> list[str]:
         rid = str(given).strip()
         if rid.isdigit() and s.get(RestoreRun, int(rid)) is not None:
             out.append(rid)
-        elif rid and s.get(Promotion, rid) is not None:
+        elif rid and (s.get(RecoveryPlan, rid) is not None or s.get(Promotion, rid) is not None):
             out.append(rid)
         else:
             raise FluxaError(f"no restore or promotion {given!r}",
