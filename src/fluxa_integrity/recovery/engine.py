@@ -21,7 +21,7 @@ from ..errors import FluxaError
 from ..store import Store
 from .apply import ApplyResult, apply_plan  # noqa: F401
 from .dryrun import DryRun, dry_run  # noqa: F401
-from .model import Param, Plan, RecipeContext
+from .model import ON_CONFLICT, Param, Plan, RecipeContext
 from .plans_store import list_rows, load, save
 from .registry import recipe
 from .undo import UndoResult, undo_plan  # noqa: F401
@@ -77,15 +77,26 @@ def recipe_params(name: str, given: dict) -> dict:
     return out
 
 
-def make_plan(ctx: RecipeContext, recipe_name: str, params: dict, *, actor: str | None = None) -> Plan:
-    """Build the recipe's plan from ``params`` and save it (files + row); ``plan.id`` is set."""
-    spec = recipe(recipe_name)
+def build_plan(ctx: RecipeContext, recipe_name: str, params: dict) -> Plan:
+    """The recipe's plan from ``params``, not saved (a dry run that leaves no plan behind)."""
     typed = recipe_params(recipe_name, params)
-    plan = spec.build(ctx, **typed)
+    plan = recipe(recipe_name).build(ctx, **typed)
     if not plan.database:
         plan.database = ctx.db.name
     if not plan.params:
         plan.params = typed
+    return plan
+
+
+def make_plan(ctx: RecipeContext, recipe_name: str, params: dict, *, actor: str | None = None,
+              on_conflict: str = "refuse") -> Plan:
+    """Build the recipe's plan from ``params`` and save it (files + row); ``plan.id`` is set.
+    ``on_conflict`` (model.ON_CONFLICT) is kept with the plan: what its apply does with a document
+    changed since the plan read it."""
+    if on_conflict not in ON_CONFLICT:
+        raise FluxaError(f"unknown conflict mode {on_conflict!r}", f"one of: {', '.join(ON_CONFLICT)}")
+    plan = build_plan(ctx, recipe_name, params)
+    plan.on_conflict = on_conflict
     save(ctx.store, plan, actor=actor)
     return plan
 

@@ -31,6 +31,9 @@ from bson.codec_options import CodecOptions
 from ..errors import FluxaError
 
 OPS = ("insert", "replace", "update", "delete")
+# what apply does with a conflict (a live document changed since the plan read it): "refuse"
+# skips it unless forced by id; "supersede" keeps the live document in the journal, then writes
+ON_CONFLICT = ("refuse", "supersede")
 _CANON = CodecOptions(tz_aware=True)
 
 
@@ -88,6 +91,7 @@ class Plan:
     unresolved: list[str] = field(default_factory=list)
     summary: str = ""
     id: str | None = None  # assigned when the plan is saved
+    on_conflict: str = "refuse"  # one of ON_CONFLICT; "supersede" is `restore promote`'s mode
 
     def counts(self) -> dict[str, dict[str, int]]:
         """{collection: {op: n}}"""

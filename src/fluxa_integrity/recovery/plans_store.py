@@ -8,7 +8,8 @@ On disk, one directory per plan:
   (Int64 stays Int64, dates stay dates, ObjectIds stay ObjectIds) and the hashes apply compares
   with are the ones taken when the plan was made;
 - ``plan.json``: recipe, params (canonical Extended JSON), database, source point, verify rules,
-  unresolved notes, summary, counts and the sha256 of ``changes.bson``;
+  unresolved notes, summary, counts, the conflict mode (``on_conflict``) and the sha256 of
+  ``changes.bson``;
 - ``journal/``: written by apply and undo (apply.py), never by this module.
 
 Images are normalised when saved: ``_id`` first and equal to the change's id (a server puts
@@ -139,7 +140,7 @@ def save(store: Store, plan: Plan, actor: str | None = None, now: datetime | Non
                 "source_point": plan.source_point.isoformat(), "verify": list(plan.verify),
                 "unresolved": list(plan.unresolved), "summary": plan.summary, "counts": plan.counts(),
                 "changes": len(plan.changes), "changes_sha256": h.hexdigest(), "created_at": now.isoformat(),
-                "actor": actor}
+                "actor": actor, "on_conflict": plan.on_conflict}
         _fsync_write(tmp / PLAN_JSON, json.dumps(meta, indent=2).encode())
         fsync_dir(tmp)
         os.rename(tmp, root / pid)  # the plan directory is whole or absent
@@ -169,6 +170,14 @@ def row_dict(r: RecoveryPlan) -> dict:
             "undone_at": r.undone_at, "error": r.error}
 
 
+def on_conflict(row: dict) -> str:
+    """A saved plan's conflict mode (plan.json; plans saved before it existed refuse)."""
+    try:
+        return json.loads((Path(row["plan_dir"]) / PLAN_JSON).read_text()).get("on_conflict") or "refuse"
+    except (OSError, ValueError):
+        return "refuse"
+
+
 def get_row(store: Store, plan_id: str) -> dict:
     with store.session() as s:
         r = s.get(RecoveryPlan, plan_id)
@@ -178,11 +187,16 @@ def get_row(store: Store, plan_id: str) -> dict:
         return row_dict(r)
 
 
-def list_rows(store: Store, database: str | None = None, limit: int = 100) -> list[dict]:
+def list_rows(store: Store, database: str | None = None, limit: int = 100, *, recipe: str | None = None,
+              statuses: tuple[str, ...] | None = None) -> list[dict]:
     with store.session() as s:
         q = select(RecoveryPlan).order_by(RecoveryPlan.created_at.desc()).limit(limit)
         if database:
             q = q.where(RecoveryPlan.database == database)
+        if recipe:
+            q = q.where(RecoveryPlan.recipe == recipe)
+        if statuses:
+            q = q.where(RecoveryPlan.status.in_(statuses))
         return [row_dict(r) for r in s.scalars(q)]
 
 
@@ -216,7 +230,7 @@ def load(store: Store, plan_id: str) -> Stored:
     plan = Plan(recipe=meta["recipe"], database=meta["database"], params=json_util.loads(meta["params"]),
                 source_point=datetime.fromisoformat(meta["source_point"]), changes=changes,
                 verify=list(meta.get("verify") or []), unresolved=list(meta.get("unresolved") or []),
-                summary=meta.get("summary") or "", id=plan_id)
+                summary=meta.get("summary") or "", id=plan_id, on_conflict=meta.get("on_conflict") or "refuse")
     return Stored(plan, before_h, after_h, row, d)
 
 

@@ -7,8 +7,7 @@ no restore wrote (made by hand: the operator vouches for it) or a point that can
 
 Failure behaviour: a database whose newest restore is not complete (``running``, ``failed``,
 ``dropped``) holds only part of a backup: FluxaError saying to finish that restore first
-(restore.promote.require_whole_source, the rule `restore promote` already follows). Reads the
-state store only.
+(``require_whole_source``). Reads the state store only.
 """
 
 from __future__ import annotations
@@ -18,10 +17,22 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 
 from ..backup import catalog
-from ..restore.promote import require_whole_source
+from ..errors import FluxaError
 from ..store.backup_models import RestoreRun
 
 UTC = timezone.utc
+
+
+def require_whole_source(store, from_db: str) -> None:
+    """Refuse a restored database whose newest restore did not complete: it holds part of a backup.
+    (A database no restore wrote, made by hand, is the operator's to vouch for.)"""
+    with store.session() as s:
+        newest = s.scalars(select(RestoreRun).where(RestoreRun.target_db == from_db)
+                           .order_by(RestoreRun.id.desc()).limit(1)).first()
+        if newest is not None and newest.status != "complete":
+            raise FluxaError(f"the newest restore into {from_db!r} (restore {newest.id} of backup {newest.backup_id}) "
+                             f"is {newest.status}: {from_db!r} holds only part of it",
+                             "rerun that restore (`restore run` resumes it) and promote once it is complete")
 
 
 def _parse_at(text) -> datetime | None:

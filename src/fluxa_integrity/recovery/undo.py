@@ -8,7 +8,11 @@ For each change in the apply journal (journal.py), the live document now is comp
   it; the content hash afterwards equals the one before the apply;
 - anything else: changed in live since the apply. Without ``force`` the whole undo is refused
   BEFORE any write, naming the documents; with ``force`` the newer document is first kept in the
-  journal (``superseded-*.bson``, fsynced), then replaced.
+  journal (``superseded-*.bson``, fsynced), then replaced. A plan applied in ``supersede`` mode
+  (`restore promote`) is always undone this way: newer writes are set aside, never refused.
+
+Containment: a collection read-only under another live incident (under any, when no incident
+authorises the undo) is refused before anything is written, as apply refuses it.
 
 Failure behaviour. The row goes ``-> undoing -> undone``; a server error leaves it ``undoing``,
 records the partial undo on the timeline and raises a FluxaError saying to rerun, and the rerun
@@ -27,7 +31,7 @@ from pymongo.errors import PyMongoError
 from ..errors import FluxaError
 from ..mongo.connection import first_line
 from ..store import Store
-from .apply import Progress, id_text
+from .apply import COMMANDS, Progress, check_writable, id_text
 from .journal import Journal
 from .live import collection, id_key, raw_hash, read_live
 from .lock import PlanLock
@@ -56,10 +60,14 @@ class UndoResult:
 
 
 def undo_plan(db: Database, store: Store, incidents, plan_id: str, *, incident_id: int | None = None,
-              force: bool = False, progress: Progress | None = None, actor: str | None = None) -> UndoResult:
+              force: bool = False, progress: Progress | None = None, actor: str | None = None,
+              action: str = "recipe-undo") -> UndoResult:
     """``incident_id`` authorises the undo (checked open first) and gets the timeline entry;
     without it the face has the operator's explicit confirmation, and the entry goes to the
-    incident that authorised the apply when that one still takes records."""
+    incident that authorised the apply when that one still takes records. Containment as apply:
+    a collection read-only under another live incident (any, without ``incident_id``) is refused
+    before any write. ``action`` names the timeline entry ("recipe-undo", or "undo" for
+    `restore undo`)."""
     row = get_row(store, plan_id)
     if row["database"] != db.name:
         raise FluxaError(f"recovery plan {plan_id} is for database {row['database']!r}, not {db.name!r}",
@@ -68,10 +76,10 @@ def undo_plan(db: Database, store: Store, incidents, plan_id: str, *, incident_i
         incident_id = int(incident_id)
         incidents.require_open(incident_id)
     with PlanLock(db.name):
-        return _undo_locked(db, store, incidents, plan_id, incident_id, force, progress or Progress(), actor)
+        return _undo_locked(db, store, incidents, plan_id, incident_id, force, progress or Progress(), actor, action)
 
 
-def _undo_locked(db, store, incidents, plan_id, incident_id, force, progress, actor) -> UndoResult:
+def _undo_locked(db, store, incidents, plan_id, incident_id, force, progress, actor, action) -> UndoResult:
     row = get_row(store, plan_id)
     status = row["status"]
     if status == "planned":
@@ -84,6 +92,11 @@ def _undo_locked(db, store, incidents, plan_id, incident_id, force, progress, ac
     todo: dict[str, list[int]] = {}
     for i in sorted(originals):
         todo.setdefault(plan.changes[i].collection, []).append(i)
+    check_writable(incidents, db.name, set(todo), incident_id)  # contained: refused
+    # a plan applied in supersede mode (restore promote) is undone the same way: newer writes are
+    # kept in the journal, then the pre-apply documents go back
+    force = force or plan.on_conflict == "supersede"
+    _, undo_cmd = COMMANDS.get("promote" if action == "undo" else "recipe")
     # read everything first: a refused undo writes nothing
     changed = []
     for name, idx in todo.items():
@@ -154,14 +167,17 @@ def _undo_locked(db, store, incidents, plan_id, incident_id, force, progress, ac
     except (PyMongoError, FluxaError, OSError) as exc:
         msg = exc.message if isinstance(exc, FluxaError) else first_line(exc) if isinstance(exc, PyMongoError) else str(exc)
         done = sum(c["restored"] + c["deleted"] for c in counts.values())
-        record(incidents, incident, "recipe-undo", plan_id, f"{where} interrupted after {done} writes: {msg}",
+        record(incidents, incident, action, plan_id, f"{where} interrupted after {done} writes: {msg}",
                counts, "partial" if done else "failed", actor)
         raise FluxaError(f"{where} was interrupted after {done} writes: {msg}",
-                         f"rerun `fluxa-integrity recover undo {plan_id}` to resume it (a document already put "
+                         f"rerun `fluxa-integrity {undo_cmd} {plan_id}` to resume it (a document already put "
                          "back is skipped)") from exc
-    summary = f"{where}" + (" (resumed)" if resumed else "") + f": {counts_text(counts)}"
+    superseded = sum(c["superseded"] for c in counts.values())
+    summary = (f"{where}" + (" (resumed)" if resumed else "") + f": {counts_text(counts)}"
+               + (f"; {superseded} newer live document(s) kept in the plan's journal (superseded-*.bson) "
+                  "before being put back" if superseded else ""))
     skipped = raced
-    timeline = record(incidents, incident, "recipe-undo", plan_id, summary, counts,
+    timeline = record(incidents, incident, action, plan_id, summary, counts,
                       "partial" if skipped else "applied", actor)
     if skipped:  # a document changed in the instant after the check: the undo is not finished
         merge_result(store, plan_id, "undo", {"counts": counts, "changed": len(skipped)})
