@@ -4,7 +4,8 @@ Queuing with the change means a message is never lost when a process dies betwee
 delivering after the commit means a slow or dead channel never holds or rolls back the incident.
 A delivery tries ``attempts`` times with exponential backoff; if it still fails the row stays
 pending with a ``next_attempt_at`` (later rounds double, capped at an hour) and the failure goes
-into the timeline. ``tick`` retries the due ones; ``incident notify-retry`` retries all now.
+into the timeline. ``tick`` retries the due ones (not one queued moments ago and never tried: its
+own change is delivering it); ``incident notify-retry`` retries all now.
 ``deliver`` returns counts and one ``failures`` entry per message that did not go out (channel,
 where and why: the CLI prints them, so a failed channel is never silent while the command
 itself still succeeds).
@@ -23,6 +24,9 @@ from ..store import Store
 from ..store.incident_models import Incident, Notification
 from . import timeline
 from .timeutil import iso, utc
+
+
+FRESH_GRACE = timedelta(minutes=2)
 
 
 def enqueue(s: Session, channels: list[Channel], msg: Message, at: datetime) -> list[int]:
@@ -109,4 +113,16 @@ def pending_ids(store: Store, due_at: datetime | None = None, incident_id: int |
         if incident_ids is not None:
             q = q.where(Notification.incident_id.in_(incident_ids))
         rows = s.scalars(q).all()
-        return [r.id for r in rows if due_at is None or r.next_attempt_at is None or utc(r.next_attempt_at) <= due_at]
+        return [r.id for r in rows if due_at is None or (_due(r, due_at) and not _being_delivered(r, due_at))]
+
+
+def _due(r: Notification, due_at: datetime) -> bool:
+    return r.next_attempt_at is None or utc(r.next_attempt_at) <= due_at
+
+
+def _being_delivered(r: Notification, due_at: datetime) -> bool:
+    """A message never tried and queued less than FRESH_GRACE ago is being delivered by the change
+    that queued it (after its commit): a tick retrying it then would send it twice (seen with
+    `serve`, whose incident-tick runs beside the automatic incidents). Past the grace it is a
+    message whose process died before delivering, and the tick sends it."""
+    return r.attempts == 0 and utc(r.created_at) > due_at - FRESH_GRACE
