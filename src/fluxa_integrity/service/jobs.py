@@ -6,7 +6,9 @@ show` and `jobs run-now` take), the task it runs (tasks.py), its policy cadence 
 (docs/service.md):
 
 - a check category runs its enabled rules on its cadence (S39); ``continuous`` (schema) becomes an
-  incremental run every CONTINUOUS_CHECK_EVERY until continuous validation from the oplog exists;
+  incremental run every CONTINUOUS_CHECK_EVERY, and - when any category is continuous - the
+  ``validate-oplog`` job (service/validation.py) evaluates every write as it happens (S1); the
+  incremental run stays as the net under it (writes made while no watcher ran, a trimmed oplog);
   a category without enabled rules is not scheduled;
 - ``backup.full`` / ``backup.incremental`` on their frequency; ``backup.schema`` ``on_change``
   polls the schema every ON_CHANGE_EVERY (a schema backup is written only when it changed);
@@ -74,6 +76,9 @@ def job_definitions(policy: Policy) -> list[JobDef]:
         else:
             jobs.append(JobDef(name, "check", sched.title, FREQUENCY[sched.frequency], sched.frequency,
                                {"category": category, "rules": rules, "incremental": False}))
+    if any(sched.frequency == "continuous" for sched in policy.check_schedule.values()):
+        jobs.append(JobDef("validate-oplog", "validation", "Continuous validation of every write from the oplog (S1)",
+                           None, "continuous: each write evaluated within seconds"))
     b = policy.backup
     if "full" in b and b["full"].frequency in FREQUENCY:
         jobs.append(JobDef("backup-full", "backup_full", b["full"].title, FREQUENCY[b["full"].frequency],

@@ -187,8 +187,8 @@ class Runner:
             self.active[run_id] = job.name
         t0 = time.perf_counter()
         try:
-            if job.task == "archiver":
-                result = TASKS["archiver"](self.ctx, job, once=once, ready=ready)
+            if job.task in ("archiver", "validation"):  # long-running: once through on a manual run
+                result = TASKS[job.task](self.ctx, job, once=once, ready=ready)
             else:
                 ready()
                 result = TASKS[job.task](self.ctx, job)

@@ -220,8 +220,16 @@ def monitor(ctx: TaskContext, job: JobDef) -> TaskResult:
                        "warnings": rep.warnings[:20]})
 
 
+def validation(ctx: TaskContext, job: JobDef, once: bool = False, ready: Callable[[], None] = lambda: None) -> TaskResult:
+    """Continuous validation (service/validation.py): until the service stops, or once through
+    what the oplog holds (a manual run). A gap (writes it could not see) makes the run failed."""
+    from .validation import run_task
+
+    return run_task(ctx, job, once or not job.continuous, ready)
+
+
 TASKS: dict[str, Callable[[TaskContext, JobDef], TaskResult]] = {
     "check": check, "backup_full": backup_full, "backup_incremental": backup_incremental,
     "backup_schema": backup_schema, "verify": verify, "retention": retention, "rpo": rpo, "tick": tick,
-    "archiver": archiver, "monitor": monitor,
+    "archiver": archiver, "monitor": monitor, "validation": validation,
 }
