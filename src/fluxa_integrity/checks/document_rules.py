@@ -11,7 +11,7 @@ import re
 from datetime import datetime
 from typing import Callable
 
-from ..policy.rules import FieldOrderRule, FieldRule, MigrationRule
+from ..policy.rules import FieldOrderRule, FieldRule, MigrationRule, ReferenceRule
 from .facts import to_ms
 from .formats import FORMATS
 from .values import MISSING, bson_type, get_path, type_matches
@@ -112,6 +112,31 @@ def compile_field_order_rule(rule: FieldOrderRule, collection: str) -> Check:
         return []
 
     return check
+
+
+def reference_items(rule: ReferenceRule, collection: str, doc: dict) -> tuple[list[Violation], list]:
+    """The half of a reference rule one document decides: a missing or null reference is a
+    violation by itself; the values it holds (one, or each item of an array) must exist in
+    ``rule.to``. The scan looks them up in a key set per batch, continuous validation by an
+    indexed query per value: this is the one definition both use."""
+    v = get_path(doc, rule.field)
+    if v is MISSING:
+        return ([("missing", v, f"{collection}.{rule.field} is missing")] if rule.required else []), []
+    if v is None:
+        return ([] if rule.allow_null else [("null", v, f"{collection}.{rule.field} is present but null")]), []
+    out: list[Violation] = []
+    items = []
+    for item in (v if rule.array and isinstance(v, list) else [v]):
+        if item is None:
+            if not rule.allow_null:
+                out.append(("null", item, f"{collection}.{rule.field} holds a null reference"))
+            continue
+        items.append(item)
+    return out, items
+
+
+def dangling_message(rule: ReferenceRule, collection: str) -> str:
+    return f"{collection}.{rule.field} -> {rule.to}.{rule.to_field}: no such document"
 
 
 def compile_document_rule(rule, collection: str) -> Check | None:

@@ -21,7 +21,7 @@ import numpy as np
 from ..mongo.connection import connect
 from ..policy.rules import (CopiedFieldRule, DeletionsRule, ReferenceRule, SyncRule, TimestampOrderRule,
                             UniqueRule)
-from .document_rules import compile_document_rule
+from .document_rules import compile_document_rule, dangling_message, reference_items
 from .facts import NONE, Facts, from_ms, to_ms
 from .findings import DEFAULT_SAMPLES, Findings, FindingResult
 from .keyset import KeySet
@@ -212,23 +212,13 @@ class _Scanner:
 
     def _references(self, rule: ReferenceRule, docs: list[dict]) -> None:
         coll = self.spec.collection
-        where = f"{coll}.{rule.field} -> {rule.to}.{rule.to_field}"
+        where = dangling_message(rule, coll)
         hashes, owners = [], []
         for d in docs:
-            v = get_path(d, rule.field)
-            if v is MISSING:
-                if rule.required:
-                    self._add(rule, "missing", f"{coll}.{rule.field} is missing", d, v)
-                continue
-            if v is None:
-                if not rule.allow_null:
-                    self._add(rule, "null", f"{coll}.{rule.field} is present but null", d, v)
-                continue
-            for item in (v if rule.array and isinstance(v, list) else [v]):
-                if item is None:
-                    if not rule.allow_null:
-                        self._add(rule, "null", f"{coll}.{rule.field} holds a null reference", d, item)
-                    continue
+            bad, items = reference_items(rule, coll, d)
+            for variant, value, message in bad:
+                self._add(rule, variant, message, d, value)
+            for item in items:
                 hashes.append(key_hash(item))
                 owners.append((d, item))
         if not hashes:
@@ -244,7 +234,7 @@ class _Scanner:
             if self_ref:  # maybe defined later in the same collection: decide at the end
                 self.pending.append(_Pending(rule, int(arr[i]), d.get("_id"), item, self._user(d), doc_time(d)))
             else:
-                self.findings.get(rule, "dangling", f"{where}: no such document").add(
+                self.findings.get(rule, "dangling", where).add(
                     d.get("_id"), item, self._user(d), doc_time(d))
 
     def _unique(self, rule: UniqueRule, seen: dict, docs: list[dict]) -> None:
@@ -326,8 +316,7 @@ class _Scanner:
         for p in self.pending:
             if not self.keys[p.rule.to_field].contains(np.array([p.h], dtype=np.int64))[0]:
                 self.findings.get(p.rule, "dangling",
-                                  f"{self.spec.collection}.{p.rule.field} -> {p.rule.to}.{p.rule.to_field}: no such document"
-                                  ).add(p._id, p.value, p.user, p.when)
+                                  dangling_message(p.rule, self.spec.collection)).add(p._id, p.value, p.user, p.when)
         if self.self_order is not None:
             self.self_order.finish(self.spec.collection, self.findings)
         keys = {f: ks.freeze() for f, ks in self.keys.items() if f in self.spec.export_keys}
