@@ -87,14 +87,9 @@ def job_defs(store: Store, policy: Policy, db: str | None = None, time_scale: fl
                            every, f"every {format_duration(every)} until {w.until.isoformat(timespec='seconds')} "
                            f"(incident {w.incident_id} resolved {w.resolved_at.isoformat(timespec='seconds')})",
                            {"category": "enhanced", "rules": rules, "incremental": False, "incident": w.incident_id,
-                            "collections": w.collections, "until": w.until.isoformat()}))
+                            "collections": w.collections, "until": w.until.isoformat()}, until=w.until))
     return jobs
 
 
 def is_enhanced(name: str) -> bool:
     return name.startswith(PREFIX)
-
-
-def remaining(job: JobDef, at: datetime | None = None) -> timedelta:
-    until = datetime.fromisoformat(job.params["until"])
-    return until - (at or datetime.now(UTC))

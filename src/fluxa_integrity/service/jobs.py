@@ -27,7 +27,7 @@ than between two runs, incrementals with no full backup, an RPO no backup cadenc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ..errors import FluxaError
 from ..policy.durations import format_duration, parse_duration
@@ -50,6 +50,7 @@ class JobDef:
     interval: timedelta | None  # None: continuous (runs until the service stops)
     cadence: str  # how the policy says it, for people
     params: dict = field(default_factory=dict)
+    until: datetime | None = None  # a job that ends by itself (enhanced monitoring): no occurrence after it
 
     @property
     def continuous(self) -> bool:

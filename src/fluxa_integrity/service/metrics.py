@@ -30,7 +30,7 @@ import time
 from typing import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
 from ..errors import FluxaError
@@ -60,8 +60,7 @@ class Metrics:
                                             buckets=LATENCY_BUCKETS, registry=r)
         self.auto = Counter("fluxa_auto_incidents", "Incidents opened and findings attached automatically.",
                             ["action"], registry=r)
-        self.scrape_errors = Counter("fluxa_scrape_errors", "Parts of a scrape that could not be read.", ["part"],
-                                     registry=r)
+        self.scrape_errors: dict[str, int] = {}  # part -> count; emitted after the parts, so a scrape shows its own
         self._lag: tuple[float, float | None] = (float("-inf"), None)
         self._lag_lock = threading.Lock()
         r.register(_StoreCollector(self))
@@ -149,7 +148,7 @@ class _StoreCollector:
         try:
             return fn()
         except Exception:  # noqa: BLE001 - one part unreadable: the rest of the scrape stands
-            self.m.scrape_errors.labels(name).inc()
+            self.m.scrape_errors[name] = self.m.scrape_errors.get(name, 0) + 1
             return []
 
     def collect(self):
@@ -157,6 +156,10 @@ class _StoreCollector:
         yield from self._part("incidents", self._incidents)
         yield from self._part("rpo", self._rpo)
         yield from self._part("archiver", self._archiver)
+        errors = CounterMetricFamily("fluxa_scrape_errors", "Parts of a scrape that could not be read.", labels=["part"])
+        for part, n in sorted(self.m.scrape_errors.items()):
+            errors.add_metric([part], n)
+        yield errors
 
     def _findings(self) -> list:
         from ..store.models import Finding

@@ -89,6 +89,8 @@ class Runner:
         step = self.interval(job)
         while not self.ctx.stop.is_set():
             due = clock.floor(history.now(), step)
+            if job.until is not None and due > job.until:
+                return  # the job has ended (enhanced monitoring past its period)
             with self._job_lease(job) as held:
                 if not held:
                     return

@@ -92,7 +92,8 @@ class Service:
 
     def _add_periodic(self, sched: BackgroundScheduler, job: JobDef, now) -> None:
         step = self.runner.interval(job)
-        trigger = IntervalTrigger(seconds=step.total_seconds(), start_date=clock.ANCHOR, timezone="UTC")
+        trigger = IntervalTrigger(seconds=step.total_seconds(), start_date=clock.ANCHOR, end_date=job.until,
+                                  timezone="UTC")
         extra = {"next_run_time": now} if self.runner.behind(job, now) else {}
         sched.add_job(self.runner.fire, trigger, args=[job.name], id=job.name, **extra)
 
