@@ -96,3 +96,9 @@ def test_uri_db_json_conventions(path):
     elif "--uri" in opts:
         pytest.fail(f"{path} takes --uri: list it in TOUCHES_APP_DB")
     assert path not in NO_DB or "--db" not in opts, f"{path} has --db now: drop it from NO_DB"
+
+
+@pytest.mark.parametrize("path", sorted(COMMANDS))
+def test_a_database_is_named_with_db(path):
+    opts = {o for p in COMMANDS[path].params for o in p.opts}
+    assert "--database" not in opts, f"{path}: the house option for a database is --db, not --database"

@@ -366,7 +366,7 @@ def undo(plan_id: str = PlanArg,
 
 
 @app.command("list")
-def list_plans(database: Optional[str] = typer.Option(None, "--database", help="Only plans for this application "
+def list_plans(database: Optional[str] = typer.Option(None, "--db", help="Only plans for this application "
                                                       "database."),
                limit: int = typer.Option(50, "--limit", min=1, help="How many plans, newest first."),
                json_out: bool = JsonOpt) -> None:
