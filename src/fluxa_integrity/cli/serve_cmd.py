@@ -82,6 +82,12 @@ def serve(
         if result.details.get("findings"):
             auto.poke()  # findings recorded: take them in now, not at the next poll
 
+    def validated(records) -> None:
+        metrics.observe_validation(records)
+        if auto_incidents:
+            auto.poke()  # a bad write recorded: an incident within this sweep, not the next poll
+
+    ctx.on_validation_record = validated
     service.runner.after_run += [metrics.observe_run, json_log.job_run] + ([after_run] if auto_incidents else [])
     if metrics_port is not None:
         port = metrics.serve(metrics_port, metrics_host)

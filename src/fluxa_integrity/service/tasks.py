@@ -40,6 +40,8 @@ class TaskContext:
     log: Callable[[str], None] = lambda msg: None
     slice_seconds: float = 5.0  # the archiver closes a slice this often (real seconds)
     check_workers: int = 1
+    # continuous validation calls it with each batch of recorded violations (metrics, automatic incidents)
+    on_validation_record: Callable[[list], None] | None = None
 
 
 @dataclass

@@ -460,7 +460,8 @@ def run_task(ctx, job, once: bool, ready: Callable[[], None]):
     from .tasks import TaskResult
 
     opts = WatchOptions(once=once, poll_ms=int(job.params.get("poll_ms", 100)))
-    rep = watch(ctx.uri, ctx.db, ctx.policy, ctx.store, opts, ctx.stop, ctx.log, ready)
+    rep = watch(ctx.uri, ctx.db, ctx.policy, ctx.store, opts, ctx.stop, ctx.log, ready,
+                on_record=getattr(ctx, "on_validation_record", None))
     details = {"mode": rep.mode, "entries": rep.entries, "documents": rep.documents, "violations": rep.violations,
                "opened": rep.opened, "reopened": rep.reopened, "last": ts_text(rep.last), "gaps": rep.gaps,
                "check_run_id": rep.run_id, "latency": rep.latency_summary()}
