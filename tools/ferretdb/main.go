@@ -237,7 +237,7 @@ func recreateOplog(ctx context.Context, local *mongo.Database) error {
 
 const guardsCollection = "fluxa_oplog_guards"
 
-// trimToGuards deletes the oplog entries older than the oldest fresh guard and reports whether
+// trimToGuards deletes the oplog entries before the oldest fresh guard and reports whether
 // guards hold the oplog (then the cap is not applied). The delete goes to SQLite directly: a
 // `delete` command on local.oplog.rs would itself be written to the oplog, one entry per entry
 // deleted. FerretDB stores ts as a JSON number, (seconds << 32) | increment. Guards holding more
@@ -271,12 +271,21 @@ func trimToGuards(ctx context.Context, guards *mongo.Collection, db *sql.DB, g g
 	if err != nil || table == "" {
 		return table == "" && err == nil, "", err
 	}
-	q := fmt.Sprintf(`DELETE FROM %q WHERE json_extract(_ferretdb_sjson, '$.ts') < ?`, table)
+	// Everything inserted before the first entry at or past the floor. By record order, not by ts:
+	// concurrent writers can insert an entry after one with a higher ts, and a tailable cursor
+	// resumes from the last record it returned - which must still be there.
+	q := fmt.Sprintf(`DELETE FROM %[1]q WHERE _ferretdb_record_id < (SELECT min(_ferretdb_record_id) FROM %[1]q `+
+		`WHERE json_extract(_ferretdb_sjson, '$.ts') >= ?)`, table)
 	res, err := db.ExecContext(ctx, q, floor)
 	if err != nil {
 		return false, "", err
 	}
 	deleted, _ := res.RowsAffected()
+	if deleted > 0 { // give the pages back, as compact does: a scan then reads fewer of them
+		if _, err = db.ExecContext(ctx, `PRAGMA incremental_vacuum`); err != nil {
+			return false, "", err
+		}
+	}
 	var n int64
 	if err = db.QueryRowContext(ctx, fmt.Sprintf(`SELECT count(*) FROM %q`, table)).Scan(&n); err != nil {
 		return false, "", err
