@@ -308,7 +308,9 @@ class Drill:
         inc.set_status(self.res.incident_id, "recovering", note="recovery plan approved (drill)", actor=ACTOR)
         try:
             engine = importlib.import_module("fluxa_integrity.recovery.engine")
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != "fluxa_integrity.recovery.engine":
+                raise  # the engine is there but something it imports is not: a failure, with its message
             engine = None
         from ..recovery import registry
         from ..recovery.model import RecipeContext
