@@ -92,3 +92,14 @@ def restore(client, record: dict) -> dict:
                          "server accepts it") from exc
     return {"user": user, "db": user_db, "restored": record.get("revoked") or [],
             "removed": record.get("granted") or []}
+
+
+def revoke_exactly(client, record: dict) -> None:
+    """The inverse of ``restore``: the user back to its contained roles (a failed lift's rollback)."""
+    user, user_db = record["user"], record["db"]
+    try:
+        _change(client, "grantRolesToUser", user, user_db, list(record.get("granted") or []))
+        _change(client, "revokeRolesFromUser", user, user_db, list(record.get("revoked") or []))
+    except PyMongoError as exc:
+        raise FluxaError(f"could not revoke the write roles of {user}@{user_db} again: {first_line(exc)}",
+                         "the tool's user needs the userAdmin role on that database") from exc

@@ -24,7 +24,8 @@ collection when it names none, on its database (every database when it names non
 Failure behaviour: one transaction per contain or lift. The incident is changed and flushed, the
 roles are changed, then the flags document is written from the flushed state, then the state
 commits. A refused role change or flags write raises FluxaError and nothing is recorded (a role
-change already made is undone first). The only gap is a state commit that fails after the flags
+change already made is undone first: a failed contain gives the revoked roles back, a failed lift
+revokes the roles it gave back, so the application stays contained as the record says). The only gap is a state commit that fails after the flags
 write: the flags run ahead of the record until the next contain, lift or ``sync_flags`` (which
 rewrites the document from the record). Closing an incident whose containment is enforced is
 refused until it is lifted, so a closed incident never leaves the application read-only.
@@ -190,10 +191,16 @@ def apply_lift(s: Session, inc: Incident, db, read_only: bool, features: list[st
                          "lifting it needs that server", f"`fluxa-integrity incident lift {inc.id} --uri ... --db ...`")
     database = _database(inc, db)
     data: dict = {"database": database}
+    given_back = None
     if (read_only or everything) and current_ro:
         record = state.get("app_user")
         if record:
-            data["app_user"] = app_roles.restore(db.client, record)
+            try:
+                data["app_user"] = app_roles.restore(db.client, record)
+            except FluxaError as exc:
+                _revoke_again(db.client, record, exc)  # a half-done restore must not leave the app writing
+                raise
+            given_back = record
             data["user_management"] = "restored"
             state.pop("app_user")
         data["read_only_lifted"] = current_ro
@@ -206,11 +213,29 @@ def apply_lift(s: Session, inc: Incident, db, read_only: bool, features: list[st
     inc.containment = state
     data["still_contained"] = {"read_only_collections": read_only_of(inc), "paused_features": inc.paused_features}
     if db is not None:
-        write_flags(s, db.client, database, at)
+        try:
+            write_flags(s, db.client, database, at)
+        except FluxaError as exc:
+            if given_back is not None:  # as contain does: the roles go back to what the record says
+                _revoke_again(db.client, given_back, exc)
+            raise
         data["flags"] = f"{FLAGS_DB}.{FLAGS_COLLECTION}"
     else:
         data["flags"] = "not written: no application server named"
     return data
+
+
+def _revoke_again(client, record: dict, cause: FluxaError) -> None:
+    """Undo a (possibly partial) ``app_roles.restore`` of ``record``: the user goes back to the
+    contained roles the incident still records. If even that fails the app user may write while
+    the record says read-only: say so, with what to do."""
+    try:
+        app_roles.revoke_exactly(client, record)
+    except FluxaError as again:
+        raise FluxaError(f"{cause.message}; the write roles of {record['user']}@{record['db']} were given back and "
+                         f"could not be revoked again ({again.message}): the application may write while the "
+                         "incident still records it read-only",
+                         "fix the server's refusal and rerun `incident lift` (or revoke the roles by hand)") from again
 
 
 def _database(inc: Incident, db) -> str | None:
