@@ -9,13 +9,20 @@ recipes (correct-by-policy S27, migrate S30) allow themselves.
   digits are dropped), and, for ``convert`` steps only, the reverse directions that cannot lose
   information (number -> string, a whole double -> int, 24-hex string -> ObjectId, "true"/"false"
   -> bool). Anything else is ``NO_VALUE``: a guess is never a correction.
+  "Lossless" is checked, not assumed: an integer must fit BSON's int64 (a bigger one cannot be
+  stored at all), and a string becomes a double only when the double is finite and reads back as
+  the same decimal number (``"1e400"`` would be infinity, ``"12345678901234567890123"`` a double
+  that lost digits: both stay ``NO_VALUE``, so the caller falls back to history, default or
+  unresolved).
 Pure functions, no I/O.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
 
 from bson import Int64, ObjectId
 
@@ -74,9 +81,21 @@ def _int_for(n: int, types: list[str]):
     small = -(2**31) <= n < 2**31
     if ("int" in types or "number" in types) and small:
         return n
-    if "long" in types or "number" in types:
+    if ("long" in types or "number" in types) and -(2**63) <= n < 2**63:  # BSON has no wider integer
         return Int64(n)
     return NO_VALUE
+
+
+def _float_of(s: str):
+    """``float(s)`` when it is finite and denotes the same decimal number as ``s``, else NO_VALUE."""
+    f = float(s)
+    if not math.isfinite(f):
+        return NO_VALUE
+    try:
+        same = Decimal(repr(f)) == Decimal(s)
+    except InvalidOperation:
+        return NO_VALUE
+    return f if same else NO_VALUE
 
 
 def coerce(value, types: list[str] | None, *, widen: bool = False):
@@ -92,7 +111,9 @@ def coerce(value, types: list[str] | None, *, widen: bool = False):
             if "double" in types and abs(int(s)) < 2**53:
                 return float(int(s))
         if _FLOAT.fullmatch(s) and ("double" in types or "number" in types):
-            return float(s)
+            out = _float_of(s)
+            if out is not NO_VALUE:
+                return out
         if "date" in types and _DATE.fullmatch(s):
             try:
                 return _ms(datetime.fromisoformat(s.replace("Z", "+00:00")))
