@@ -20,12 +20,14 @@ from fluxa_integrity.backup.archiver import ArchiveOptions, archive_oplog
 from fluxa_integrity.backup.files import _HashingSink, iter_raw_documents
 from fluxa_integrity.backup.slices import SliceWriter
 from fluxa_integrity.errors import FluxaError
+from fluxa_integrity.mongo.oplog_guard import GUARD_NS
 from fluxa_integrity.store import open_store
 from test_archiver import ONCE, server, wait_for_line  # noqa: F401 (server is a fixture)
 
 
 def live_ts(client) -> list:
-    return [e["ts"] for e in client.local["oplog.rs"].find({}, {"ts": 1})]
+    # the archiver's oplog guard notes (mongo/oplog_guard.py) are not archived
+    return [e["ts"] for e in client.local["oplog.rs"].find({"ns": {"$ne": GUARD_NS}}, {"ts": 1})]
 
 
 def archived_ts(store) -> list:
@@ -217,7 +219,8 @@ def test_changing_backup_repo_reports_the_gap_at_once(server, tmp_path, cli, flu
     # backup_repo changes again while the oplog rolled past repo2's last entry
     last2 = ac.last_ts(ac.last_archived(store, tmp_path / "repo2"))
     client.app.c.insert_many([{"_id": i} for i in range(20, 30)])
-    client.local["oplog.rs"].delete_many({"o._id": {"$lt": 25}})
+    # a roll-over takes the archivers' guard notes with it
+    client.local["oplog.rs"].delete_many({"$or": [{"o._id": {"$lt": 25}}, {"ns": GUARD_NS}]})
     oldest = live_ts(client)[0]
     fluxa_home.mkdir(parents=True, exist_ok=True)
     (fluxa_home / "config.yaml").write_text(f"backup_repo: {tmp_path / 'repo3'}\n")

@@ -15,6 +15,7 @@ import pytest
 from fluxa_integrity.backup import archive_catalog as ac
 from fluxa_integrity.backup.archiver import ArchiveOptions, archive_oplog
 from fluxa_integrity.backup.files import iter_raw_documents
+from fluxa_integrity.mongo.oplog_guard import GUARD_NS
 from fluxa_integrity.store import open_store
 
 ONCE = ArchiveOptions(once=True, poll_ms=200)
@@ -51,7 +52,8 @@ def test_once_twice_appends_without_duplicates(server, tmp_path):
     assert second.entries == 60
     rows = ac.slices(store)
     assert len(rows) == 2 and ac.prev_ts(rows[1]) == ac.last_ts(rows[0])  # chained, no overlap
-    live = [e["ts"] for e in client.local["oplog.rs"].find({}, {"ts": 1})]
+    # the archiver's oplog guard notes (mongo/oplog_guard.py) are not archived
+    live = [e["ts"] for e in client.local["oplog.rs"].find({"ns": {"$ne": GUARD_NS}}, {"ts": 1})]
     assert archived_ts(store) == live  # every entry exactly once, in order
     windows, gaps = ac.coverage(store)
     assert len(windows) == 1 and windows[0].entries == 110 and gaps == []
@@ -76,7 +78,8 @@ def test_oplog_rolled_past_the_archive_is_a_recorded_gap(server, tmp_path, cli):
     client.local["oplog.rs"].delete_many({"o._id": {"$lt": 30}})
     rep = archive_oplog(uri, store, tmp_path / "repo", ONCE)
     assert len(rep.gaps) == 1 and "rolled past" in rep.gaps[0]["reason"]
-    assert rep.entries == client.local["oplog.rs"].count_documents({})  # what is left (FerretDB logs the deletes too)
+    # what is left (FerretDB logs the deletes too), but the guard notes
+    assert rep.entries == client.local["oplog.rs"].count_documents({"ns": {"$ne": GUARD_NS}})
     windows, gaps = ac.coverage(store)
     assert len(windows) == 2 and len(gaps) == 1 and "rolled past" in gaps[0]["reason"]
     out = cli("backup", "oplog-status", "--repo", str(tmp_path / "repo"), "--json")

@@ -164,7 +164,9 @@ def test_guards_keep_what_the_archive_lacks_and_oplog_status_sees_a_gap_at_once(
     from fluxa_integrity.store import open_store
 
     server = DevServer(tmp_path / "guard-devdb")
-    status = server.start(port=free_port(), oplog_entries=200, oplog_trim_s=3600, progress=lambda msg: None)
+    # the cheap-tail setting: what every reader has read is trimmed down to 5 entries
+    status = server.start(port=free_port(), oplog_entries=200, oplog_trim_s=3600, oplog_keep=5,
+                          progress=lambda msg: None)
     repo = tmp_path / "repo"
     try:
         c = pymongo.MongoClient(status.uri)
@@ -185,20 +187,45 @@ def test_guards_keep_what_the_archive_lacks_and_oplog_status_sees_a_gap_at_once(
         second = archive_oplog(status.uri, open_store(), repo, ArchiveOptions(once=True, slice_seconds=0.1))
         assert not second.gaps and second.entries == 1000  # every write, no gap, no duplicate
         _trim_and_wait(server, r"guards hold the oplog from")
-        # archived entries go at once: the live oplog keeps the last archived entry and guard notes
-        assert oplog.count_documents({"ns": "app.t"}) == 1
-        assert oplog.find_one({"ns": "app.t"})["ts"] == second.last
+        # archived entries go at once: the live oplog keeps the last archived entry and the newest 5
+        assert oplog.count_documents({}) <= 5
+        assert oplog.find_one({"ns": "app.t", "ts": second.last}) is not None
 
         # the archiver stops for good: its guard lapses (here: stale by an hour) and the cap applies
         c.local[GUARDS].update_many({"_id": {"$ne": "__settings__"}},
                                     {"$set": {"at": datetime.now(timezone.utc) - timedelta(hours=1)}})
         c.app.t.insert_many([{"_id": i} for i in range(1050, 1450)])
         _trim_and_wait(server, r"no guard holds the oplog")
+        assert oplog.count_documents({}) == 200  # the cap
         r = cli("backup", "oplog-status", "--uri", status.uri, "--json")
         assert r.code == 1, r.stdout + r.stderr
         live = [g for g in r.json()["gaps"] if g.get("live")]
         assert len(live) == 1 and live[0]["after"] == f"{second.last.time}:{second.last.inc}"
         r = cli("backup", "oplog-status", "--uri", status.uri)
         assert r.code == 1 and "no longer reaches back to the archive" in r.stdout + r.stderr
+    finally:
+        server.stop()
+
+
+@needs_own_server
+def test_by_default_guards_only_extend_the_oplog(tmp_path, ferretdb_binary):
+    """Without -oplog-keep the cap still says how much stays once every reader has read it: guards
+    keep more (the unread entries), never less."""
+    from fluxa_integrity.mongo.oplog_guard import OplogGuard
+
+    server = DevServer(tmp_path / "keep-devdb")
+    status = server.start(port=free_port(), oplog_entries=100, oplog_trim_s=3600, progress=lambda msg: None)
+    try:
+        c = pymongo.MongoClient(status.uri)
+        oplog = c.local["oplog.rs"]
+        c.app.t.insert_many([{"_id": i} for i in range(300)])
+        guard = OplogGuard(c, "reader")
+        guard.hold(oplog.find_one({"ns": "app.t", "o._id": 50})["ts"], force=True)
+        _trim_and_wait(server, r"guards hold the oplog from")
+        assert oplog.find_one({"ns": "app.t", "o._id": 49}) is None  # read by every reader and past the cap
+        assert oplog.count_documents({"ns": "app.t"}) == 250  # unread: kept beyond the cap of 100
+        guard.hold(oplog.find_one({"ns": "app.t", "o._id": 299})["ts"], force=True)
+        _trim_and_wait(server, r"guards hold the oplog from")
+        assert oplog.count_documents({}) == 100  # all read: the cap's worth stays
     finally:
         server.stop()

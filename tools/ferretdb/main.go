@@ -40,6 +40,7 @@ func main() {
 	// local.fluxa_oplog_guards: while one is fresh, the trim keeps every entry from the oldest
 	// guard on and drops the rest, whatever the cap (docs/local-server.md).
 	guardTTL := flag.Duration("oplog-guard-ttl", 2*time.Minute, "a guard not refreshed for this long no longer holds the oplog")
+	keep := flag.Int64("oplog-keep", 0, "entries kept once every guard has passed them (0: the oplog's own max; a few thousand keep tails cheap)")
 	guardMax := flag.Int64("oplog-guard-max", 100_000, "guards hold at most this many entries; past it the cap applies (the archive records a gap)")
 	debugAddr := flag.String("debug-addr", "", "serve Go's /debug/pprof on this address (diagnosing hangs)")
 	flag.Parse()
@@ -77,7 +78,7 @@ func main() {
 	}()
 	fmt.Printf("ready %s\n", f.MongoDBURI())
 	if *capEvery > 0 {
-		g := guardSettings{ttl: *guardTTL, max: *guardMax, sqlite: "file:" + *dataDir + "/local.sqlite?_pragma=busy_timeout(10000)"}
+		g := guardSettings{ttl: *guardTTL, max: *guardMax, keep: *keep, sqlite: "file:" + *dataDir + "/local.sqlite?_pragma=busy_timeout(10000)"}
 		go trimOplog(ctx, f.MongoDBURI(), *capEvery, trimNow, g)
 	}
 	<-done
@@ -100,6 +101,7 @@ func level(s string) slog.Level {
 type guardSettings struct {
 	ttl    time.Duration
 	max    int64
+	keep   int64
 	sqlite string
 }
 
@@ -191,19 +193,28 @@ func oplogTable(ctx context.Context, db *sql.DB) (string, error) {
 	return table, err
 }
 
-// trimToCap deletes all but the newest `max` entries (the capped collection's own limit).
-func trimToCap(ctx context.Context, local *mongo.Database, db *sql.DB) (int64, error) {
+// capMax is local.oplog.rs's `max` option (0: none, or no oplog).
+func capMax(ctx context.Context, local *mongo.Database) int64 {
 	specs, err := local.ListCollectionSpecifications(ctx, bson.D{{Key: "name", Value: "oplog.rs"}})
 	if err != nil || len(specs) == 0 {
-		return 0, err
+		return 0
 	}
 	v, err := specs[0].Options.LookupErr("max")
 	if err != nil {
-		return 0, nil // no entry cap: compact applies the size cap
+		return 0
 	}
 	max, ok := v.AsInt64OK()
-	if !ok || max <= 0 {
-		return 0, nil
+	if !ok {
+		return 0
+	}
+	return max
+}
+
+// trimToCap deletes all but the newest `max` entries (the capped collection's own limit).
+func trimToCap(ctx context.Context, local *mongo.Database, db *sql.DB) (int64, error) {
+	max := capMax(ctx, local)
+	if max <= 0 {
+		return 0, nil // no entry cap: compact applies the size cap
 	}
 	table, err := oplogTable(ctx, db)
 	if err != nil || table == "" {
@@ -271,12 +282,17 @@ func trimToGuards(ctx context.Context, guards *mongo.Collection, db *sql.DB, g g
 	if err != nil || table == "" {
 		return table == "" && err == nil, "", err
 	}
-	// Everything inserted before the first entry at or past the floor. By record order, not by ts:
-	// concurrent writers can insert an entry after one with a higher ts, and a tailable cursor
-	// resumes from the last record it returned - which must still be there.
+	// Everything inserted before the first entry at or past the floor, except the newest `keep`.
+	// By record order, not by ts: concurrent writers can insert an entry after one with a higher
+	// ts, and a tailable cursor resumes from the last record it returned - which must still be there.
+	keep := g.keep
+	if keep <= 0 {
+		keep = capMax(ctx, guards.Database())
+	}
 	q := fmt.Sprintf(`DELETE FROM %[1]q WHERE _ferretdb_record_id < (SELECT min(_ferretdb_record_id) FROM %[1]q `+
-		`WHERE json_extract(_ferretdb_sjson, '$.ts') >= ?)`, table)
-	res, err := db.ExecContext(ctx, q, floor)
+		`WHERE json_extract(_ferretdb_sjson, '$.ts') >= ?1) AND _ferretdb_record_id <= coalesce((SELECT _ferretdb_record_id `+
+		`FROM %[1]q ORDER BY _ferretdb_record_id DESC LIMIT 1 OFFSET ?2), -1)`, table)
+	res, err := db.ExecContext(ctx, q, floor, keep)
 	if err != nil {
 		return false, "", err
 	}

@@ -212,11 +212,14 @@ def _archive(uri: str, store: Store, repo: Path, opts: ArchiveOptions, stop: thr
     cursor = _Cursor(client, opts)
     guard: OplogGuard | None = None
 
+    start: Timestamp | None = None  # a new archive (or one after a gap): where it began reading
+
     def hold(force: bool = False) -> None:
-        """The dev server keeps every entry from the last cataloged one on (throttled writes)."""
+        """The dev server keeps every entry from the last cataloged one on (throttled writes); an
+        archive with none cataloged yet holds from where it began reading."""
         if guard is not None:
             try:
-                guard.hold(prev, force=force)
+                guard.hold(prev if prev is not None else (writer.first if writer is not None else start), force=force)
             except PyMongoError as exc:  # the cap applies meanwhile; retried at the next poll
                 log(f"oplog guard not written: {first_line(exc)}")
 
@@ -225,6 +228,9 @@ def _archive(uri: str, store: Store, repo: Path, opts: ArchiveOptions, stop: thr
             raise FluxaError("the server has no local.oplog.rs to archive",
                              "run a replica set (MongoDB) or the dev server (it creates a capped oplog)")
         guard = OplogGuard(client, f"archiver:{repo}")
+        if prev is None and guard.enabled:  # nothing cataloged to hold from: the oldest entry, before reading
+            oldest = next(iter(client.local["oplog.rs"].find({}, {"ts": 1}).limit(1)), None)
+            start = oldest["ts"] if oldest is not None else None
         hold(force=True)
         t = time.monotonic()
         batch, check_first = cursor.open(last), last is not None

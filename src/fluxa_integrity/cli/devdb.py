@@ -20,10 +20,14 @@ def start(
     oplog_entries: int = typer.Option(DEFAULT_OPLOG_ENTRIES, "--oplog-entries", min=100,
                                       help="Entry cap of local.oplog.rs when it is created: every tail poll "
                                            "re-reads the whole oplog on FerretDB, so a longer one slows the archiver."),
+    oplog_keep: int = typer.Option(0, "--oplog-keep", min=0,
+                                   help="Entries kept once the archiver and continuous validation have read them "
+                                        "(0: as many as the entry cap); a few thousand keep every tail poll cheap."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Build the server if needed, start it in the background, wait for ping, print the URI."""
-    status = DevServer.default().start(port=port, oplog_mb=oplog_mb, oplog_entries=oplog_entries, progress=lambda m: console.print(m))
+    status = DevServer.default().start(port=port, oplog_mb=oplog_mb, oplog_entries=oplog_entries,
+                                        oplog_keep=oplog_keep or None, progress=lambda m: console.print(m))
     if json_out:
         emit_json(status.as_dict())
     else:

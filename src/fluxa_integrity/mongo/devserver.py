@@ -187,7 +187,8 @@ class DevServer:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, port: int | None = None, oplog_mb: int = DEFAULT_OPLOG_MB,
               oplog_entries: int = DEFAULT_OPLOG_ENTRIES, oplog_trim_s: float = 1.0, progress=print,
-              oplog_guard_ttl_s: float | None = None, oplog_guard_max: int | None = None) -> Status:
+              oplog_guard_ttl_s: float | None = None, oplog_guard_max: int | None = None,
+              oplog_keep: int | None = None) -> Status:
         current = self.status()
         if current.running:
             if port and port != current.port:
@@ -211,6 +212,7 @@ class DevServer:
             # readers' guards hold the oplog (mongo/oplog_guard.py); defaults in tools/ferretdb/main.go
             + (["-oplog-guard-ttl", f"{oplog_guard_ttl_s}s"] if oplog_guard_ttl_s is not None else [])
             + (["-oplog-guard-max", str(oplog_guard_max)] if oplog_guard_max is not None else [])
+            + (["-oplog-keep", str(oplog_keep)] if oplog_keep is not None else [])
             # diagnosing a hang: goroutine dumps at http://<addr>/debug/pprof/goroutine?debug=1
             + (["-debug-addr", os.environ["FLUXA_DEVDB_DEBUG_ADDR"]] if os.environ.get("FLUXA_DEVDB_DEBUG_ADDR") else []),
             stdout=log,
