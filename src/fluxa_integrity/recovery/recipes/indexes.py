@@ -21,20 +21,37 @@ replaced, already, conflicts). Both are idempotent: an index already as planned 
 so a rerun completes. A live index that is neither what was planned against nor the target (a
 person changed it since the plan) is a conflict: left alone and counted.
 
+The index journal: apply writes one record per DDL it is about to perform to
+``<plan dir>/index-journal.bson`` (BSON records ``{i, collection, action: create|replace, name,
+key, options, dropped}`` - ``dropped`` the live definition a replace drops), appended, fsynced
+with its directory BEFORE the drop or create. Undo acts on that journal only: an index the apply
+counted "already" (a person recreated it before the apply) is not in it and is never dropped; a
+record whose DDL never ran (killed between the journal and the server) finds nothing to drop. A
+record cut short by a kill is the last one and is ignored (its DDL did not start).
+
+A unique index over duplicate values cannot be built: the plan counts duplicates (honouring the
+index's partial filter and sparseness) and leaves such an index out of the plan, in
+``unresolved``, so a replace never drops the old index for a create that will fail. Should a
+create fail anyway (the data changed since the plan), apply stops with a message that says what
+was dropped and that ``recover undo`` puts it back (a rerun would fail the same way).
+
 ``validate`` (``--validate``, default on) runs per collection when the capability probe (one
-``validate`` on the first collection) finds the command; FerretDB 1.24 has none, which the plan
-says. A collection ``validate`` finds invalid cannot be repaired here (storage repair is the
-server's ``repairDatabase``/resync, not a client's job): it goes to ``unresolved`` with the way
-out (restore the collection from a backup with the restore-and-promote recipe). ``verify`` names
-the corruption rules of the collections whose indexes change. Reads only while planning.
+``validate`` on the first collection) finds the command; FerretDB 1.24 and MongoDB both have it
+(a server without it is said in the summary). A collection ``validate`` finds invalid cannot be
+repaired here (storage repair is the server's ``repairDatabase``/resync, not a client's job): it
+goes to ``unresolved`` with the way out (restore the collection from a backup with the
+restore-and-promote recipe). ``verify`` names the corruption rules of the collections whose
+indexes change. Reads only while planning.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from bson.son import SON
-from pymongo.errors import OperationFailure
+import bson
+from bson.errors import InvalidBSON
+from pymongo.errors import OperationFailure, PyMongoError
 
 from ...backup.catalog import list_backups
 from ...backup.manifest import read_manifest
@@ -42,7 +59,9 @@ from ...backup.repository import backup_dir
 from ...errors import FluxaError
 from ...policy.rules import CorruptionRule
 from ...restore.executor import load_metadata
+from ...mongo.connection import first_line
 from ..model import Param, Plan, RecipeContext, RecipeSpec, register
+from ..plans_store import fsync_dir, plan_dir as default_plan_dir
 
 NAME = "indexes"
 SOURCES = ("auto", "policy", "backup")
@@ -129,6 +148,19 @@ def expected_indexes(ctx: RecipeContext, collections: list[str], source: str) ->
     return out, where[source]
 
 
+def _duplicates(db, coll: str, want: dict) -> tuple[int, list]:
+    """(how many key values more than one document shares, up to 3 of them) for a unique index."""
+    match: dict = dict(want["options"].get("partialFilterExpression") or {})
+    if want["options"].get("sparse"):
+        match = {"$and": [match, {"$or": [{k: {"$exists": True}} for k, _ in want["key"]]}]} if match else \
+            {"$or": [{k: {"$exists": True}} for k, _ in want["key"]]}
+    pipeline = ([{"$match": match}] if match else []) + [
+        {"$group": {"_id": {f"k{n}": f"${k}" for n, (k, _) in enumerate(want["key"])}, "n": {"$sum": 1}}},
+        {"$match": {"n": {"$gt": 1}}}]
+    dups = list(db[coll].aggregate(pipeline))
+    return len(dups), [list(d["_id"].values()) for d in dups[:3]]
+
+
 def _validate(db, collections: list[str]) -> tuple[list[str], str | None]:
     """(unresolved lines, a note when the server has no validate)."""
     lines: list[str] = []
@@ -172,6 +204,14 @@ def build(ctx: RecipeContext, collection: list[str] | None = None, source: str =
                 continue
             named = next((ix for ix in live if ix["name"] == want["name"]), None)
             action = "replace" if named is not None else "create"
+            if want["options"].get("unique"):
+                n, some = _duplicates(ctx.db, coll, want)
+                if n:
+                    unresolved.append(f"{coll}: unique index {want['name']} {want['key']} cannot be built: {n} value(s) "
+                                      f"held by more than one document (e.g. {', '.join(map(repr, some))}); not "
+                                      f"planned{' (the live index of that name is kept)' if named else ''} - resolve "
+                                      "the duplicates, then plan again")
+                    continue
             changes.append({"collection": coll, "action": action, "name": want["name"], "key": want["key"],
                             "options": want["options"], "live": named,
                             "reason": f"{'differs from' if named else 'missing, expected by'} {want['from']}"})
@@ -197,10 +237,53 @@ def _index_args(c: dict) -> tuple[list[tuple], dict]:
     return [(k, v) for k, v in c["key"]], {"name": c["name"], **c["options"]}
 
 
+JOURNAL_FILE = "index-journal.bson"
+
+
+def _journal_path(plan: Plan, plan_dir) -> Path:
+    return Path(plan_dir if plan_dir is not None else default_plan_dir(plan.id)) / JOURNAL_FILE
+
+
+def _journal(path: Path, record: dict) -> None:
+    """Append one record, on disk (file and directory fsynced) before the DDL it announces."""
+    new = not path.exists()
+    with open(path, "ab") as f:
+        f.write(bson.encode(record))
+        f.flush()
+        os.fsync(f.fileno())
+    if new:
+        fsync_dir(path.parent)
+
+
+def journaled(path: Path) -> dict[int, dict]:
+    """Index change position -> what the apply did to it: the first record, with the definition a
+    replace dropped (a rerun after a failed create journals the same change as a create)."""
+    out: dict[int, dict] = {}
+    if not path.exists():
+        return out
+    data = path.read_bytes()
+    pos = 0
+    while pos + 4 <= len(data):
+        size = int.from_bytes(data[pos:pos + 4], "little")
+        if size < 5 or pos + size > len(data):
+            break  # cut short by a kill: its DDL never started
+        try:
+            rec = bson.decode(data[pos:pos + size])
+        except InvalidBSON:
+            break
+        pos += size
+        first = out.setdefault(rec["i"], rec)
+        if first.get("dropped") is None and rec.get("dropped") is not None:
+            first["dropped"] = rec["dropped"]
+    return out
+
+
 def apply_index_changes(db, plan: Plan, plan_dir=None) -> dict:
-    """Create (or drop and create) each planned index; idempotent. {"<coll> (indexes)": counts}."""
+    """Create (or drop and create) each planned index, journaled first; idempotent.
+    {"<coll> (indexes)": counts}."""
+    path = _journal_path(plan, plan_dir)
     counts: dict[str, dict] = {}
-    for c in plan.params.get("index_changes") or []:
+    for i, c in enumerate(plan.params.get("index_changes") or []):
         n = counts.setdefault(f"{c['collection']} (indexes)", {"created": 0, "replaced": 0, "already": 0,
                                                                 "conflicts": 0})
         live = live_indexes(db, c["collection"])
@@ -212,31 +295,48 @@ def apply_index_changes(db, plan: Plan, plan_dir=None) -> dict:
         if named is not None and not (c["live"] is not None and _same(named, c["live"])):
             n["conflicts"] += 1  # changed by someone since the plan: left alone
             continue
+        _journal(path, {"i": i, "collection": c["collection"], "action": "replace" if named else "create",
+                        "name": c["name"], "key": c["key"], "options": c["options"], "dropped": named})
         if named is not None:
             db[c["collection"]].drop_index(c["name"])
         key, opts = _index_args(c)
-        db[c["collection"]].create_index(key, **opts)
+        try:
+            db[c["collection"]].create_index(key, **opts)
+        except PyMongoError as exc:
+            dropped = (f"; the index it replaces ({c['name']} {named['key']}) was dropped" if named is not None else "")
+            raise FluxaError(f"creating index {c['name']} {c['key']} on {c['collection']} failed: {first_line(exc)}"
+                             f"{dropped}. A rerun fails the same way until the data allows the index: put back what "
+                             f"this plan changed with `fluxa-integrity recover undo {plan.id}`",
+                             f"`fluxa-integrity recover undo {plan.id} --yes`") from exc
         n["replaced" if named is not None else "created"] += 1
     return counts
 
 
 def undo_index_changes(db, plan: Plan, plan_dir=None) -> dict:
-    """Drop each index the plan created; put a replaced one back as it was. Idempotent."""
+    """Undo exactly the DDL the apply journaled: drop an index it created, put back one it
+    replaced. An index the apply found already there is not touched. Idempotent."""
+    changes = plan.params.get("index_changes") or []
     counts: dict[str, dict] = {}
-    for c in plan.params.get("index_changes") or []:
-        n = counts.setdefault(f"{c['collection']} (indexes)", {"dropped": 0, "put back": 0, "already": 0})
-        live = live_indexes(db, c["collection"])
-        mine = next((ix for ix in live if ix["name"] == c["name"] and _same(ix, {"key": c["key"], "options": c["options"]})),
-                    None)
-        if mine is not None:
-            db[c["collection"]].drop_index(c["name"])
+    for i, rec in sorted(journaled(_journal_path(plan, plan_dir)).items(), reverse=True):
+        c = changes[i] if i < len(changes) else rec
+        coll = c["collection"]
+        n = counts.setdefault(f"{coll} (indexes)", {"dropped": 0, "put back": 0, "already": 0, "conflicts": 0})
+        target = {"key": c["key"], "options": c["options"]}
+        live = live_indexes(db, coll)
+        named = next((ix for ix in live if ix["name"] == c["name"]), None)
+        if named is not None and not _same(named, target) and not (rec.get("dropped") and _same(named, rec["dropped"])):
+            n["conflicts"] += 1  # someone changed it since the apply: left alone
+            continue
+        mine = named is not None and _same(named, target)
+        if mine:
+            db[coll].drop_index(c["name"])
             n["dropped"] += 1
-        old = c.get("live")
-        if old is not None and not any(_same(ix, old) for ix in live_indexes(db, c["collection"])):
+        old = rec.get("dropped")
+        if old is not None and not any(_same(ix, old) for ix in live_indexes(db, coll)):
             key, opts = _index_args(old)
-            db[c["collection"]].create_index(key, **opts)
+            db[coll].create_index(key, **opts)
             n["put back"] += 1
-        elif mine is None:
+        elif not mine:
             n["already"] += 1
     return counts
 
