@@ -53,6 +53,9 @@ class PassSpec:
     max_samples: int = DEFAULT_SAMPLES
     keep_ids: bool = False
     batch_size: int = 2000
+    # where the documents come from instead of the server (checks/sources.py: a backup file's
+    # segment); anything with ``batches(size)`` yielding lists of documents decoded as the cursor would
+    source: object | None = None
 
 
 @dataclass
@@ -80,6 +83,14 @@ class _Pending:
 
 def run_pass(spec: PassSpec, progress: Progress | None = None) -> PassResult:
     began = time.perf_counter()
+    return scan(spec, progress).finish(time.perf_counter() - began)
+
+
+def scan(spec: PassSpec, progress: Progress | None = None) -> "_Scanner":
+    """Every document of the pass evaluated; the scanner is returned unfinished, so that
+    checks/partitions.py can merge the scanners of several partitions before finishing."""
+    if spec.source is not None:
+        return _consume(spec, spec.source.batches(spec.batch_size), progress)
     client = connect(spec.uri)
     try:
         db = client[spec.source_db or spec.db]
@@ -90,14 +101,18 @@ def run_pass(spec: PassSpec, progress: Progress | None = None) -> PassResult:
             wm_field, wm_value = spec.changed_since
             flt[wm_field] = {"$gt": wm_value}
         cursor = db[spec.collection].find(flt, batch_size=spec.batch_size)
-        scanner = _Scanner(spec)
-        for batch in _prefetched(cursor, spec.batch_size):
-            scanner.batch(batch)
-            if progress:
-                progress(spec.collection, len(batch))
-        return scanner.finish(time.perf_counter() - began)
+        return _consume(spec, _prefetched(cursor, spec.batch_size), progress)
     finally:
         client.close()
+
+
+def _consume(spec: PassSpec, batches, progress: Progress | None) -> "_Scanner":
+    scanner = _Scanner(spec)
+    for batch in batches:
+        scanner.batch(batch)
+        if progress:
+            progress(spec.collection, len(batch))
+    return scanner
 
 
 def _prefetched(cursor, size: int):
