@@ -27,8 +27,8 @@ from fluxa_integrity.containment_reader import FLAGS_COLLECTION, FLAGS_DB, Conta
 from fluxa_integrity.errors import FluxaError
 from fluxa_integrity.incidents.api import Incidents
 from fluxa_integrity.policy import default_policy
-from fluxa_integrity.restore.authority import Authority
-from fluxa_integrity.restore.promote import apply_promotion, plan_promotion
+from fluxa_integrity.recovery.engine import list_plans
+from fluxa_integrity.restore.promote import promote
 from fluxa_integrity.store import open_store
 
 from waiting import StderrWatch, wait_until
@@ -182,13 +182,12 @@ def test_tool_writers_refuse_contained_collections_except_under_the_containing_i
     source = client[db.name + "_restored"]
     try:
         source.messages.insert_one({"_id": "m1", "text": "restored"})
-        plan = plan_promotion(db, source, ["messages"], None)
-        for authority in (Authority.operator(api), Authority.for_incident(api, other)):
+        for authority in (None, other):  # --yes, or another incident
             with pytest.raises(FluxaError, match=f"incident {iid}"):
-                apply_promotion(api.store, db, source, plan, authority)
-        assert db.messages.count_documents({}) == 0
-        done = apply_promotion(api.store, db, source, plan, Authority.for_incident(api, iid))
-        assert done["written"]["messages"]["inserted"] == 1
+                promote(api.store, api, db, source.name, ["messages"], None, default_policy(), incident_id=authority)
+        assert db.messages.count_documents({}) == 0 and list_plans(api.store) == []  # not even a plan made
+        done = promote(api.store, api, db, source.name, ["messages"], None, default_policy(), incident_id=iid)
+        assert done.counts["messages"]["written"] == 1 and done.status == "applied"
         api.lift(iid, db)
         api.check_writable(db.name, ["messages"], other)  # lifted: writable for everyone
     finally:

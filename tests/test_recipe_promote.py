@@ -152,8 +152,11 @@ def test_a_live_document_changed_after_the_plan_is_a_conflict_until_forced(resto
     assert content_hash(db.users.find_one({"_id": uid})) == pre[m.USERS][uid]
 
 
-def test_restore_promote_recommends_the_equivalent_recipe_plan(mongo_uri, restored, cli):
-    import shlex
+def test_restore_promote_is_this_recipe_applied_in_supersede_mode(mongo_uri, restored, cli, fluxa_home):
+    """`restore promote` is one user of the engine: its dry run plans what `recover plan
+    restore-and-promote` plans, and --apply makes and applies that plan (supersede mode), whose id
+    is the promotion id, shown and verified by `recover` like any plan."""
+    import json
 
     db, copy, store, pre, truth = restored
     ids = '[{"$oid": "%s"}]' % truth["corrupt-preferences"].ids[0]
@@ -161,15 +164,25 @@ def test_restore_promote_recommends_the_equivalent_recipe_plan(mongo_uri, restor
         dry = cli("restore", "promote", "--from-db", copy.name, "--collections", "users,messages", *extra,
                   "--db", db.name, "--uri", mongo_uri, "--json")
         assert dry.code == 0, dry.stderr
-        out = dry.json()
-        cmd = shlex.split(out["recommended"])
-        assert cmd[:4] == ["fluxa-integrity", "recover", "plan", "restore-and-promote"]
-        plan = cli(*cmd[1:], "--uri", mongo_uri, "--json")  # exactly what a responder would paste
+        plan = cli("recover", "plan", "restore-and-promote", "--source-db", copy.name, "--collections",
+                   "users,messages", *extra, "--db", db.name, "--uri", mongo_uri, "--json")
         assert plan.code == 0, plan.stderr
         counts = plan.json()["counts"]
-        for name, c in out["collections"].items():  # the same documents, the same kinds of change
+        for name, c in dry.json()["collections"].items():  # the same documents, the same kinds of change
             assert counts.get(name, {}).get("replace", 0) == c["overwrite"]
             assert counts.get(name, {}).get("insert", 0) == c["insert"]
-    human = cli("restore", "promote", "--from-db", copy.name, "--collections", "users", "--db", db.name,
-                "--uri", mongo_uri)
-    assert "recommended: the same change as a recovery plan" in " ".join(human.stderr.split())
+        assert set(counts) == set(dry.json()["collections"])
+    iid = Incidents(store, default_policy()).open("Messages deleted, preferences corrupted",
+                                                  collections=[m.USERS, m.MESSAGES])["id"]
+    app = cli("restore", "promote", "--from-db", copy.name, "--collections", ",".join(COLLS), "--db", db.name,
+              "--incident", str(iid), "--apply", "--uri", mongo_uri, "--json")
+    assert app.code == 0, app.stderr
+    pid = app.json()["promotion_id"]
+    assert {n: _hashes(db[n]) for n in COLLS} == pre  # every document equals the pre-fault copy
+    meta = json.loads((fluxa_home / "plans" / pid / "plan.json").read_text())
+    assert (meta["recipe"], meta["on_conflict"]) == ("restore-and-promote", "supersede")
+    show = cli("recover", "show", pid, "--uri", mongo_uri, "--json")
+    assert show.code == 0 and show.json()["plan"]["status"] == "applied", show.stdout
+    assert show.json()["plan"]["incident_id"] == iid
+    ver = cli("recover", "verify", pid, "--uri", mongo_uri, "--json")
+    assert ver.code == 0 and ver.json()["closed"] is True, ver.stdout

@@ -296,3 +296,23 @@ def test_apply_respects_containment_by_another_incident(db, store, ctx, incident
     assert hashes(db) == before and engine.list_plans(store)[0]["status"] == "planned"
     res = engine.apply_plan(db, store, incidents, plan.id, holder)  # the containing incident recovers
     assert res.status == "applied"
+
+
+def test_undo_respects_containment_by_another_incident(db, store, ctx, incidents):
+    """`recover undo` checks containment as apply does: refused before any write under another
+    incident or the operator's --yes (no incident), allowed under the containing incident."""
+    seed(db)
+    original = hashes(db)
+    plan = engine.make_plan(ctx, RECIPE, {"collection": "items"})
+    holder = incidents.open("Items corrupted", collections=["analytics"])["id"]
+    engine.apply_plan(db, store, incidents, plan.id, holder)
+    applied = hashes(db)
+    incidents.contain(holder, db, read_only=True, collections=["items"])
+    other = incidents.open("Another problem", collections=["analytics"])["id"]
+    for iid in (other, None):
+        with pytest.raises(FluxaError, match="read-only") as e:
+            engine.undo_plan(db, store, incidents, plan.id, incident_id=iid)
+        assert f"--incident {holder}" in e.value.hint
+    assert hashes(db) == applied and engine.list_plans(store)[0]["status"] == "applied"
+    und = engine.undo_plan(db, store, incidents, plan.id, incident_id=holder)  # the containing incident
+    assert und.finished and hashes(db) == original

@@ -87,6 +87,7 @@ def test_filter_operators():
 
 def test_diff_promote_and_undo_restore_exact_state(mongo_uri, client, db, backed_up, target, cli):
     from fluxa_integrity.incidents.api import Incidents
+    from fluxa_integrity.recovery import engine
 
     incidents = Incidents.from_environment()
     inc = incidents.open("users overwritten by a bad deploy", collections=["users"])["id"]
@@ -115,7 +116,9 @@ def test_diff_promote_and_undo_restore_exact_state(mongo_uri, client, db, backed
     dry = cli("restore", "promote", "--from-db", target, "--collections", "users", "--db", db.name, "--uri", mongo_uri, "--json")
     assert dry.code == 0 and dry.json()["dry_run"] is True
     c = dry.json()["collections"]["users"]
-    assert (c["overwrite"], c["insert"]) == (2, 1) and c["sample_diffs"][0]["fields"]["name"][1] != "changed"
+    assert (c["overwrite"], c["insert"]) == (2, 1)
+    [sample] = [x for x in c["sample_diffs"] if x["_id"] == {"$oid": str(users[0]["_id"])}]
+    assert sample["fields"]["name"] == ["changed", users[0]["name"]]  # live -> the backup's
     assert hashes(db) == before  # a dry run writes nothing
     human = cli("restore", "promote", "--from-db", target, "--collections", "users", "--db", db.name, "--uri", mongo_uri)
     assert human.code == 0, human.stderr
@@ -130,7 +133,8 @@ def test_diff_promote_and_undo_restore_exact_state(mongo_uri, client, db, backed
               "--incident", str(inc), "--apply", "--uri", mongo_uri, "--json")
     assert app.code == 0, app.stderr
     pid = app.json()["promotion_id"]
-    assert app.json()["counts"]["users"] == {"overwritten": 1, "inserted": 1}
+    assert app.json()["planned"]["users"] == {"replace": 1, "insert": 1}
+    assert app.json()["counts"]["users"] == {"written": 2, "already": 0, "conflicts": 0, "forced": 0, "superseded": 0}
     assert db.users.find_one({"_id": users[0]["_id"]}) == client[target].users.find_one({"_id": users[0]["_id"]})
     assert db.users.find_one({"_id": users[2]["_id"]}) is not None
     assert db.users.find_one({"_id": users[1]["_id"]})["name"] == "changed too"  # not selected: untouched
@@ -151,8 +155,12 @@ def test_diff_promote_and_undo_restore_exact_state(mongo_uri, client, db, backed
     assert [(a["action"], a["status"]) for a in actions] == [("restore", "applied"), ("promote", "applied"),
                                                              ("undo", "applied")]
     assert actions[0]["counts"]["users"]["inserted"] == client[target].users.count_documents({})
-    assert actions[1]["ref"] == pid and actions[1]["counts"]["users"] == {"replaced": 1, "inserted": 1, "deleted": 0}
-    assert actions[2]["counts"]["users"] == {"replaced": 1, "inserted": 0, "deleted": 1}
+    assert actions[1]["ref"] == pid and actions[1]["counts"]["users"]["written"] == 2
+    assert actions[2]["ref"] == pid
+    assert actions[2]["counts"]["users"] == {"restored": 1, "deleted": 1, "already": 0, "superseded": 0}
+    # the promotion is a recovery plan like any other: listed, with its journal
+    [row] = [r for r in engine.list_plans(open_store()) if r["id"] == pid]
+    assert (row["recipe"], row["status"], row["incident_id"]) == ("restore-and-promote", "undone", inc)
 
 
 def test_verify_records_verdict_and_rto(mongo_uri, client, db, backed_up, cli):

@@ -21,8 +21,8 @@ from fluxa_integrity.cli.render import literal as readable
 from fluxa_integrity.incidents.api import Incidents
 from fluxa_integrity.policy import default_policy
 from fluxa_integrity.restore.verification import verify_backup
+from fluxa_integrity.recovery.plans_store import get_row, list_rows
 from fluxa_integrity.store import open_store
-from fluxa_integrity.store.backup_models import Promotion
 
 # Documents to promote. FerretDB 1.24 scans the collection for every replace by _id, so 400 are
 # seconds of writes; the test freezes the command (SIGSTOP) before killing the server anyway.
@@ -61,8 +61,7 @@ def _kill_server_under(proc: subprocess.Popen, server, still_midway) -> dict:
 
 
 def _status(pid: str) -> str:
-    with open_store().session() as s:
-        return s.get(Promotion, pid).status
+    return get_row(open_store(), pid)["status"]
 
 
 def test_server_killed_mid_promotion_and_mid_undo_then_reruns_complete(private_server, fluxa_home, cli):
@@ -87,16 +86,16 @@ def test_server_killed_mid_promotion_and_mid_undo_then_reruns_complete(private_s
     _wait_for(lambda: restored() > 0, proc, "the promotion started writing")
     err = _kill_server_under(proc, private_server, lambda: restored() < N - GONE)
     assert "interrupted" in err["error"] and "rerun the same command to resume" in err["hint"]
-    with open_store().session() as s:
-        pid = s.query(Promotion).one().id
-    assert _status(pid) == "failed"
+    [row] = list_rows(open_store())  # the promotion is a recovery plan
+    pid = row["id"]
+    assert row["recipe"] == "restore-and-promote" and _status(pid) == "failed"
 
     # 2. the server is back: the same command resumes THAT promotion and finishes it exactly
     uri = private_server.start(progress=lambda m: None).uri
     watch = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
     again = cli(*promote[:promote.index("--uri") + 1], uri, *promote[promote.index("--uri") + 2:])
     assert again.code == 0, again.stderr
-    assert again.json()["promotion_id"] == pid and again.json()["resumed"] is True
+    assert again.json()["promotion_id"] == pid and again.json()["resumed"] is True and again.json()["status"] == "applied"
     assert hashes(watch.app) == expected  # every document promoted once: nothing lost, no duplicates
     assert _status(pid) == "applied"
 
@@ -120,10 +119,15 @@ def test_server_killed_mid_promotion_and_mid_undo_then_reruns_complete(private_s
     rows = [e["data"] for e in incidents.timeline(inc) if e["kind"] == "recovery_action"]
     assert [(r["action"], r["status"]) for r in rows] == [("promote", "partial"), ("promote", "applied"),
                                                           ("undo", "partial"), ("undo", "applied")]
-    assert 0 < rows[0]["counts"]["users"]["replaced"] < N - GONE
-    assert rows[1]["counts"]["users"] == {"replaced": N - GONE, "inserted": GONE, "deleted": 0}
-    assert rows[2]["counts"]["users"]["deleted"] == GONE  # undo deletes the inserted documents first
-    assert rows[3]["counts"]["users"] == {"replaced": N - GONE, "inserted": 0, "deleted": 0}  # what the rerun did
+    assert all(r["ref"] == pid for r in rows)
+    first, rerun = rows[0]["counts"]["users"], rows[1]["counts"]["users"]
+    assert 0 < first["written"] < N
+    # the rerun writes exactly what the first run had not: every document once
+    assert rerun["written"] + rerun["already"] == N and rerun["already"] >= first["written"]
+    assert rerun["conflicts"] == 0 and rerun["superseded"] == 0
+    assert 0 < rows[2]["counts"]["users"]["restored"] + rows[2]["counts"]["users"]["deleted"] < N
+    undone = rows[3]["counts"]["users"]  # the rerun put back the rest; the first run's are already back
+    assert undone["restored"] + undone["deleted"] + undone["already"] == N
 
 
 @pytest.fixture()
@@ -233,43 +237,71 @@ def test_readable_values():
     assert readable("z" * 500, limit=10) == "\"" + "z" * 8 + "…"
 
 
-def test_one_unfinished_promotion_per_database_and_the_selection_it_resumes(client, db):
+def test_one_unfinished_promotion_per_database_and_the_selection_it_resumes(client, db, monkeypatch):
+    from pymongo.collection import Collection
+    from pymongo.errors import AutoReconnect
+
     from fluxa_integrity.errors import FluxaError
-    from fluxa_integrity.restore.authority import Authority
-    from fluxa_integrity.restore.promote import apply_promotion, plan_promotion, resumable_promotion
+    from fluxa_integrity.restore.promote import promote, resumable_promotion
 
     source = client[f"{db.name}_src"]
+    policy = default_policy()
     try:
         source.users.insert_many([{"_id": i, "name": f"user {i}"} for i in range(6)])
         source.notes.insert_one({"_id": 1, "text": "kept"})
         db.users.insert_many([{"_id": i, "name": "tampered"} for i in range(6)])
         db.notes.insert_one({"_id": 1, "text": "tampered"})
-        store, ok = open_store(), Authority.operator()
-        plan = plan_promotion(db, source, ["users"], [1, 2])
-        gone = source.users.find_one({"_id": 2})
-        source.users.delete_one({"_id": 2})  # the promotion of [1, 2] fails on 2
-        with pytest.raises(FluxaError, match="no longer holds"):
-            apply_promotion(store, db, source, plan, ok, [1, 2])
-        with open_store().session() as s:
-            pid = s.query(Promotion).one().id
+        store = open_store()
+        incidents = Incidents(store, policy)
+        real = Collection.replace_one
+
+        def down(self, *a, **k):
+            raise AutoReconnect("connection closed")
+
+        monkeypatch.setattr(Collection, "replace_one", down)  # the promotion of [1, 2] fails
+        with pytest.raises(FluxaError, match="interrupted"):
+            promote(store, incidents, db, source.name, ["users"], [1, 2], policy)
+        monkeypatch.setattr(Collection, "replace_one", real)
+        [row] = list_rows(store)
+        pid = row["id"]
         assert _status(pid) == "failed"
         # any other selection into this database is refused, naming the unfinished one and how to finish it
         for names, ids in ((["users"], [3]), (["users"], None), (["notes"], [1]), (["users", "notes"], [1, 2])):
             with pytest.raises(FluxaError, match=f"promotion {pid} into '{db.name}' is unfinished \\(failed\\)") as e:
-                apply_promotion(store, db, source, plan_promotion(db, source, names, ids), ok, ids)
+                promote(store, incidents, db, source.name, names, ids, policy)
             assert f"restore undo {pid}" in e.value.hint and "--ids ..." in e.value.hint
         assert db.users.find_one({"_id": 3})["name"] == "tampered" and db.notes.find_one({"_id": 1})["text"] == "tampered"
+        assert len(list_rows(store)) == 1  # no plan was made for them
         # another live database is not blocked
         assert resumable_promotion(store, f"{db.name}_other", source.name, ["users"], [3]) is None
         # the same collections and --ids (Extended JSON, compared canonically) resume it
-        source.users.insert_one(gone)
         assert resumable_promotion(store, db.name, source.name, ["users"], [1, 2]) == pid
-        res = apply_promotion(store, db, source, plan_promotion(db, source, ["users"], [1, 2]), ok, [1, 2])
-        assert res["promotion_id"] == pid and res["resumed"] is True and _status(pid) == "applied"
+        res = promote(store, incidents, db, source.name, ["users"], [1, 2], policy)
+        assert res.plan_id == pid and res.resumed is True and _status(pid) == "applied"
         assert [d["name"] for d in db.users.find({"_id": {"$in": [1, 2, 3]}}).sort("_id", 1)] == \
             ["user 1", "user 2", "tampered"]
         # finished: a new promotion with another selection goes ahead
-        res = apply_promotion(store, db, source, plan_promotion(db, source, ["notes"], [1]), ok, [1])
-        assert res["promotion_id"] != pid and res["resumed"] is False
+        res = promote(store, incidents, db, source.name, ["notes"], [1], policy)
+        assert res.plan_id != pid and res.resumed is False
     finally:
         client.drop_database(source.name)
+
+
+def test_a_promotion_made_by_an_earlier_version_is_named_not_undone(db, cli, mongo_uri, fluxa_home):
+    """Old promotions (a ``promotions`` row, an undo store under $FLUXA_HOME/undo/<id>) are not
+    read by this version: undo names the store and how to put it back; an unfinished one still
+    blocks a new promotion into its database."""
+    from fluxa_integrity.errors import FluxaError
+    from fluxa_integrity.restore.promote import promote
+    from fluxa_integrity.store.backup_models import Promotion
+
+    store = open_store()
+    with store.session() as s:
+        s.add(Promotion(id="20260101T000000Z-abcdef", from_db="x_restored", live_db=db.name, collections=["users"],
+                        authorized_by="operator confirmation (--yes)", status="failed",
+                        undo_dir=str(fluxa_home / "undo" / "20260101T000000Z-abcdef"), created_at=EPOCH, counts={}))
+    r = cli("restore", "undo", "20260101T000000Z-abcdef", "--yes", "--uri", mongo_uri, "--json")
+    assert r.code == 2 and "made by an earlier version" in r.json()["error"], r.stdout
+    assert "users.overwritten.bson" not in r.json()["hint"] and "<coll>.overwritten.bson" in r.json()["hint"]
+    with pytest.raises(FluxaError, match="made by an earlier version, is unfinished \\(failed\\)"):
+        promote(store, Incidents(store, default_policy()), db, "x_restored", ["users"], None, default_policy())

@@ -11,29 +11,21 @@ from rich.table import Table
 
 from ..errors import FluxaError
 from ..mongo.connection import connect
-from ..restore.authority import Authority
+from ..restore.authority import Authority, parse_incident_id
 from ..store import open_store
 from .common import EXIT_PROBLEMS, PolicyOpt, csv_list, incidents_api, policy_from
 from .common import DbOpt, JsonOpt, UriOpt, console, emit_json, target_option_values
 from .progress_bars import BarSink, bars
-from .render import field_changes, literal as readable
+from .recover_cmd import show_dry_run
+from .render import literal as readable
 
 IncidentOpt = typer.Option(None, "--incident", help="Open incident this is done for: checked before anything is "
                            "written, and the action goes on its timeline.")
 
 
-def authority_from(incident: Optional[str], yes: bool = False) -> Authority:
-    """The incident (checked open now, before any write) or the operator's --yes."""
-    if incident is not None:
-        return Authority.for_incident(incidents_api(), incident)
-    return Authority.operator(incidents_api()) if yes else Authority.none()  # --yes honours containment too
-
-
-def _superseded_line(res: dict) -> None:
-    """Newer live documents the promotion or undo replaced: where their copies are."""
-    for name, n in (res.get("superseded") or {}).items():
-        console.print(f"[yellow]{n} newer live document(s) of {name}[/] were replaced; their copies are in "
-                      f"{res['undo_dir']}/{name}.superseded.bson", highlight=False)
+def authority_from(incident: Optional[str]) -> Authority:
+    """The incident (checked open now, before any write); none for a restore into a separate database."""
+    return Authority.for_incident(incidents_api(), incident) if incident is not None else Authority.none()
 
 
 def _timeline_line(timeline: dict | None) -> None:
@@ -157,6 +149,38 @@ def diff(restore: Optional[str] = typer.Option(None, "--restore", help="Restore 
         raise typer.Exit(EXIT_PROBLEMS)
 
 
+def _parse_ids(ids: Optional[str]) -> Optional[list]:
+    if not ids:
+        return None
+    try:
+        id_list = json_util.loads(ids)
+    except ValueError as exc:
+        raise FluxaError(f"--ids is not valid Extended JSON: {exc}", 'e.g. --ids \'[{"$oid": "..."}]\'') from exc
+    if not isinstance(id_list, list):
+        raise FluxaError("--ids must be a JSON array", 'e.g. --ids \'[{"$oid": "..."}]\'')
+    return id_list
+
+
+def _superseded_line(counts: dict, journal: str) -> None:
+    """Newer live documents the promotion or undo replaced: where their copies are."""
+    for name, c in counts.items():
+        if c.get("superseded"):
+            console.print(f"[yellow]{c['superseded']} newer live document(s) of {name}[/] were replaced; their copies "
+                          f"are in {journal}/superseded-*.bson", highlight=False)
+
+
+def _dry_collections(dry) -> dict:
+    """Per collection: what the promotion would write, and a few documents field by field."""
+    out = {}
+    for name, per in dry.counts.items():
+        st = dry.states.get(name, {})
+        out[name] = {"overwrite": per.get("replace", 0), "insert": per.get("insert", 0), "to_write": st.get("todo", 0),
+                     "already": st.get("done", 0), "changed_since_plan": st.get("conflict", 0),
+                     "sample_diffs": [{"_id": x["id"], "fields": x["fields"]} for x in dry.samples
+                                      if x["collection"] == name]}
+    return out
+
+
 @app.command()
 def promote(from_db: str = typer.Option(..., "--from-db", help="The restored database to bring data back from."),
             collections: str = typer.Option(..., "--collections", help="Comma-separated collections."),
@@ -165,74 +189,71 @@ def promote(from_db: str = typer.Option(..., "--from-db", help="The restored dat
                                                    "checked first, and the promotion goes on its timeline."),
             yes: bool = typer.Option(False, "--yes", help="Explicit operator confirmation instead of an incident."),
             apply: bool = typer.Option(False, "--apply", help="Write. Without it: a dry run (counts, sample diffs)."),
+            samples: int = typer.Option(3, "--samples", min=0, help="How many documents to show per collection and "
+                                        "change kind in the dry run."),
+            policy: Optional[Path] = PolicyOpt,
             uri: Optional[str] = UriOpt, db: Optional[str] = DbOpt, json_out: bool = JsonOpt) -> None:
-    """Bring collections or documents back to the live database; every overwritten document is saved first.
-    If a promotion was interrupted, rerunning the same command resumes it."""
-    from ..restore.promote import apply_promotion, plan_promotion, resumable_promotion, summarize
+    """Bring collections or documents back to the live database: a restore-and-promote recovery plan,
+    applied with every overwritten document journaled first and newer live writes set aside, never
+    lost. If a promotion was interrupted, rerunning the same command resumes it."""
+    from ..recovery.plans_store import get_row
+    from ..restore.promote import preview, promote as run_promotion
     from ..restore.server_errors import server_errors
 
     target = target_option_values(uri, db)
     if from_db == target.db:
         raise FluxaError("--from-db is the live database", "promote from the database `restore run --to-db` made")
-    id_list = None
-    if ids:
-        try:
-            id_list = json_util.loads(ids)
-        except ValueError as exc:
-            raise FluxaError(f"--ids is not valid Extended JSON: {exc}", 'e.g. --ids \'[{"$oid": "..."}]\'') from exc
-        if not isinstance(id_list, list):
-            raise FluxaError("--ids must be a JSON array", 'e.g. --ids \'[{"$oid": "..."}]\'')
+    id_list = _parse_ids(ids)
     if apply and not (incident or yes):
         raise FluxaError("a promotion writes to the live database: tie it to an incident or confirm it",
                          "add --incident ID (preferred) or --yes")
-    authority = authority_from(incident, yes)  # an unknown or closed incident stops here, before any write
+    incidents = incidents_api()
+    iid = parse_incident_id(incident) if incident is not None else None
+    if iid is not None:
+        incidents.require_open(iid)  # an unknown or closed incident stops here, before anything else
     store = open_store()
-    client = connect(target.uri)
+    live = connect(target.uri)[target.db]
     names = csv_list(collections)
+    pol = policy_from(policy)
+    if not apply:
+        with server_errors(f"planning the promotion from {from_db!r} into {target.db!r} failed",
+                           "nothing was written; check the server and rerun"):
+            dry, resumes = preview(store, live, from_db, names, id_list, pol, samples)
+        if json_out:
+            emit_json({"dry_run": True, "live_db": target.db, "from_db": from_db, "resumes": resumes,
+                       "collections": _dry_collections(dry), "summary": dry.summary, "unresolved": dry.unresolved})
+            return
+        show_dry_run(dry, None, next_step=False)
+        if resumes:
+            console.print(f"--apply finishes the interrupted promotion {resumes} (its saved plan)", highlight=False)
+        console.print("dry run: nothing written; add --apply (with --incident ID or --yes) to write", highlight=False)
+        return
+    actor = f"incident:{iid}" if iid is not None else "operator confirmation (--yes)"
     with server_errors(f"planning the promotion from {from_db!r} into {target.db!r} failed",
                        "nothing was written; check the server and rerun"):
-        have = set(client[from_db].list_collection_names())
-        missing = [n for n in names if n not in have]
-        if missing:
-            raise FluxaError(f"{from_db!r} has no collection {', '.join(missing)}",
-                             f"it has: {', '.join(sorted(have)) or '(none)'}")
-        plan = plan_promotion(client[target.db], client[from_db], names, id_list)
-    out = {"dry_run": not apply, "live_db": target.db, "from_db": from_db, "collections": summarize(plan),
-           "recommended": _as_recipe(from_db, names, ids, target.db)}
-    if apply:
-        out.update(apply_promotion(store, client[target.db], client[from_db], plan, authority, id_list))
-    else:
-        out["resumes"] = resumable_promotion(store, target.db, from_db, names, id_list)
+        with bars(json_out) as progress:
+            res = run_promotion(store, incidents, live, from_db, names, id_list, pol, incident_id=iid, actor=actor,
+                                progress=BarSink(progress))
+    row = get_row(store, res.plan_id)
+    superseded = {n: c["superseded"] for n, c in res.counts.items() if c.get("superseded")}
+    out = {"dry_run": False, "live_db": target.db, "from_db": from_db, "promotion_id": res.plan_id,
+           **res.as_dict(), "planned": row["counts"], "summary": row["summary"], "superseded": superseded}
     if json_out:
         emit_json(out)
-        return
-    for n, c in out["collections"].items():
-        console.print(f"{n}: {c['overwrite']} to overwrite, {c['insert']} to insert, {c['unchanged']} unchanged",
-                      highlight=False)
-        for d in c["sample_diffs"]:
-            console.print(f"  _id {readable(d['_id'])}:", highlight=False, markup=False)
-            for line in field_changes(d["fields"]):
-                console.print(f"    {line}", highlight=False, markup=False)
-    if apply:
-        console.print(f"[green]promotion {out['promotion_id']} applied[/]" + (" (resumed)" if out["resumed"] else "")
-                      + f"; undo with `fluxa-integrity restore undo {out['promotion_id']}`", highlight=False)
-        _superseded_line(out)
-        _timeline_line(out.get("timeline"))
     else:
-        if out["resumes"]:
-            console.print(f"--apply finishes the interrupted promotion {out['resumes']}", highlight=False)
-        console.print("dry run: nothing written; add --apply (with --incident ID or --yes) to write", highlight=False)
-    console.print("recommended: the same change as a recovery plan (conflicts refused unless forced by id, "
-                  f"verified by the checks, undone exactly): {out['recommended']}", highlight=False, markup=False)
-
-
-def _as_recipe(from_db: str, collections: list[str], ids: Optional[str], live_db: str) -> str:
-    """The `recover plan restore-and-promote` command that plans this promotion (docs/recovery.md)."""
-    import shlex
-
-    parts = ["fluxa-integrity", "recover", "plan", "restore-and-promote", "--source-db", from_db,
-             "--collections", ",".join(collections)] + (["--ids", ids] if ids else []) + ["--db", live_db]
-    return " ".join(shlex.quote(p) for p in parts)
+        console.print(f"plan {res.plan_id}: {row['summary']}", highlight=False, markup=False)
+        for name, c in res.counts.items():
+            console.print(f"{name}: {c['written']} written, {c['already']} already done, "
+                          f"{c.get('superseded', 0)} newer live documents superseded"
+                          + (f", {c['conflicts']} changed while being written (rerun to finish)" if c["conflicts"] else ""),
+                          highlight=False)
+        console.print(f"[green]promotion {res.plan_id} applied[/]" + (" (resumed)" if res.resumed else "")
+                      + f"; undo with `fluxa-integrity restore undo {res.plan_id}`, verify with "
+                      f"`recover verify {res.plan_id}`", highlight=False)
+        _superseded_line(res.counts, res.journal)
+        _timeline_line(res.timeline)
+    if res.conflicts:
+        raise typer.Exit(EXIT_PROBLEMS)
 
 
 @app.command()
@@ -240,20 +261,31 @@ def undo(promotion_id: str = typer.Argument(..., help="Promotion id (printed by 
          incident: Optional[str] = IncidentOpt,
          yes: bool = typer.Option(False, "--yes", help="Explicit operator confirmation instead of an incident."),
          uri: Optional[str] = UriOpt, json_out: bool = JsonOpt) -> None:
-    """Put back exactly what a promotion overwrote, and remove what it inserted. If an undo was
-    interrupted, rerunning it resumes it."""
+    """Put back exactly what a promotion wrote (the documents journaled before it wrote them), keeping
+    newer live writes in the journal first. If an undo was interrupted, rerunning it resumes it."""
     from ..restore.promote import undo_promotion
 
     if not (incident or yes):
         raise FluxaError("an undo writes to the live database: tie it to an incident or confirm it",
                          "add --incident ID (preferred) or --yes")
-    authority = authority_from(incident, yes)  # an unknown or closed incident stops here, before any write
+    incidents = incidents_api()
+    iid = parse_incident_id(incident) if incident is not None else None
+    if iid is not None:
+        incidents.require_open(iid)  # an unknown or closed incident stops here, before any write
     target = target_option_values(uri, None)
-    res = undo_promotion(open_store(), connect(target.uri), promotion_id, authority)
+    by = f"incident:{iid}" if iid is not None else "operator confirmation (--yes)"
+    with bars(json_out) as progress:
+        res = undo_promotion(open_store(), incidents, connect(target.uri), promotion_id, incident_id=iid, actor=by,
+                             progress=BarSink(progress))
     if json_out:
-        emit_json(res)
+        emit_json({"promotion_id": promotion_id, **res.as_dict(), "undone_by": by})
     else:
         console.print(f"[green]promotion {promotion_id} undone[/]: " + "; ".join(
-            f"{n}: {c['restored']} put back, {c['deleted']} deleted" for n, c in res["counts"].items()), highlight=False)
-        _superseded_line(res)
-        _timeline_line(res.get("timeline"))
+            f"{n}: {c['restored']} put back, {c['deleted']} deleted, {c['already']} already as before"
+            for n, c in res.counts.items()), highlight=False)
+        _superseded_line(res.counts, res.journal)
+        _timeline_line(res.timeline)
+    if not res.finished:
+        console.print(f"[yellow]not finished[/]: {len(res.changed)} document(s) changed while the undo ran; rerun "
+                      "to finish", highlight=False)
+        raise typer.Exit(EXIT_PROBLEMS)

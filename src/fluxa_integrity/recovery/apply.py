@@ -160,6 +160,7 @@ def _apply_locked(db, store, incidents, plan_id, incident_id, actor, force, batc
     counts = {name: dict.fromkeys(kinds, 0) for name in groups}
     conflicts: list[dict] = []
     where = f"{plan.recipe} plan {plan_id} in {plan.database}"
+    inflight = None  # the batch being written: (collection, kinds by _id, _ids written so far)
     try:
         for name, idx in groups.items():
             coll = collection(db, name)
@@ -197,7 +198,9 @@ def _apply_locked(db, store, incidents, plan_id, incident_id, actor, force, batc
                     raw = RawBSONDocument(bson.encode(ch.after, codec_options=CODEC))
                     # absent now (an insert, or a forced write over a deleted document): insert
                     (ins if live.get(id_key(ch.id)) is None else rep).append((ch.id, raw))
-                missed = {id_key(m) for m in write_batch(coll, ins, rep, dels)}
+                inflight = (name, kind, [])
+                missed = {id_key(m) for m in write_batch(coll, ins, rep, dels, inflight[2])}
+                inflight = None
                 for key, (i, k) in kind.items():
                     ch = plan.changes[i]
                     if key in missed:  # changed in live between the batch read and the write
@@ -214,12 +217,15 @@ def _apply_locked(db, store, incidents, plan_id, incident_id, actor, force, batc
     except (PyMongoError, FluxaError, OSError) as exc:
         msg = exc.message if isinstance(exc, FluxaError) else first_line(exc) if isinstance(exc, PyMongoError) else str(exc)
         set_status(store, plan_id, "failed", ("applying",), error=msg)
+        if inflight is not None:  # what the interrupted batch wrote before the error counts too
+            for _id in inflight[2]:
+                counts[inflight[0]][inflight[1][id_key(_id)][1]] += 1
         done = sum(c["written"] + c["forced"] + c.get("superseded", 0) for c in counts.values())
         record(incidents, incident_id, action, plan_id, f"{where} interrupted after {done} writes: {msg}",
                counts, "partial" if done else "failed", actor)
         again, undo = COMMANDS.get(action, COMMANDS["recipe"])
         raise FluxaError(f"applying {where} was interrupted after {done} writes: {msg}",
-                         f"rerun the same command (`{again}`) to resume it (nothing is written twice), or put "
+                         f"rerun the same command to resume it (`{again}`; nothing is written twice), or put "
                          f"back what it wrote with `fluxa-integrity {undo} {plan_id}`") from exc
     outcome = "partial" if conflicts else "applied"
     superseded = sum(c.get("superseded", 0) for c in counts.values())

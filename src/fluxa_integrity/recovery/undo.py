@@ -120,6 +120,7 @@ def _undo_locked(db, store, incidents, plan_id, incident_id, force, progress, ac
     kept = Journal(stored.dir, "superseded")
     raced: list[dict] = []  # changed in live while this undo ran: skipped, the undo stays unfinished
     where = f"undo of {plan.recipe} plan {plan_id} in {plan.database}"
+    inflight = None  # the batch being written: (collection, _ids written so far)
     try:
         for name, idx in todo.items():
             coll = collection(db, name)
@@ -151,7 +152,9 @@ def _undo_locked(db, store, incidents, plan_id, incident_id, force, progress, ac
                         dels.append(ch.id)
                     else:
                         (ins if live.get(id_key(ch.id)) is None else rep).append((ch.id, original))
-                missed = {id_key(m) for m in write_batch(coll, ins, rep, dels)}
+                inflight = (name, [])
+                missed = {id_key(m) for m in write_batch(coll, ins, rep, dels, inflight[1])}
+                inflight = None
                 for i in writes:
                     ch = plan.changes[i]
                     if id_key(ch.id) in missed:  # changed between the batch read and the write
@@ -166,6 +169,10 @@ def _undo_locked(db, store, incidents, plan_id, incident_id, force, progress, ac
                 counts.setdefault(name, {"restored": 0, "deleted": 0, "already": 0, "superseded": 0}).update(c)
     except (PyMongoError, FluxaError, OSError) as exc:
         msg = exc.message if isinstance(exc, FluxaError) else first_line(exc) if isinstance(exc, PyMongoError) else str(exc)
+        if inflight is not None:  # what the interrupted batch put back before the error counts too
+            pos = {id_key(plan.changes[i].id): i for i in todo[inflight[0]]}
+            for _id in inflight[1]:
+                counts[inflight[0]]["deleted" if originals[pos[id_key(_id)]] is None else "restored"] += 1
         done = sum(c["restored"] + c["deleted"] for c in counts.values())
         record(incidents, incident, action, plan_id, f"{where} interrupted after {done} writes: {msg}",
                counts, "partial" if done else "failed", actor)

@@ -27,8 +27,10 @@ from ..mongo.unsupported import refused_values
 DUPLICATE_KEY = 11000
 
 
-def write_batch(coll: Collection, inserts: list, replaces: list, deletes: list) -> list:
-    missed = []
+def write_batch(coll: Collection, inserts: list, replaces: list, deletes: list, written: list | None = None) -> list:
+    """``written`` (optional) collects the _ids written so far, as they are: when a server error
+    interrupts the batch, the caller still knows what it wrote."""
+    missed, written = [], written if written is not None else []
     if inserts:
         docs = [raw for _, raw in inserts]
         try:
@@ -39,11 +41,15 @@ def write_batch(coll: Collection, inserts: list, replaces: list, deletes: list) 
             if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
             missed += [inserts[e["index"]][0] for e in errors]  # the _id appeared since the batch read
+        written += [_id for _id, _ in inserts if _id not in missed]
     for _id, raw in replaces:
         with refused_values(coll, [raw]):
             res = coll.replace_one({"_id": _id}, raw, upsert=False)
         if res.matched_count == 0:
             missed.append(_id)  # deleted since the batch read
+        else:
+            written.append(_id)
     if deletes:
         coll.delete_many({"_id": {"$in": list(deletes)}})
+        written += list(deletes)
     return missed

@@ -1,23 +1,18 @@
-"""Who authorised a restore, promotion or undo, and the incident timeline it is recorded on.
+"""Who authorised a restore into a separate database, and the incident timeline it is recorded on.
+(Promotions and their undo are recovery plans: the engine checks the incident, containment and
+records them itself, recovery/apply.py.)
 
 Shape: ``Authority(label, incident_id, recorder)``. ``label`` is stored with the action
-("incident:12" or "operator confirmation (--yes)"). When an incident authorised it, the face
+("incident:12", or "unrecorded" without one). When an incident authorised it, the face
 that starts the action (CLI today, web or scheduler later) builds the authority with
 ``Authority.for_incident(incidents, id)``: that checks the incident exists and is open BEFORE
-anything is written. The domain function (restore_snapshot, restore_to_point, apply_promotion,
-undo_promotion) then calls ``record`` once the action has ended - applied, failed or partial - so
+anything is written. The domain function (restore_snapshot, restore_to_point) then calls
+``record`` once the action has ended - applied, failed or partial - so
 the timeline row is written by one code path whichever face started the action.
 
 ``incidents`` is any object with the incident engine's ``require_open(id)`` and
 ``record_recovery_action(id, action, ref, summary, counts, status)`` (incidents/api.py): this
 package never imports the incident engine, the face hands it down.
-
-Containment: ``check_writable(database, collections)`` asks the incident engine's
-``check_writable(database, collections, incident_id)`` (incidents/containment.py) whether those
-collections are read-only under another live incident, and raises its FluxaError if so; promote
-and undo call it before their first write. An incident's own containment does not stop the
-recovery it authorises; an operator's --yes is stopped by every incident's. ``Authority.none()``
-(a write to a separate target) checks nothing.
 
 Failure behaviour: an id that is not a number, unknown, or of a closed incident is a FluxaError
 before any write. A failure to write the timeline row after the action is not allowed to turn a
@@ -40,13 +35,6 @@ class Authority:
     label: str
     incident_id: int | None = None
     recorder: Recorder | None = None
-    guard: Callable[[str, list], None] | None = None  # (database, collections) -> raises when contained
-
-    @classmethod
-    def operator(cls, incidents=None) -> "Authority":
-        """The operator's --yes; ``incidents`` (the engine) makes it honour containment."""
-        guard = (lambda database, colls: incidents.check_writable(database, colls)) if incidents else None
-        return cls("operator confirmation (--yes)", guard=guard)
 
     @classmethod
     def none(cls) -> "Authority":
@@ -61,15 +49,7 @@ class Authority:
         def recorder(action, ref, summary, counts, status):
             return incidents.record_recovery_action(n, action, ref, summary, counts, status=status)
 
-        def guard(database, colls):
-            incidents.check_writable(database, colls, n)
-
-        return cls(f"incident:{n}", n, recorder, guard)
-
-    def check_writable(self, database: str, collections: list) -> None:
-        """FluxaError when a collection is read-only under an incident (see the module docstring)."""
-        if self.guard is not None:
-            self.guard(database, list(collections))
+        return cls(f"incident:{n}", n, recorder)
 
     def record(self, action: str, ref: str | int, summary: str, counts: dict, status: str = "applied") -> dict | None:
         """Append the action to the incident's timeline; None when no incident authorised it."""
