@@ -8,12 +8,13 @@ the oplog archiver run in this process, as in ``serve``. Latency: from the write
 before the bad insert to the commit of its finding (the watcher's ``on_record``), p50/p95/p99.
 A rate is kept up with when the writer reaches 95% of it and every bad write became a finding.
 
-Two dev-server setups per run: ``guarded`` (the default server: readers' oplog guards trim the
-oplog to what the archive and the watcher have read - a short live oplog) and ``long-oplog``
-(trimming off, the oplog pre-filled to ``--oplog-entries``: the state the issue measured).
+Two dev-server setups per run: ``keep-N`` (``devdb start --oplog-keep N``: once the archiver and
+the watcher have read an entry, only the newest N stay - a short live oplog) and ``cap`` (the
+default server: the oplog pre-filled to its cap of ``--oplog-entries``, the state the issue
+measured; guards only keep unread entries beyond it).
 Also printed: one poll's cost (``find ts > last``) against the oplog's length.
 
-    .venv/bin/python benchmarks/bench_validation_latency.py --rates 100,200,400 --seconds 30
+    .venv/bin/python benchmarks/bench_validation_latency.py --rates 100,200,400 --seconds 30 --setups keep-100,cap
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def poll_cost(client, repeats: int = 5) -> tuple[int, float]:
     return n, (time.perf_counter() - t0) / repeats
 
 
-def run_rate(uri: str, db_name: str, policy, rate: float, seconds: float, bad_every: int, repo: Path) -> dict:
+def run_rate(uri: str, db_name: str, policy, rate: float, seconds: float, bad_every: int, repo: Path,
+             slice_seconds: float) -> dict:
     from fluxa_integrity.backup.archiver import ArchiveOptions, archive_oplog
     from fluxa_integrity.service.validation import WatchOptions, watch
     from fluxa_integrity.store import open_store
@@ -104,7 +106,7 @@ def run_rate(uri: str, db_name: str, policy, rate: float, seconds: float, bad_ev
     wt = threading.Thread(target=lambda: box.setdefault("w", watch(uri, db_name, policy, store, WatchOptions(
         poll_ms=100), stop, lambda m: None, ready.set, on_record)), daemon=True)
     at = threading.Thread(target=lambda: box.setdefault("a", archive_oplog(uri, store, repo, ArchiveOptions(
-        slice_seconds=5, poll_ms=500), stop)), daemon=True)
+        slice_seconds=slice_seconds, poll_ms=500), stop)), daemon=True)
     at.start()
     wt.start()
     ready.wait(120)
@@ -145,7 +147,9 @@ def main() -> None:
     ap.add_argument("--bad-every", type=int, default=25, help="every Nth message is a bad write")
     ap.add_argument("--users", type=int, default=100, help="dataset size (Fluxa users)")
     ap.add_argument("--oplog-entries", type=int, default=20_000, help="the long-oplog setup's pre-filled length")
-    ap.add_argument("--setups", default="guarded,long-oplog", help="which dev-server setups to run")
+    ap.add_argument("--slice-seconds", type=float, default=1.0, help="the archiver's slice length (its guard moves "
+                    "when a slice is cataloged, so the live oplog holds at least this many seconds of writes)")
+    ap.add_argument("--setups", default="keep-1000,cap", help="which dev-server setups to run (keep-N, cap)")
     args = ap.parse_args()
 
     from fluxa_integrity.fluxa.generator import GenerateOptions, generate
@@ -164,20 +168,22 @@ def main() -> None:
             uri = args.uri
         else:
             server = DevServer(tmp / setup)
-            uri = server.start(port=free_port(), oplog_trim_s=1.0 if setup == "guarded" else 3600,
-                               oplog_entries=args.oplog_entries, progress=lambda m: None).uri
+            keep = int(setup.split("-")[1]) if setup.startswith("keep-") else None
+            uri = server.start(port=free_port(), oplog_entries=args.oplog_entries, oplog_keep=keep,
+                               progress=lambda m: None).uri
         try:
             c = pymongo.MongoClient(uri, tz_aware=True)
             db_name = f"bench_validation_{setup.replace('-', '_')}"
             generate(c[db_name], GenerateOptions(users=args.users, secondary=False), drop=True)
-            if setup == "long-oplog":
+            if setup == "cap":
                 fill = max(0, args.oplog_entries - c.local["oplog.rs"].estimated_document_count())
                 for i in range(0, fill, 5000):
                     c.filler.f.insert_many([{"i": j} for j in range(i, min(fill, i + 5000))])
             n, secs = poll_cost(c)
             print(f"\n[{setup}] one poll (find ts > last, limit 1000) on a {n:,}-entry oplog: {secs * 1000:.0f} ms")
             for rate in rates:
-                res = run_rate(uri, db_name, policy, rate, args.seconds, args.bad_every, tmp / f"repo-{setup}-{rate:g}")
+                res = run_rate(uri, db_name, policy, rate, args.seconds, args.bad_every, tmp / f"repo-{setup}-{rate:g}",
+                               args.slice_seconds)
                 print(f"[{setup}] {res}")
             n, secs = poll_cost(c)
             print(f"[{setup}] after the load: one poll on a {n:,}-entry oplog: {secs * 1000:.0f} ms")
