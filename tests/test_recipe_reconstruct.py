@@ -1,11 +1,13 @@
 """Recipe ``reconstruct-from-logs`` (S26) against the lost-messages fault's ground truth.
 
 The messages and conversations are copied before the fault (the pre-fault copy). The plan must
-insert every lost message once, each byte-for-byte the lost one (parentId relinked, field order
-kept), put each conversation's counter back, and nothing else. Applied under an incident the
-counter check is clean and the timeline holds the change set; undo returns to the post-fault
-state exactly. Also: the window/user/conversation filters, JSON-lines log files, a message that
-still exists is never planned, audited deletions are left to undelete, provenance on demand.
+insert every lost message once, each marked with its provenance (``_recovered: {from, logId}``,
+the Fluxa policy's default) and, that field removed, byte-for-byte the lost one (parentId
+relinked, field order kept), put each conversation's counter back, and nothing else. Applied
+under an incident the counter check is clean, no check flags the mark, and the timeline holds the
+change set; undo returns to the post-fault state exactly. Also: the window/user/conversation
+filters, JSON-lines log files, a message that still exists is never planned, audited deletions are
+left to undelete, no mark when a policy sets ``provenance_field: null``.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from fluxa_integrity.incidents.api import Incidents
 from fluxa_integrity.policy import default_policy
 from fluxa_integrity.recovery import engine
 from fluxa_integrity.recovery.model import RecipeContext, content_hash
+from fluxa_integrity.recovery.provenance import content_hash_without, provenance_field
 from fluxa_integrity.recovery.registry import recipe
 from fluxa_integrity.store import open_store
 
 UTC = timezone.utc
 NAME = "reconstruct-from-logs"
 COUNTER = "conversations.messageCount"
+PROV = "_recovered"
 
 
 def _ctx(db, policy=None, store=None):
@@ -40,6 +44,11 @@ def _ctx(db, policy=None, store=None):
 
 def _hashes(coll) -> dict:
     return {d["_id"]: content_hash(d) for d in coll.find({})}
+
+
+def _hashes_without_mark(coll) -> dict:
+    """The ground-truth comparison: a rebuilt document without its provenance field."""
+    return {d["_id"]: content_hash_without(d, PROV) for d in coll.find({})}
 
 
 @pytest.fixture()
@@ -66,9 +75,14 @@ def test_plan_rebuilds_exactly_the_lost_messages_and_their_counters(mongo_uri, l
     updates = [c for c in plan.changes if c.op == "update"]
     assert len(inserts) + len(updates) == len(plan.changes)
     assert sorted(c.id for c in inserts) == sorted(lost_ids)  # every lost id once, nothing else
-    for c in inserts:  # byte for byte the lost message: parentId relinked, field order kept
+    assert provenance_field(default_policy(), m.MESSAGES) == PROV
+    for c in inserts:  # marked; without the mark byte for byte the lost message (parentId relinked, order kept)
         assert c.collection == m.MESSAGES and c.data_class == "chat_history"
-        assert content_hash(c.after) == pre[m.MESSAGES][c.id]
+        assert content_hash(c.after) != pre[m.MESSAGES][c.id]
+        assert content_hash_without(c.after, PROV) == pre[m.MESSAGES][c.id]
+        mark = c.after[PROV]
+        assert set(mark) == {"from", "logId"} and mark["from"] == "logs" and isinstance(mark["logId"], ObjectId)
+        assert list(c.after)[-1] == PROV and not any(k.startswith("$") or "." in k for k in mark)
         assert c.reason.startswith("rebuilt from log entry logs/")
     # the storage failure left the counters as they were: with the messages back they are right
     assert updates == [] and _hashes(db[m.CONVERSATIONS]) == pre[m.CONVERSATIONS]
@@ -89,10 +103,15 @@ def test_apply_verify_and_undo_under_an_incident(mongo_uri, lost):
     res = engine.apply_plan(db, store, incidents, plan.id, iid, actor="responder")
     assert res.status == "applied"
     for coll in (m.MESSAGES, m.CONVERSATIONS):  # the affected documents equal the pre-fault copy
-        assert _hashes(db[coll]) == pre[coll]
+        assert _hashes_without_mark(db[coll]) == pre[coll]
+    rebuilt = set(inj.details["messages"])
+    assert {d["_id"] for d in db[m.MESSAGES].find({PROV: {"$exists": True}}, {"_id": 1})} == rebuilt
     ver = engine.verify_plan(db, store, incidents, default_policy(), plan.id)
     assert ver.closed and ver.rules == [COUNTER]
     assert _counter_findings(mongo_uri, db) == []
+    # no rule of the policy flags the mark: every check on messages sees the rebuilt ones as clean
+    report = run_checks(mongo_uri, db.name, default_policy(), RunOptions(collections=[m.MESSAGES], keep_ids=True))
+    assert not [(f.rule_id, i) for f in report.findings for i in f.ids if i in rebuilt]
     rows = [e for e in incidents.timeline(iid) if e["kind"] == "recovery_action"]
     assert [(r["data"]["action"], r["data"]["ref"]) for r in rows][0] == ("recipe", plan.id)
     assert rows[0]["data"]["counts"][m.MESSAGES]["written"] == len(inj.details["messages"])
@@ -136,8 +155,9 @@ def test_log_files_rebuild_what_the_log_collection_lost_and_ids_are_deterministi
     plan = recipe(NAME).build(_ctx(db), log_file=[str(path)])
     inserts = [c for c in plan.changes if c.op == "insert"]
     assert sorted(c.id for c in inserts) == sorted(lost_ids)
-    assert all(content_hash(c.after) == pre[m.MESSAGES][c.id] for c in inserts)
+    assert all(content_hash_without(c.after, PROV) == pre[m.MESSAGES][c.id] for c in inserts)
     assert all(c.reason.startswith("rebuilt from log entry app.jsonl:") for c in inserts)
+    assert all(c.after[PROV]["from"] == "file" and c.after[PROV]["source"].startswith("app.jsonl:") for c in inserts)
     # without the message id the id is derived, the same on every plan, and content matching
     # still keeps messages that exist out of the plan
     stripped = tmp_path / "noid.jsonl"
@@ -180,14 +200,12 @@ def test_existing_messages_audited_deletions_counters_and_provenance(lost, tmp_p
         assert content_hash(c.after) == pre[m.CONVERSATIONS][c.id]
         assert c.before == db[m.CONVERSATIONS].find_one({"_id": c.id})
     assert forced.verify == [COUNTER]
-    # provenance on the document when the policy names a field
+    # a policy that opts out of the mark (provenance_field: null) rebuilds the lost bytes exactly
     policy = default_policy().model_copy(deep=True)
-    policy.collections[m.MESSAGES].reconstruct.provenance_field = "_recovered"
-    marked = recipe(NAME).build(_ctx(db, policy))
-    for c in (c for c in marked.changes if c.op == "insert"):
-        prov = c.after.pop("_recovered")
-        assert prov["from"] == "logs" and prov["source"].startswith("logs/") and isinstance(prov["logId"], ObjectId)
-        assert content_hash(c.after) == pre[m.MESSAGES][c.id]
+    policy.collections[m.MESSAGES].reconstruct.provenance_field = None
+    bare = recipe(NAME).build(_ctx(db, policy))
+    for c in (c for c in bare.changes if c.op == "insert"):
+        assert PROV not in c.after and content_hash(c.after) == pre[m.MESSAGES][c.id]
 
 
 def test_a_collection_without_a_mapping_is_refused(db):
@@ -203,3 +221,12 @@ def test_the_command_line_plans_it(mongo_uri, lost, cli):
     assert out["counts"] == {m.MESSAGES: {"insert": len(inj.details["messages"])}}, out
     bad = cli("recover", "plan", NAME, "--uri", mongo_uri, "--db", db.name, "--collection", "users")
     assert bad.code == 2 and "no reconstruct mapping" in bad.stderr
+
+
+@pytest.mark.parametrize("bad", ["$recovered", "meta.recovered", ""])
+def test_a_provenance_field_must_be_a_plain_key(bad):
+    from pydantic import ValidationError
+
+    spec = default_policy().collections[m.MESSAGES].reconstruct.model_dump()
+    with pytest.raises(ValidationError, match="plain top-level key"):
+        type(default_policy().collections[m.MESSAGES].reconstruct)(**{**spec, "provenance_field": bad})

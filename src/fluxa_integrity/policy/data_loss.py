@@ -42,7 +42,7 @@ class Reconstruct(_Model):
     group: str | None = None  # document field naming the parent (--conversation, $previous, counter)
     time: str  # document field: --since/--until and the order within a group
     match: list[str] = Field(default_factory=list)  # document fields identifying a document without its id
-    provenance_field: str | None = None  # when set, each rebuilt document carries {from, logId, source} there
+    provenance_field: str | None = None  # when set, each rebuilt document carries {from, logId} there
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -59,6 +59,10 @@ class Reconstruct(_Model):
             problems.append(f"time field {self.time!r} must come from a log field")
         if self.provenance_field in self.fields or self.provenance_field == "_id":
             problems.append(f"provenance_field {self.provenance_field!r} is already a rebuilt field")
+        if self.provenance_field is not None and (not self.provenance_field or self.provenance_field.startswith("$")
+                                                  or "." in self.provenance_field):
+            problems.append(f"provenance_field {self.provenance_field!r} must be a plain top-level key "
+                            "(no '$' prefix, no '.')")
         if problems:
             raise ValueError("; ".join(problems))
         return self

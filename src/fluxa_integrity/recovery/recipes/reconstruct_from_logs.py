@@ -26,8 +26,9 @@ Driven by the collection's ``reconstruct`` mapping (policy/data_loss.py):
 
 Provenance: each insert's ``reason`` names its log entry (``logs/<_id>`` or ``file:line``); the
 plan is stored and its change sets go on the incident's timeline. The document itself carries
-``{from, source, logId}`` in the mapping's ``provenance_field`` only when the policy names one -
-off in the Fluxa policy, so a rebuilt message is byte-for-byte the lost one (docs/recovery.md).
+a small mark in the mapping's ``provenance_field`` (Fluxa: ``_recovered: {from: "logs", logId}``,
+recovery/provenance.py) when the policy names one; a rebuilt message is byte-for-byte the lost
+one once that field is removed (``provenance.content_hash_without``; docs/recovery.md).
 
 Reads only. Memory: the touched groups' live documents (projected on the match fields) and log
 entries. Failure: a collection without a mapping, an unreadable log file or a bad line is a
@@ -48,6 +49,7 @@ from ...policy.rules import DeletionsRule, ReferenceRule
 from ..counters import counter_changes, parent_collections
 from ..log_sources import LogEntry, LogReader, aware, parse_id, parse_time
 from ..model import Change, Param, Plan, RecipeContext, RecipeSpec, register
+from ..provenance import mark
 
 NAME = "reconstruct-from-logs"
 CHUNK = 1000
@@ -178,8 +180,7 @@ def build(ctx: RecipeContext, collection: str | None = None, user: str | None = 
             if doc.get(f) is None:
                 doc.pop(f, None)
         if spec.provenance_field:
-            doc[spec.provenance_field] = {"from": "logs" if e.source.startswith(spec.log_collection + "/") else "file",
-                                          "source": e.source, "logId": e.log_id}
+            doc[spec.provenance_field] = mark(e.source.startswith(spec.log_collection + "/"), e.source, e.log_id)
         changes.append(Change(coll, "insert", doc["_id"], None, doc,
                               f"rebuilt from log entry {e.source} ({e.doc.get(spec.operation_field)} at "
                               f"{aware(e.doc.get(b.reader.time_field)):%Y-%m-%d %H:%M:%S}Z)", dc.name if dc else None))
