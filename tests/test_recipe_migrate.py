@@ -6,7 +6,8 @@ after-image equal to the pre-fault copy by content hash (field order included); 
 incident the migration rule verifies clean, the timeline holds it, undo is exact.
 Rollback: the touched fields of every document go back to their values at T (backup + oplog,
 document level): the half-migration rolled back to before it ran gives the pre-fault copy, and a
-field the migration does not touch keeps its newer value. Step semantics (rename in place, a
+field the migration does not touch keeps its newer value; applied under an incident the
+conversations equal that ground truth, the timeline holds the change set, undo is exact. Step semantics (rename in place, a
 lossless or lossy convert, remove, add with a value) on a tiny collection.
 """
 
@@ -123,6 +124,36 @@ def test_rollback_to_before_the_fault_restores_the_touched_fields(backed_up, tmp
     db[m.CONVERSATIONS].insert_one({"_id": "late", "title": "new", "schemaVersion": 2, "messageCount": 0})
     plan = recipe(NAME).build(_ctx(db, store), migration=MIG, direction="rollback", as_of=t)
     assert plan.unresolved == ["1 conversations document(s) did not exist at " + t.isoformat() + ": left as they are"]
+
+
+def test_rollback_applies_under_an_incident_equals_ground_truth_and_undoes_exactly(backed_up, tmp_path):
+    db, store = backed_up
+    db[m.CONVERSATIONS].update_many({}, {"$inc": {"messageCount": 7}})  # only the oplog knows these
+    before = _by_id(db[m.CONVERSATIONS])
+    t = _after_this_second()
+    (inj,) = inject(db, Manifest(tmp_path / "m.json", db.name), "half-migration", 6, seed=32)
+    kept = inj.ids[-1]
+    db[m.CONVERSATIONS].update_one({"_id": kept}, {"$set": {"title": "renamed after the fault"}})
+    expected = {i: content_hash(dict(d, title="renamed after the fault") if i == kept else d)
+                for i, d in before.items()}
+    post_fault = _hashes(db[m.CONVERSATIONS])
+    assert {i for i in expected if expected[i] != post_fault[i]} == set(inj.ids)
+
+    incidents = Incidents(store, default_policy())
+    iid = incidents.open("Migration to roll back", collections=[m.CONVERSATIONS], database=db.name)["id"]
+    saved = engine.make_plan(_ctx(db, store), NAME, {"migration": MIG, "direction": "rollback", "as_of": t})
+    res = engine.apply_plan(db, store, incidents, saved.id, iid, actor="responder")
+    assert res.status == "applied" and res.counts[m.CONVERSATIONS]["written"] == len(inj.ids)
+    # ground truth: every conversation as the fault's manifest says it was at T, the later title kept
+    assert _hashes(db[m.CONVERSATIONS]) == expected
+    ver = engine.verify_plan(db, store, incidents, default_policy(), saved.id)
+    assert ver.closed  # a rollback names no rule to verify (the migration rule flags it by design)
+    rows = [e for e in incidents.timeline(iid) if e["kind"] == "recovery_action" and e["data"]["ref"] == saved.id]
+    assert rows[0]["data"]["action"] == "recipe" and rows[0]["data"]["status"] == "applied"
+    assert rows[0]["data"]["counts"][m.CONVERSATIONS]["written"] == len(inj.ids) and "responder" in str(rows[0])
+    undone = engine.undo_plan(db, store, incidents, saved.id, incident_id=iid)
+    assert undone.finished and _hashes(db[m.CONVERSATIONS]) == post_fault  # exactly the pre-apply bytes
+    assert "recipe-undo" in {e["data"]["action"] for e in incidents.timeline(iid) if e["kind"] == "recovery_action"}
 
 
 def test_bad_input_is_refused(db):
