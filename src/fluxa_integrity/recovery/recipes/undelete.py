@@ -14,8 +14,8 @@ Hard (``--hard``): the documents deleted since ``--since`` according to the audi
 collection's deletions rule: ``delete`` entries of this collection) and the oplog (archived slices
 and the live oplog: delete entries of ``<db>.<collection>``). Each comes back as an ``insert`` of,
 in order of preference: the audit entry's ``before`` image; else its last state before the
-deletion from the newest backup before it plus the oplog (recovery/point_in_time_docs.py, no
-database restore). What is found nowhere goes to ``unresolved``. A document that exists again is
+deletion from the newest backup before it plus the oplog (recovery/document_history.py in its
+tolerant mode, no database restore). What is found nowhere goes to ``unresolved``. A document that exists again is
 left alone. Parents' counters (counter rules) are set to the count after the apply.
 
 Neither flag: both, as far as the policy allows (soft only where a soft-delete field exists).
@@ -36,8 +36,8 @@ from ...policy.durations import parse_duration
 from ...policy.rules import DeletionsRule, ReferenceRule
 from ..counters import counter_changes
 from ..log_sources import aware, parse_id, parse_time
+from ..document_history import deletes_since, document_history, key as id_key
 from ..model import Change, Param, Plan, RecipeContext, RecipeSpec, register
-from ..point_in_time_docs import PointInTime, id_key
 
 NAME = "undelete"
 CHUNK = 1000
@@ -161,8 +161,8 @@ def _audited(ctx, coll: str, since, wanted) -> dict[bytes, dict]:
 def _hard(ctx, coll: str, since, wanted) -> tuple[list[Change], list[str], list[str]]:
     db = ctx.db
     audited = _audited(ctx, coll, since, wanted)
-    pit = PointInTime(ctx.store, db.client, db.name, coll, ctx.now)
-    oplog = pit.deletes_since(since)
+    gaps: list[str] = []  # what the oplog and the backups could not tell (tolerant reading)
+    oplog = deletes_since(ctx.store, db.client, db.name, coll, since, until=ctx.now, gaps=gaps)
     if wanted is not None:
         oplog = {k: v for k, v in oplog.items() if k in wanted}
     deleted: dict[bytes, dict] = dict(audited)
@@ -181,7 +181,12 @@ def _hard(ctx, coll: str, since, wanted) -> tuple[list[Change], list[str], list[
     origin: dict[bytes, str] = {}
     if need:
         times = [aware(d["when"]) for d in deleted.values() if d["before"] is None and isinstance(d["when"], datetime)]
-        found, origin = pit.documents(need, min(times) if times else None)
+        hist = document_history(ctx.store, db.client, db.name, coll, need, until=ctx.now,
+                                snapshot_before=min(times) if times else ctx.now, gaps=gaps)
+        for k in hist.versions:
+            last = hist.before_final_delete(k)
+            if last is not None:
+                found[k], origin[k] = last
     dc = ctx.policy.data_class_for(coll)
     changes: list[Change] = []
     unresolved: list[str] = []
@@ -194,7 +199,7 @@ def _hard(ctx, coll: str, since, wanted) -> tuple[list[Change], list[str], list[
             doc, src = found[k], origin[k]
         else:
             unresolved.append(f"{coll} {d['_id']}: deleted ({how}) but found in no audit before-image, "
-                              f"backup or oplog" + (f" ({'; '.join(pit.gaps)})" if pit.gaps else ""))
+                              f"backup or oplog" + (f" ({'; '.join(dict.fromkeys(gaps))})" if gaps else ""))
             continue
         doc = {"_id": doc["_id"], **{f: v for f, v in doc.items() if f != "_id"}}
         changes.append(Change(coll, "insert", d["_id"], None, doc, f"{how}; brought back from {src}",
