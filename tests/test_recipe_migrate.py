@@ -7,8 +7,9 @@ incident the migration rule verifies clean, the timeline holds it, undo is exact
 Rollback: the touched fields of every document go back to their values at T (backup + oplog,
 document level): the half-migration rolled back to before it ran gives the pre-fault copy, and a
 field the migration does not touch keeps its newer value; applied under an incident the
-conversations equal that ground truth, the timeline holds the change set, undo is exact. Step semantics (rename in place, a
-lossless or lossy convert, remove, add with a value) on a tiny collection.
+conversations equal that ground truth, the timeline holds the change set, undo is exact.
+Step semantics (rename in place, a lossless or lossy convert, remove, add with a value) on a tiny
+collection.
 """
 
 from __future__ import annotations
