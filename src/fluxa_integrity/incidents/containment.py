@@ -26,8 +26,8 @@ roles are changed, then the flags document is written from the flushed state, th
 commits. A refused role change or flags write raises FluxaError and nothing is recorded (a role
 change already made is undone first: a failed contain gives the revoked roles back, a failed lift
 revokes the roles it gave back, so the application stays contained as the record says). The
-only gap is a state commit that fails after the flags write: the flags run ahead of the record until the next contain, lift or ``sync_flags`` (which
-rewrites the document from the record). Closing an incident whose containment is enforced is
+only gap is a state commit that fails after the flags write: the flags run ahead of the record
+until the next contain, lift or ``sync_flags`` (which rewrites the document from the record). Closing an incident whose containment is enforced is
 refused until it is lifted, so a closed incident never leaves the application read-only.
 """
 
