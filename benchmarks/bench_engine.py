@@ -14,7 +14,9 @@ Every mode reads the same files in the same 2,000-document batches (the scan's b
 runs in a fresh process, so peak RSS is its own:
 - ``raw``: split into documents and wrap them as RawBSONDocument (``decode_all`` with a raw
   codec) - iterating raw BSON, the fastest a Python client can hand documents over;
-- ``decode``: ``bson.decode_all`` to dicts - what a cursor's documents cost;
+- ``decode``: ``bson.decode_all`` to dicts with the client's codec options (tz-aware dates, as
+  mongo/connection.connect decodes and as the engine must) - what a cursor's documents cost;
+  ``decode-naive`` (with ``--modes``): bson's default options, for reference;
 - ``engine``: ``decode_all`` plus every rule of the default policy, passes in dependency order
   (users, auditLog -> conversations -> analytics, logs, messages), key sets, facts and counters
   handed from pass to pass, per-collection counters decided at the end. Rules that need a server
@@ -45,6 +47,8 @@ BATCH = 2000
 READ = 8 << 20
 DB = "bench"
 RAW = CodecOptions(document_class=RawBSONDocument)
+DECODE = CodecOptions(tz_aware=True)  # as mongo/connection.connect's client decodes
+PLAIN = CodecOptions()  # bson's defaults: naive dates, a little cheaper to build
 
 
 # -- the cached dataset ---------------------------------------------------------------------------
@@ -80,8 +84,11 @@ def build(root: Path, users: int) -> None:
                                                "seconds": round(time.perf_counter() - t0, 1)}))
 
 
-def batches(path: Path):
-    """(raw bytes of up to BATCH whole documents, number of documents), read 8 MB at a time."""
+def index(path: Path) -> list[tuple[int, int]]:
+    """(bytes, documents) of each batch of up to BATCH whole documents, found before any clock
+    starts: splitting the stream on length prefixes is a loop in Python here, where a cursor or
+    a file source does it in C or I/O, and it would flatter every mode's ratio."""
+    out = []
     with open(path, "rb") as f:
         buf = b""
         while True:
@@ -95,21 +102,32 @@ def batches(path: Path):
                 pos += length
                 n += 1
                 if n == BATCH:
-                    yield buf[start:pos], n
+                    out.append((pos - start, n))
                     start, n = pos, 0
             if n:
-                yield buf[start:pos], n
+                out.append((pos - start, n))
             buf = buf[pos:]
             if not chunk:
                 if buf:
                     raise SystemExit(f"{path}: {len(buf)} trailing bytes - delete the cache and rebuild")
-                return
+                return out
+
+
+INDEX: dict[Path, list] = {}
+
+
+def batches(path: Path):
+    """The raw bytes of each batch, read from the file in order."""
+    with open(path, "rb") as f:
+        for size, n in INDEX[path]:
+            yield f.read(size), n
 
 
 # -- the engine over files ------------------------------------------------------------------------
 
-def run_engine(root: Path, profile: str | None = None) -> tuple[int, int]:
-    """The full default suite over the files: (documents evaluated, findings)."""
+def run_engine(root: Path, profile: str | None = None, passes: dict | None = None) -> tuple[int, int]:
+    """The full default suite over the files: (documents evaluated, findings); ``passes`` gets
+    each pass's CPU seconds, decoding included."""
     from fluxa_integrity.checks.collection_rules import counter_findings
     from fluxa_integrity.checks.findings import Findings
     from fluxa_integrity.checks.runner import _levels, plan, RunOptions
@@ -137,13 +155,13 @@ def run_engine(root: Path, profile: str | None = None) -> tuple[int, int]:
                 counts.setdefault(r.child_collection, set()).add(r.child_field)
             elif isinstance(r, SyncRule):
                 keys.setdefault(coll, set()).add("_id")
-    sync_state = bson.decode_all((root / (DB + m.SECONDARY_SUFFIX) / f"{m.SYNC_STATE}.bson").read_bytes())[0]
+    sync_state = bson.decode_all((root / (DB + m.SECONDARY_SUFFIX) / f"{m.SYNC_STATE}.bson").read_bytes(), DECODE)[0]
     sync_rules = [r for rules in active.values() for r in rules if isinstance(r, SyncRule)]
 
     def scan(spec: PassSpec, path: Path):
         scanner = _Scanner(spec)
         for raw, _ in batches(path):
-            scanner.batch(bson.decode_all(raw))
+            scanner.batch(bson.decode_all(raw, DECODE))
         return scanner.finish(0.0)
 
     imports: dict = {}
@@ -174,7 +192,10 @@ def run_engine(root: Path, profile: str | None = None) -> tuple[int, int]:
                 res = prof.runcall(scan, spec, root / DB / f"{coll}.bson")
                 pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
             else:
+                c0 = time.process_time()
                 res = scan(spec, root / DB / f"{coll}.bson")
+                if passes is not None:
+                    passes[coll] = round(time.process_time() - c0, 2)
             results[coll] = res
             for f, ks in res.keys.items():
                 imports[("keys", coll, f)] = ks
@@ -196,20 +217,27 @@ def run_engine(root: Path, profile: str | None = None) -> tuple[int, int]:
 
 def one(mode: str, root: Path, profile: str | None) -> dict:
     files = sorted((root / DB).glob("*.bson"))
+    for path in [*files, *(root / (DB + "_secondary")).glob("*.bson")]:
+        INDEX[path] = index(path)
+    if mode == "engine":  # imports and the policy are not the engine's per-document cost
+        import fluxa_integrity.checks.runner  # noqa: F401
+        from fluxa_integrity.policy import default_policy
+
+        default_policy()
     w0, c0 = time.perf_counter(), time.process_time()
-    findings = None
+    findings, passes = None, {}
     if mode == "engine":
-        docs, findings = run_engine(root, profile)
+        docs, findings = run_engine(root, profile, passes)
     else:
         docs = 0
         for path in files:
             for raw, n in batches(path):
-                out = bson.decode_all(raw, RAW) if mode == "raw" else bson.decode_all(raw)
+                out = bson.decode_all(raw, RAW if mode == "raw" else PLAIN if mode == "decode-naive" else DECODE)
                 docs += len(out)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     return {"mode": mode, "docs": docs, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
             "docs_per_s": round(docs / wall), "docs_per_cpu_s": round(docs / cpu), "findings": findings,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            **({"pass_cpu_s": passes} if passes else {}), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
 def main() -> None:
@@ -217,7 +245,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=21000, help="users to generate (21000 ~ 1M messages)")
     ap.add_argument("--dir", type=Path, default=Path(os.environ.get("FLUXA_BENCH_DIR", "/tmp/fluxa-bench")),
                     help="where the generated files are cached")
-    ap.add_argument("--one", help="run one mode in this process (raw, decode, engine)")
+    ap.add_argument("--one", help="run one mode in this process (raw, decode, decode-naive, engine)")
     ap.add_argument("--profile", help="cProfile this collection's pass (engine mode), to stderr")
     ap.add_argument("--modes", default="raw,decode,engine")
     args = ap.parse_args()

@@ -2,22 +2,41 @@
 document (S3) and migration state (S9).
 
 Each rule compiles to a function ``doc -> [(variant, value, message), ...]``, so the scan loop
-does no rule interpretation per document.
+does no rule interpretation per document. That function is the rule's definition. For the scan,
+a rule also compiles to a *screen* ``Batch -> [document index, ...]``: the documents of a batch
+that the definition must look at. A screen clears documents a column at a time from facts that
+imply the definition finds nothing (every value is of a type the rule accepts with no further
+test, every value is one of the enum's); whatever it cannot clear goes to the definition. So a
+screen may pass too many documents, never too few.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import datetime
+from decimal import Decimal
 from typing import Callable
 
+import numpy as np
+from bson import Decimal128, Int64, ObjectId, Timestamp
+from bson.binary import Binary
+from bson.regex import Regex
+
 from ..policy.rules import FieldOrderRule, FieldRule, MigrationRule, ReferenceRule
+from .columns import Batch
 from .facts import to_ms
 from .formats import FORMATS
-from .values import MISSING, bson_type, get_path, type_matches
+from .values import MISSING, NONE, NUMBER_TYPES, MissingType, bson_type, get_path, type_matches
 
 Violation = tuple[str, object, str]
 Check = Callable[[dict], list[Violation]]
+Screen = Callable[[Batch], list[int]]
+
+# Python types whose every value has one BSON type name (int is 'int' or 'long' by its size)
+_TYPE_NAMES = {str: "string", datetime: "date", ObjectId: "objectId", bool: "bool", float: "double",
+               dict: "object", list: "array", Int64: "long", Decimal128: "decimal", Decimal: "decimal",
+               bytes: "binData", Binary: "binData", Timestamp: "timestamp", Regex: "regex"}
+_NULL = type(None)
 
 
 def compile_field_rule(rule: FieldRule, collection: str) -> Check:
@@ -81,6 +100,96 @@ def compile_field_rule(rule: FieldRule, collection: str) -> Check:
         return out
 
     return check
+
+
+def _accepts(rule: FieldRule, name: str) -> bool:
+    return rule.types is None or name in rule.types or ("number" in rule.types and name in NUMBER_TYPES)
+
+
+def _quick_types(rule: FieldRule) -> frozenset:
+    """Types whose every value passes ``rule`` with no test but the enum's: their BSON type is
+    allowed and no pattern, format, range, length or key test applies to them."""
+    quick = set()
+    for t, name in _TYPE_NAMES.items():
+        if not _accepts(rule, name):
+            continue
+        if t is str and (rule.pattern or rule.format or rule.max_length is not None):
+            continue
+        if t in (float, Int64) and (rule.min is not None or rule.max is not None):
+            continue
+        if t is list and (rule.max_length is not None or rule.values_types or rule.values_enum is not None):
+            continue
+        if t is dict and (rule.allowed_keys is not None or rule.key_pattern or rule.values_types
+                          or rule.values_enum is not None):
+            continue
+        quick.add(t)
+    if _accepts(rule, "int") and _accepts(rule, "long") and rule.min is None and rule.max is None:
+        quick.add(int)
+    if not (rule.required and not rule.only_if_present):
+        quick.add(MissingType)
+    null_ok = rule.nullable is True or (rule.types is not None and "null" in rule.types) or (
+        rule.enum is not None and None in rule.enum) or (rule.types is None and rule.enum is None)
+    if rule.null_allowed and null_ok:
+        quick.add(_NULL)
+    return frozenset(quick)
+
+
+def _field_screen(rule: FieldRule) -> Screen:
+    path = rule.field
+    quick = _quick_types(rule)
+    if rule.enum is None:
+        def screen(batch: Batch) -> list[int]:
+            if batch.types(path) <= quick:
+                return []
+            return [i for i, v in enumerate(batch.values(path)) if type(v) not in quick]
+        return screen
+    # an enum: a value passes when its type is quick and it is one of the values; absent and
+    # null values pass by their type alone (the definition returns before the enum test)
+    free = quick & {MissingType, _NULL}
+    hashable = frozenset(t for t in quick if t.__hash__ is not None)  # not dict, list
+    allowed = frozenset(v for v in rule.enum if type(v) in hashable and type(v) not in free)
+
+    def screen(batch: Batch) -> list[int]:
+        col = batch.values(path)
+        types = batch.types(path)
+        if types <= hashable:
+            present = types - free
+            if not present or {v for v in col if type(v) not in free} <= allowed:
+                return []
+        return [i for i, v in enumerate(col)
+                if type(v) not in free and (type(v) not in hashable or v not in allowed)]
+    return screen
+
+
+def _field_order_screen(rule: FieldOrderRule) -> Screen:
+    def screen(batch: Batch) -> list[int]:
+        a, b = batch.ms(rule.earlier), batch.ms(rule.later)
+        return np.flatnonzero((a != NONE) & (b != NONE) & (b < a)).tolist()
+    return screen
+
+
+def _migration_screen(rule: MigrationRule) -> Screen:
+    def screen(batch: Batch) -> list[int]:
+        col = batch.values(rule.version_field)
+        try:
+            clean = set(col) <= {rule.expected_version}
+        except TypeError:  # an unhashable version (a document, an array): not the expected one
+            clean = False
+        if clean and all(MissingType not in batch.types(f) for f in rule.adds_fields):
+            return []
+        return list(range(batch.n))
+    return screen
+
+
+def compile_screen(rule) -> Screen | None:
+    """The batch screen of a rule ``compile_document_rule`` compiles (None for other kinds)."""
+    if isinstance(rule, FieldRule):
+        return _field_screen(rule)
+    if isinstance(rule, FieldOrderRule):
+        return _field_order_screen(rule)
+    if isinstance(rule, MigrationRule):
+        return _migration_screen(rule)
+    return None
 
 
 def compile_migration_rule(rule: MigrationRule, collection: str) -> Check:

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from .values import MISSING, get_path, key_hash
+from .columns import Batch
+from .values import MISSING, MissingType, get_path, key_hash
 
 NONE = np.iinfo(np.int64).min  # "no value of this kind" in a column
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -52,6 +53,21 @@ class Facts:
             hs.append(key_hash(v))
             ms.append(to_ms(v) if isinstance(v, datetime) else NONE)
             nums.append(int(v) if isinstance(v, int) and not isinstance(v, bool) else NONE)
+
+    def add_batch(self, batch: Batch) -> None:
+        """``add`` for every document of a batch, a column at a time (the scan's way)."""
+        ids = batch.values("_id")
+        if MissingType in batch.types("_id"):
+            for d in batch.docs:  # a document without _id: add() says so
+                self.add(d)
+            return
+        self.ids.extend(ids)
+        self._h.frombytes(batch.hashes("_id").tobytes())
+        for f, (hs, ms, nums) in self._cols.items():
+            hs.frombytes(batch.ref_hashes(f).tobytes())
+            ms.frombytes(batch.ms(f).tobytes())
+            col = batch.values(f)
+            nums.extend([int(v) if isinstance(v, int) and not isinstance(v, bool) else NONE for v in col])
 
     def freeze(self) -> "Facts":
         if self.frozen:

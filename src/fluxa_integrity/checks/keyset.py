@@ -8,6 +8,8 @@ docs/checks.md says so.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 BUFFER = 65536  # keys gathered before they are sorted into a chunk
@@ -81,3 +83,39 @@ class KeySet:
     @property
     def nbytes(self) -> int:
         return int(sum(c.nbytes for c in self._chunks)) + 8 * self._pending_n
+
+
+class HashCounter:
+    """How many times each hash was added (children per parent, for counter rules): sorted
+    unique hashes with their counts, batches compacted into them as they come, so memory
+    follows the number of distinct hashes, not of additions."""
+
+    def __init__(self) -> None:
+        self._keys = np.empty(0, dtype=np.int64)
+        self._counts = np.empty(0, dtype=np.int64)
+        self._pending: list[np.ndarray] = []
+        self._pending_n = 0
+
+    def add_many(self, hashes: np.ndarray) -> None:
+        if len(hashes):
+            self._pending.append(hashes)
+            self._pending_n += len(hashes)
+            if self._pending_n >= BUFFER:
+                self._compact()
+
+    def _compact(self) -> None:
+        if not self._pending:
+            return
+        new = np.concatenate(self._pending)
+        self._pending, self._pending_n = [], 0
+        keys = np.concatenate([self._keys, new])
+        counts = np.concatenate([self._counts, np.ones(len(new), dtype=np.int64)])
+        order = np.argsort(keys, kind="stable")
+        keys, counts = keys[order], counts[order]
+        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+        self._keys, self._counts = keys[starts], np.add.reduceat(counts, starts)
+
+    def counter(self) -> Counter:
+        """The counts as {hash: n}, the shape counter rules read."""
+        self._compact()
+        return Counter(dict(zip(self._keys.tolist(), self._counts.tolist())))

@@ -21,12 +21,15 @@ import numpy as np
 from ..mongo.connection import connect
 from ..policy.rules import (CopiedFieldRule, DeletionsRule, ReferenceRule, SyncRule, TimestampOrderRule,
                             UniqueRule)
-from .document_rules import compile_document_rule, dangling_message, reference_items
-from .facts import NONE, Facts, from_ms, to_ms
+from .columns import Batch
+from .document_rules import compile_document_rule, compile_screen, dangling_message, reference_items
+from .facts import NONE, Facts, from_ms
 from .findings import DEFAULT_SAMPLES, Findings, FindingResult
-from .keyset import KeySet
+from .keyset import HashCounter, KeySet
 from .self_order import SelfOrder
-from .values import MISSING, doc_time, get_path, key_hash, normalise_key
+from .values import MISSING, MissingType, doc_time, get_path, key_hash, key_hashes, normalise_key
+
+NoneType = type(None)
 
 Progress = Callable[[str, int], None]
 
@@ -149,13 +152,32 @@ def _prefetched(cursor, size: int):
         cursor.close()  # also stops a reader blocked on a consumer that gave up
 
 
+class _Items:
+    """The j-th value a batch's reference rule looks up, built only for the few that dangle."""
+
+    __slots__ = ("col", "extra", "owners", "which")
+
+    def __init__(self, col: list, extra: list, owners: np.ndarray, which: np.ndarray):
+        self.col, self.extra, self.owners, self.which = col, extra, owners, which
+
+    def __getitem__(self, j: int):
+        w = int(self.which[j])
+        return self.col[int(self.owners[j])] if w < 0 else self.extra[w]
+
+
 class _Scanner:
+    """Evaluates one collection's rules batch by batch, a column at a time (columns.py): per
+    field path the values are read out of the documents once, hashed once and turned into dates
+    once, whichever rules read them; per-document definitions run only on the documents the
+    columns cannot clear (document_rules.py's screens). docs/checks.md, "Where the time goes"."""
+
     def __init__(self, spec: PassSpec):
         self.spec = spec
         coll = spec.collection
         self.findings = Findings(coll, spec.max_samples, spec.keep_ids)
         self.docs = 0
-        self.doc_checks = [(r, c) for r in spec.rules if (c := compile_document_rule(r, coll)) is not None]
+        self.doc_checks = [(r, c, compile_screen(r)) for r in spec.rules
+                           if (c := compile_document_rule(r, coll)) is not None]
         self.refs = [r for r in spec.rules if isinstance(r, ReferenceRule)]
         self.uniques = {r.id: (r, {}) for r in spec.rules if isinstance(r, UniqueRule)}
         parent_rules = [r for r in spec.rules if isinstance(r, (TimestampOrderRule, CopiedFieldRule))]
@@ -167,7 +189,7 @@ class _Scanner:
         self.syncs = [r for r in spec.rules if isinstance(r, SyncRule)]
         self.keys = {f: KeySet() for f in spec.export_keys}
         self.facts = Facts(spec.export_facts) if spec.export_facts else None
-        self.child_counts: dict[str, Counter] = {f: Counter() for f in spec.count_children}
+        self.child_counts: dict[str, HashCounter] = {f: HashCounter() for f in spec.count_children}
         self.pending: list[_Pending] = []
         self.watermark: datetime | None = None
         # a reference to this same collection checks against the ids seen so far, then again at the end
@@ -188,66 +210,99 @@ class _Scanner:
 
     # -- one batch ------------------------------------------------------------------------------
     def batch(self, docs: list[dict]) -> None:
+        b = Batch(docs)
         if self.spec.watermark_field:
-            dates = [v for d in docs if isinstance(v := get_path(d, self.spec.watermark_field), datetime)]
-            if dates and (self.watermark is None or max(dates) > self.watermark):
-                self.watermark = max(dates)
+            self._watermark(b)
         for key_field, ks in self.keys.items():
-            ks.add_many(key_hash(v) for d in docs if (v := get_path(d, key_field)) is not MISSING)
+            h = b.hashes(key_field)
+            ks.add_many(h[h != NONE] if MissingType in b.types(key_field) else h)
         if self.facts is not None:
-            for d in docs:
-                self.facts.add(d)
+            self.facts.add_batch(b)
         for f, counter in self.child_counts.items():
-            counter.update(key_hash(v) for d in docs if (v := get_path(d, f)) is not MISSING and v is not None)
+            h = b.ref_hashes(f)
+            counter.add_many(h[h != NONE])
         if self.spec.changed_since:
             wm_field, wm_value = self.spec.changed_since
-            docs = [d for d in docs if isinstance(v := get_path(d, wm_field), datetime) and v > wm_value]
-        self.docs += len(docs)
-        for rule, check in self.doc_checks:
-            for d in docs:
+            b = b.subset([i for i, v in enumerate(b.values(wm_field)) if isinstance(v, datetime) and v > wm_value])
+            docs = b.docs
+        self.docs += b.n
+        if not b.n:
+            return
+        for rule, check, screen in self.doc_checks:
+            for i in screen(b):
+                d = docs[i]
                 for variant, value, message in check(d):
                     self._add(rule, variant, message, d, value)
         for rule in self.refs:
-            self._references(rule, docs)
+            self._references(rule, b)
         for rule, seen in self.uniques.values():
             self._unique(rule, seen, docs)
+        rows: dict = {}  # (parent collection, reference field) -> facts rows, shared by the rules
         for rule in self.parent_rules:
-            self._parent_rule(rule, docs)
+            self._parent_rule(rule, b, rows)
         if self.self_order is not None:
-            self.self_order.add_batch(docs, self._user, doc_time)
+            uf = self.spec.user_field
+            users = b.ref_hashes(uf) if uf else np.full(b.n, NONE, dtype=np.int64)
+            self.self_order.add_batch(b, users)
         for rule in self.soft_deletes:
             since = self.spec.since
-            for d in docs:
-                v = get_path(d, rule.soft_delete_field)
-                if isinstance(v, datetime) and (since is None or v > since):
+            col = b.values(rule.soft_delete_field)
+            for i in [i for i, v in enumerate(col) if isinstance(v, datetime)]:
+                v = col[i]
+                if since is None or v > since:
                     self._add(rule, "soft_deleted", f"{self.spec.collection} soft-deleted since {since:%Y-%m-%d %H:%M}Z"
-                              if since else f"{self.spec.collection} soft-deleted", d, v)
+                              if since else f"{self.spec.collection} soft-deleted", docs[i], v)
         for rule in self.syncs:
-            self._sync(rule, docs)
+            self._sync(rule, b)
 
-    def _references(self, rule: ReferenceRule, docs: list[dict]) -> None:
+    def _watermark(self, b: Batch) -> None:
+        col = b.values(self.spec.watermark_field)
+        if b.types(self.spec.watermark_field) == {datetime}:
+            top = max(col)
+        else:
+            dates = [v for v in col if isinstance(v, datetime)]
+            if not dates:
+                return
+            top = max(dates)
+        if self.watermark is None or top > self.watermark:
+            self.watermark = top
+
+    def _references(self, rule: ReferenceRule, b: Batch) -> None:
         coll = self.spec.collection
         where = dangling_message(rule, coll)
-        hashes, owners = [], []
-        for d in docs:
-            bad, items = reference_items(rule, coll, d)
-            for variant, value, message in bad:
-                self._add(rule, variant, message, d, value)
-            for item in items:
-                hashes.append(key_hash(item))
-                owners.append((d, item))
-        if not hashes:
-            return
+        col, types = b.values(rule.field), b.types(rule.field)
+        special = {t for t in types if t is MissingType or t is NoneType or (rule.array and issubclass(t, list))}
+        if not special:  # one plain value per document: no violation of its own, look each up
+            owners, items, hashes = None, col, b.hashes(rule.field)
+        else:  # absent, null or array values: the rule's per-document half decides them
+            odd = [i for i, v in enumerate(col) if type(v) in special]
+            plain = np.ones(b.n, dtype=bool)
+            plain[odd] = False
+            extra_owners, extra_items = [], []
+            for i in odd:
+                bad, its = reference_items(rule, coll, b.docs[i])
+                for variant, value, message in bad:
+                    self._add(rule, variant, message, b.docs[i], value)
+                extra_owners.extend([i] * len(its))
+                extra_items.extend(its)
+            # plain values and the odd documents' items, back in document order
+            owners = np.concatenate([np.flatnonzero(plain), np.array(extra_owners, dtype=np.int64)])
+            hashes = np.concatenate([b.hashes(rule.field)[plain], key_hashes(extra_items)])
+            which = np.concatenate([np.full(int(plain.sum()), -1, dtype=np.int64),
+                                    np.arange(len(extra_items), dtype=np.int64)])
+            order = np.argsort(owners, kind="stable")
+            owners, hashes, which = owners[order], hashes[order], which[order]
+            items = _Items(col, extra_items, owners, which)
+            if not len(hashes):
+                return
         self_ref = rule.to == coll
         target = self.keys[rule.to_field] if self_ref else self.spec.imports.get(("keys", rule.to, rule.to_field))
         if target is None:
             raise RuntimeError(f"no key set for {rule.to}.{rule.to_field}")  # a planning bug, not user input
-        arr = np.fromiter(hashes, dtype=np.int64, count=len(hashes))
-        found = target.contains(arr)
-        for i in np.flatnonzero(~found):
-            d, item = owners[i]
+        for j in np.flatnonzero(~target.contains(hashes)).tolist():
+            d, item = b.docs[j if owners is None else int(owners[j])], items[j]
             if self_ref:  # maybe defined later in the same collection: decide at the end
-                self.pending.append(_Pending(rule, int(arr[i]), d.get("_id"), item, self._user(d), doc_time(d)))
+                self.pending.append(_Pending(rule, int(hashes[j]), d.get("_id"), item, self._user(d), doc_time(d)))
             else:
                 self.findings.get(rule, "dangling", where).add(
                     d.get("_id"), item, self._user(d), doc_time(d))
@@ -273,59 +328,64 @@ class _Scanner:
                 seen[key] = (_id, fvalue, fuser, ftime, True)
             acc.add(d.get("_id"), value, self._user(d), doc_time(d), {"group": str(key)})
 
-    def _parent_rule(self, rule, docs: list[dict]) -> None:
+    def _parent_rule(self, rule, b: Batch, rows_cache: dict) -> None:
         facts: Facts | None = self.spec.imports.get(("facts", rule.parent_collection))
         if facts is None:
             return
         coll = self.spec.collection
-        children, hashes = [], []
-        for d in docs:
-            ref = get_path(d, rule.parent_ref)
-            if ref is not MISSING and ref is not None:
-                children.append(d)
-                hashes.append(key_hash(ref))
-        if not children:
+        key = (rule.parent_collection, rule.parent_ref)
+        rows = rows_cache.get(key)
+        if rows is None:
+            refs = b.ref_hashes(rule.parent_ref)
+            rows = np.full(b.n, -1, dtype=np.int64)
+            present = refs != NONE
+            if present.any():
+                rows[present] = facts.rows(refs[present])
+            rows = rows_cache[key] = rows
+        ok = rows >= 0  # a missing parent is the reference rule's finding
+        if not ok.any():
             return
-        rows = facts.rows(np.fromiter(hashes, dtype=np.int64, count=len(hashes)))
+        at = np.where(ok, rows, 0)
         is_order = isinstance(rule, TimestampOrderRule)
         column = facts.ms(rule.parent_field) if is_order else facts.value_hash(rule.parent_field)
-        for d, row in zip(children, rows):
-            if row < 0 or column[row] == NONE:
-                continue  # a missing parent is the reference rule's finding
-            v = get_path(d, rule.field)
-            if is_order:
-                if not isinstance(v, datetime):
-                    continue  # a missing or mistyped date is the type rule's finding
-                ms = to_ms(v)
-                if rule.relation == "not_before" and ms < column[row]:
-                    self._add(rule, "before_parent",
-                              f"{coll}.{rule.field} is before {rule.parent_collection}.{rule.parent_field}", d, v,
-                              {"parent": facts.ids[row], "parent_value": from_ms(column[row])})
-                elif rule.relation == "not_after" and ms > column[row]:
-                    self._add(rule, "after_parent",
-                              f"{coll}.{rule.field} is after {rule.parent_collection}.{rule.parent_field}", d, v,
-                              {"parent": facts.ids[row], "parent_value": from_ms(column[row])})
-            elif v is not MISSING and (v is None or key_hash(v) != column[row]):
-                self._add(rule, "mismatch",
-                          f"{coll}.{rule.field} differs from {rule.parent_collection}.{rule.parent_field}", d, v,
-                          {"parent": facts.ids[row]})
+        parent = column[at]
+        ok &= parent != NONE
+        if is_order:
+            child = b.ms(rule.field)  # NONE: a missing or mistyped date is the type rule's finding
+            ok &= child != NONE
+            if rule.relation == "not_before":
+                bad, variant, word = ok & (child < parent), "before_parent", "before"
+            elif rule.relation == "not_after":
+                bad, variant, word = ok & (child > parent), "after_parent", "after"
+            else:
+                return
+            extra = lambda row: {"parent": facts.ids[row], "parent_value": from_ms(column[row])}  # noqa: E731
+            message = f"{coll}.{rule.field} is {word} {rule.parent_collection}.{rule.parent_field}"
+        else:
+            child = b.hashes(rule.field)  # NONE when absent (not compared); a null never matches
+            bad, variant = ok & (child != NONE) & (child != parent), "mismatch"
+            extra = lambda row: {"parent": facts.ids[row]}  # noqa: E731
+            message = f"{coll}.{rule.field} differs from {rule.parent_collection}.{rule.parent_field}"
+        if bad.any():
+            values = b.values(rule.field)
+            for i in np.flatnonzero(bad).tolist():
+                self._add(rule, variant, message, b.docs[i], values[i], extra(int(rows[i])))
 
-    def _sync(self, rule: SyncRule, docs: list[dict]) -> None:
+    def _sync(self, rule: SyncRule, b: Batch) -> None:
         coll = self.spec.collection
+        docs = b.docs
         cutoff = self.spec.sync_cutoffs.get(rule.id)
         secondary = self.spec.imports.get(("keys", "secondary:" + rule.id, "_id"))
         if secondary is not None:
-            arr = np.fromiter((key_hash(d["_id"]) for d in docs), dtype=np.int64, count=len(docs))
-            for i in np.flatnonzero(~secondary.contains(arr)):
+            for i in np.flatnonzero(~secondary.contains(b.hashes("_id"))).tolist():
                 self._add(rule, "missing_in_secondary", f"{coll} documents missing from the secondary system",
                           docs[i], docs[i]["_id"])
         if cutoff is not None:
-            for d in docs:
-                v = get_path(d, rule.timestamp_field)
-                if isinstance(v, datetime) and v > cutoff:
-                    self._add(rule, "changed_after_sync",
-                              f"{coll}.{rule.timestamp_field} is later than the last synchronisation", d, v,
-                              {"lastSyncAt": cutoff})
+            col = b.values(rule.timestamp_field)
+            for i in [i for i, v in enumerate(col) if isinstance(v, datetime) and v > cutoff]:
+                self._add(rule, "changed_after_sync",
+                          f"{coll}.{rule.timestamp_field} is later than the last synchronisation", docs[i], col[i],
+                          {"lastSyncAt": cutoff})
 
     def finish(self, seconds: float) -> PassResult:
         for p in self.pending:
@@ -337,5 +397,6 @@ class _Scanner:
         keys = {f: ks.freeze() for f, ks in self.keys.items() if f in self.spec.export_keys}
         if self.facts is not None:
             self.facts.freeze()
+        counts = {f: c.counter() for f, c in self.child_counts.items()}
         return PassResult(self.spec.collection, self.docs, seconds, self.findings.results(), keys,
-                          self.facts, self.child_counts, self.watermark)
+                          self.facts, counts, self.watermark)

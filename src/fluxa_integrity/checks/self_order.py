@@ -7,6 +7,7 @@ date and the document's own parent-side date (epoch ms) - plus the ``_id`` itsel
 when it is an ObjectId (a dict entry otherwise). About 40 + 24 per rule bytes per document, where
 a dict of Python objects would cost ~200. A parent may be read after its child, so the rule is
 decided at the end of the pass: one argsort of the id hashes and one searchsorted per rule.
+Rows are appended a batch's columns at a time (columns.py), with the key sets' stable id hash.
 
 Failure behaviour: a child whose parent is unknown (the reference rule's finding) or whose date,
 or its parent's, is missing or not a date (the type rule's finding) is skipped, never guessed.
@@ -14,38 +15,16 @@ or its parent's, is missing or not a date (the type rule's finding) is skipped, 
 
 from __future__ import annotations
 
-import math
 from array import array
-from datetime import datetime, timezone
 
 import numpy as np
 from bson import ObjectId
 
 from ..policy.rules import TimestampOrderRule
+from .columns import Batch
 from .facts import NONE, from_ms
 from .findings import Findings
-from .values import MISSING, get_path, key_hash
-
-
-def _hash(value) -> int:
-    """An id's hash, only ever compared within this pass (so Python's salted hash() will do for
-    ObjectIds, ~20x cheaper than key_hash's BLAKE2b); key_hash for every other type, which keeps
-    MongoDB's equalities (3 == 3.0). A collision could hide one finding: the same ~2**-63 odds
-    as the key sets'."""
-    if type(value) is ObjectId:
-        v = hash(value)
-        return v if v != NONE else NONE + 1
-    return key_hash(value)
-
-
-def _ms(value) -> int:
-    """Epoch ms of a date, NONE otherwise. Not facts.to_ms: this one is on the hot path, and
-    its values are only compared with each other."""
-    if not isinstance(value, datetime):
-        return NONE
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return math.floor(value.timestamp() * 1000)
+from .values import MISSING
 
 
 class SelfOrder:
@@ -56,31 +35,28 @@ class SelfOrder:
         self.other_ids: dict[int, object] = {}
         self.cols = {r.id: (array("q"), array("q"), array("q")) for r in rules}  # ref hash, child ms, own ms
 
-    def add_batch(self, docs: list[dict], user_of, time_of) -> None:
-        """Append one row per document; ``user_of(doc)`` is the user's hash or None,
-        ``time_of(doc)`` the document's time or None. The hot loop of the pass: locals only."""
-        h, users, when, raw, other = self.h, self.users, self.when, self.raw, self.other_ids
-        cols = [(r, *self.cols[r.id], r.field == r.parent_field) for r in self.rules]
-        for doc in docs:
-            _id = doc.get("_id")
-            if type(_id) is ObjectId:
-                raw += _id.binary
-            else:
-                other[len(h)] = _id
-                raw += bytes(12)
-            h.append(_hash(_id))
-            u = user_of(doc)
-            users.append(NONE if u is None else u)
-            last, last_ms = None, NONE
-            for r, refs, child, own, same in cols:
-                ref = get_path(doc, r.parent_ref)
-                refs.append(NONE if ref is MISSING or ref is None else _hash(ref))
-                last = get_path(doc, r.field)
-                last_ms = _ms(last)
-                child.append(last_ms)
-                own.append(last_ms if same else _ms(get_path(doc, r.parent_field)))
-            t = time_of(doc)
-            when.append(last_ms if t is last and t is not None else (NONE if t is None else _ms(t)))
+    def add_batch(self, batch: Batch, users: np.ndarray) -> None:
+        """Append one row per document of the batch, a column at a time; ``users`` holds each
+        document's user hash (NONE for none). Ids hash with ``key_hash`` (the batch's column)."""
+        ids = batch.values("_id")
+        base = len(self.h)
+        if batch.types("_id") == {ObjectId}:
+            self.raw += batch.oid_bytes("_id")
+        else:
+            for k, _id in enumerate(ids):
+                if type(_id) is ObjectId:
+                    self.raw += _id.binary
+                else:
+                    self.other_ids[base + k] = None if _id is MISSING else _id
+                    self.raw += bytes(12)
+        self.h.frombytes(batch.hashes("_id").tobytes())
+        self.users.frombytes(np.ascontiguousarray(users, dtype=np.int64).tobytes())
+        self.when.frombytes(batch.when().tobytes())
+        for r in self.rules:
+            refs, child, own = self.cols[r.id]
+            refs.frombytes(batch.ref_hashes(r.parent_ref).tobytes())
+            child.frombytes(batch.ms(r.field).tobytes())
+            own.frombytes(batch.ms(r.parent_field).tobytes())
 
     def _id(self, row: int):
         if row in self.other_ids:
