@@ -89,12 +89,13 @@ def test_kill_is_swept_by_prune_too(mongo_uri, db, tmp_path, cli, fluxa_home):
 def test_list_and_show_carry_the_verification_verdict(mongo_uri, db, cli):
     make_data(db, users=5)
 
-    def backup() -> str:
-        out = cli("backup", "run", "--uri", mongo_uri, "--db", db.name, "--oplog-probe", "clock", "--json")
+    def backup(*extra: str) -> str:
+        out = cli("backup", "run", "--uri", mongo_uri, "--db", db.name, "--oplog-probe", "clock", "--json", *extra)
         assert out.code == 0, out.stderr
         return out.json()["id"]
 
-    never, checked = backup(), backup()
+    # --no-check: not even checked on its files (S4, which `backup run` does by default)
+    never, checked = backup("--no-check"), backup("--no-check")
 
     def listed() -> dict:
         return {b["id"]: b for b in cli("backup", "list", "--json").json()}

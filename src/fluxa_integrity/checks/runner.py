@@ -2,9 +2,16 @@
 processes), then decide the per-collection rules and label findings with their data class.
 
 Order: a collection whose rules look up another collection's ids or fields is scanned after
-it (users -> conversations -> messages). Collections of one level run in parallel with
-``workers > 1``. Collections are not split into ``_id`` ranges: FerretDB 1.24 does not push
-``_id`` range filters down to SQLite, so each range would cost a full scan (docs/checks.md).
+it (users -> conversations -> messages). With ``workers > 1`` the passes of one level run in
+parallel, and each collection is split into partitions (checks/partitions.py): segments of a
+backup's files, ``_id`` ranges on a server - except on FerretDB in ``auto`` mode, which does not
+push ``_id`` range filters down to SQLite, so each range would cost a full scan (docs/checks.md).
+
+The documents come from a server (``uri``) or from a backup's files (``files``,
+checks/sources.py) - the same passes and rules either way. On files, rules that need what a
+backup does not hold are listed in the warnings as not evaluable: ``sync`` (the secondary
+system is another database), ``validate`` (the server's verdict on its storage), and
+``count_drop`` when there is no baseline from before the backup (a plain dump).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from datetime import datetime, timezone
 
 from ..errors import FluxaError
 from ..mongo.connection import connect, fast_count
+from ..mongo.unsupported import is_ferretdb
 from ..policy.durations import parse_duration
 from ..policy.models import Policy
 from ..policy.rules import (CopiedFieldRule, CorruptionRule, CountDropRule, CounterRule, DeletionsRule,
@@ -27,7 +35,9 @@ from ..policy.rules import (CopiedFieldRule, CorruptionRule, CountDropRule, Coun
 from .collection_rules import (audit_deletion_findings, corruption_findings, count_drop_findings,
                                counter_findings, sync_extra_findings)
 from .findings import DEFAULT_SAMPLES, Findings, FindingResult
+from .partitions import Partial, Split, merge, run_partition, split
 from .scan import PassResult, PassSpec, run_pass
+from .sources import BackupFiles
 
 UTC = timezone.utc
 DOC_LOCAL = (FieldRule, FieldOrderRule, MigrationRule, ReferenceRule, DeletionsRule)  # what incremental runs evaluate
@@ -43,6 +53,10 @@ class RunOptions:
     max_samples: int = DEFAULT_SAMPLES
     keep_ids: bool = False
     incremental: bool = False
+    # with workers > 1, split collections into partitions: auto (backup files always, a server
+    # unless it is FerretDB), on, off (whole collections in parallel, as before issue 13)
+    partitions: str = "auto"
+    min_partition_docs: int = 20000
 
 
 @dataclass
@@ -129,21 +143,30 @@ def plan(policy: Policy, existing: set[str], opts: RunOptions,
     return active, warnings, missing
 
 
-def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None = None,
+def run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions | None = None,
                baselines: dict[str, int] | None = None, watermarks: dict[str, datetime] | None = None,
-               progress: ProgressSink | None = None) -> RunReport:
+               progress: ProgressSink | None = None, files: BackupFiles | None = None) -> RunReport:
+    """``files``: evaluate a backup's files (no server; ``uri`` is ignored). ``baselines`` are
+    then the counts of the last run before the backup was taken, None when unknown (a dump)."""
     opts = opts or RunOptions()
     progress = progress or ProgressSink()
     began = time.perf_counter()
     now = opts.now or datetime.now(UTC)
-    client = connect(uri)
-    db = client[db_name]
+    if files is not None and opts.incremental:
+        raise FluxaError("--incremental reads what changed on a server since the last run; a backup is read whole",
+                         "drop --incremental")
+    if opts.partitions not in ("auto", "on", "off"):
+        raise FluxaError(f"unknown partitions mode {opts.partitions!r}", "use auto, on or off")
+    client = connect(uri) if files is None else None
+    db = client[db_name] if client is not None else files.as_database()
     try:
         existing = set(db.list_collection_names())
         active, warnings, missing = plan(policy, existing, opts, db_name)
     except FluxaError:
-        client.close()
+        if client is not None:
+            client.close()
         raise
+    unevaluable: set[str] = set()
     watermarks = watermarks or {}
 
     # -- what each pass must provide to others ------------------------------------------------
@@ -167,6 +190,14 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
             elif isinstance(r, CounterRule):
                 facts_needed.setdefault(coll, set()).add(r.field)
                 counts_needed.setdefault(r.child_collection, set()).add(r.child_field)
+            elif isinstance(r, SyncRule) and files is not None:
+                unevaluable.add(r.id)
+                warnings.append(f"rule {r.id}: not evaluable on a backup: it compares {coll} with the secondary system "
+                                f"({r.secondary_db.replace('{db}', db_name)}), which the backup does not hold")
+            elif isinstance(r, CountDropRule) and files is not None and baselines is None:
+                unevaluable.add(r.id)
+                warnings.append(f"rule {r.id}: not evaluable on this dump: no check run counted {coll} before it was "
+                                "taken, so there is no baseline to compare its count with")
             elif isinstance(r, SyncRule):
                 sec_db = r.secondary_db.replace("{db}", db_name)
                 state = client[sec_db][r.sync_state_collection].find_one({"_id": r.sync_state_id})
@@ -179,6 +210,8 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
                     sync_cutoffs[r.id] = cutoff if cutoff.tzinfo else cutoff.replace(tzinfo=UTC)
                 secondary_passes.append((coll, r, sec_db))
                 keys_needed.setdefault(coll, set()).add("_id")
+    for coll in active:
+        active[coll] = [r for r in active[coll] if r.id not in unevaluable]
     # collections others depend on but that are not checked themselves still need a keys pass
     support = [c for c in set(keys_needed) | set(facts_needed) | set(counts_needed) if c not in active]
     for c in support:
@@ -214,26 +247,31 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
         wm_field = policy.collections[coll].watermark_field if coll in policy.collections else None
         if opts.incremental and wm_field and coll in watermarks:
             changed_since = (wm_field, watermarks[coll])
-        return PassSpec(uri=uri, db=db_name, collection=coll, rules=active[coll], watermark_field=wm_field,
+        return PassSpec(uri=uri or "", db=db_name, collection=coll, rules=active[coll], watermark_field=wm_field,
                         export_keys=sorted(keys_needed.get(coll, ())), export_facts=sorted(facts_needed.get(coll, ())),
                         count_children=sorted(counts_needed.get(coll, ())), imports=needs,
                         user_field=_user_field(policy, coll), changed_since=changed_since, since=since_of.get(coll),
-                        sync_cutoffs=sync_cutoffs, max_samples=opts.max_samples, keep_ids=opts.keep_ids)
+                        sync_cutoffs=sync_cutoffs, max_samples=opts.max_samples, keep_ids=opts.keep_ids,
+                        source=files.segment(coll) if files is not None else None)
 
-    for level in levels:
-        specs = [spec_for(c) for c in level if c in existing]
-        for s in specs:
-            progress.start(s.collection, fast_count(db, s.collection))
-        for res in _execute(specs, opts.workers, progress):
-            results[res.collection] = res
-            for f, ks in res.keys.items():
-                imports[("keys", res.collection, f)] = ks
-            if res.facts is not None:
-                imports[("facts", res.collection)] = res.facts
-            progress.done(res.collection)
-        for c in level:  # a referenced collection that does not exist has no keys at all
-            for f in keys_needed.get(c, ()):
-                imports.setdefault(("keys", c, f), _empty_keyset())
+    partition = opts.workers > 1 and (opts.partitions == "on" or (
+        opts.partitions == "auto" and (files is not None or not is_ferretdb(client))))
+    pool = _Pool(opts.workers) if opts.workers > 1 else None
+    try:
+        for level in levels:
+            specs = [spec_for(c) for c in level if c in existing]
+            for s in specs:
+                progress.start(s.collection, files.count(s.collection) if files is not None else fast_count(db, s.collection))
+            splits = [split(s, opts.workers if partition else 1, opts.min_partition_docs,
+                            db if files is None else None) for s in specs]
+            for res in (pool.run(splits, progress) if pool is not None else [run_pass(s, progress.advance) for s in specs]):
+                _collect(res, imports, results, progress)
+            for c in level:  # a referenced collection that does not exist has no keys at all
+                for f in keys_needed.get(c, ()):
+                    imports.setdefault(("keys", c, f), _empty_keyset())
+    finally:
+        if pool is not None:
+            pool.close()
 
     # -- rules decided per collection --------------------------------------------------------
     findings: list[FindingResult] = []
@@ -268,7 +306,8 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
         if res.watermark is not None:  # the pass saw every document (or every changed one)
             prev = (watermarks or {}).get(coll)
             wm_out[coll] = (policy.collections[coll].watermark_field, max(res.watermark, prev) if prev else res.watermark)
-    client.close()
+    if client is not None:
+        client.close()
     rule_index = {r.id: r for _, r in policy.iter_rules()}
     for f in findings:
         r = rule_index.get(f.rule_id)
@@ -277,7 +316,7 @@ def run_checks(uri: str, db_name: str, policy: Policy, opts: RunOptions | None =
             f.data_class, f.criticality = dc.name, dc.criticality
     findings.sort(key=lambda f: (f.collection, f.rule_id, f.variant))
     evaluated = sorted(r.id for rules in active.values() for r in rules)
-    report = RunReport(database=db_name, started_at=now, seconds=time.perf_counter() - began,
+    report = RunReport(database=files.label if files is not None else db_name, started_at=now, seconds=time.perf_counter() - began,
                        collections=sorted(c for c, r in active.items() if r), rules=evaluated, docs=docs,
                        findings=findings, warnings=warnings, watermarks=wm_out, incremental=opts.incremental,
                        counts=counts_now, missing=missing)
@@ -319,24 +358,76 @@ def _levels(deps: dict[str, set[str]]) -> list[list[str]]:
     return levels
 
 
-def _execute(specs: list[PassSpec], workers: int, progress: ProgressSink) -> list[PassResult]:
-    if workers <= 1 or len(specs) <= 1:
-        return [run_pass(s, progress.advance) for s in specs]
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager:
-        q = manager.Queue()
-        with ProcessPoolExecutor(max_workers=min(workers, len(specs)), mp_context=ctx) as pool:
-            futures = [pool.submit(_run_pass_reporting, s, q) for s in specs]
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(q, progress)
-            _drain(q, progress)
-            return [f.result() for f in futures]
+def _collect(res: PassResult, imports: dict, results: dict, progress: ProgressSink) -> None:
+    """A finished pass: its result, and the key sets and facts later levels import."""
+    results[res.collection] = res
+    for f, ks in res.keys.items():
+        imports[("keys", res.collection, f)] = ks
+    if res.facts is not None:
+        imports[("facts", res.collection)] = res.facts
+    progress.done(res.collection)
+
+
+class _Pool:
+    """Worker processes for the whole run (spawned once: a process start costs about a second
+    of imports here), fed the passes and partitions of one level at a time."""
+
+    def __init__(self, workers: int):
+        self.ctx = multiprocessing.get_context("spawn")
+        self.workers = workers
+        self.pool: ProcessPoolExecutor | None = None
+        self.manager = None
+
+    def _start(self) -> None:
+        if self.pool is None:
+            self.manager = self.ctx.Manager()
+            self.q = self.manager.Queue()
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self.ctx)
+
+    def run(self, splits: list[Split], progress: ProgressSink) -> list[PassResult]:
+        """Whole passes and partitions of one level; partitions merged in their read order."""
+        if len(splits) == 1 and len(splits[0].parts) == 1:
+            return [run_pass(splits[0].parts[0], progress.advance)]
+        self._start()
+        jobs: list[tuple] = []
+        for i, sp in enumerate(splits):
+            if len(sp.parts) == 1 and sp.uniques is None:
+                jobs.append((i, "whole", sp.parts[0]))
+            else:
+                jobs += [(i, k, p) for k, p in enumerate(sp.parts)]
+                if sp.uniques is not None:
+                    jobs.append((i, "uniques", sp.uniques))
+        futures = {self.pool.submit(_run_pass_reporting if kind == "whole" else _run_partition_reporting,
+                                    spec, self.q): (i, kind) for i, kind, spec in jobs}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(self.q, progress)
+            for f in done:
+                f.result()  # the first failure stops the level (and the run)
+        _drain(self.q, progress)
+        out: list[PassResult] = []
+        for i, sp in enumerate(splits):
+            got = {kind: f.result() for f, (j, kind) in futures.items() if j == i}
+            if "whole" in got:
+                out.append(got["whole"])
+            else:
+                parts: list[Partial] = [got[k] for k in range(len(sp.parts))]
+                out.append(merge(sp, parts, got.get("uniques")))
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.manager.shutdown()
 
 
 def _run_pass_reporting(spec: PassSpec, q) -> PassResult:
     return run_pass(spec, lambda coll, n: q.put((coll, n)))
+
+
+def _run_partition_reporting(spec: PassSpec, q) -> Partial:
+    return run_partition(spec, lambda coll, n: q.put((coll, n)))
 
 
 def _drain(q, progress: ProgressSink) -> None:

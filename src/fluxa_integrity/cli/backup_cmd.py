@@ -41,8 +41,12 @@ def run(collections: Optional[str] = typer.Option(None, "--collections", help="C
                                         "on FerretDB); clock: server-clock bounds, free (docs/backup.md)."),
         incremental: bool = typer.Option(False, "--incremental", help="An incremental backup: the oplog since the "
                                          "previous backup (archives the oplog first)."),
+        check: bool = typer.Option(True, "--check/--no-check", help="Check the new full backup on its files right "
+                                   "away (checksums, counts, the policy's rules; S4) and record the verdict."),
+        policy: Optional[Path] = PolicyOpt,
         uri: Optional[str] = UriOpt, db: Optional[str] = DbOpt, json_out: bool = JsonOpt) -> None:
-    """Take a full (or --incremental) backup. Exit 0 when complete, 2 when it failed (recorded as failed)."""
+    """Take a full (or --incremental) backup, then check its files (S4). Exit 0 when complete, 1 when its files
+    check failed, 2 when the backup failed (recorded as failed)."""
     target = target_option_values(uri, db)
     store = open_store()
     if incremental:
@@ -64,12 +68,20 @@ def run(collections: Optional[str] = typer.Option(None, "--collections", help="C
     with bars(json_out) as progress:
         result = run_backup(target.uri, target.db, store, opts, BarSink(progress))
     m = result.manifest
+    checked = None
+    if check:
+        from ..backup.verify_files import check_backup_files
+
+        checked = check_backup_files(store, result.id, policy_from(policy), workers=1)
     if json_out:
         emit_json({"id": result.id, "db": result.db, "status": "complete", "directory": str(result.directory),
                    "seconds": round(result.seconds, 3), "totals": m["totals"], "oplog": m["oplog"],
                    "collections": {n: {k: e.get(k) for k in ("count", "content_sha256")} for n, e in m["collections"].items()},
-                   "schema_backup": result.schema_backup, "warnings": result.warnings})
-        return
+                   "schema_backup": result.schema_backup, "warnings": result.warnings,
+                   "files_check": None if checked is None else {
+                       k: checked.get(k) for k in ("verification_id", "verdict", "problems", "integrity_findings",
+                                                   "seconds")}})
+        raise typer.Exit(EXIT_PROBLEMS if checked and checked["verdict"] != "pass" else 0)
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     console.print(f"[green]backup {result.id} complete[/]: {m['totals']['documents']:,} documents, "
@@ -77,7 +89,16 @@ def run(collections: Optional[str] = typer.Option(None, "--collections", help="C
                   highlight=False)
     if result.schema_backup:
         console.print(f"schema changed: schema backup {result.schema_backup}", highlight=False)
+    if checked is not None:
+        n = len(checked.get("integrity_findings") or [])
+        if checked["verdict"] == "pass":
+            console.print(f"[green]files checked[/] in {checked['seconds']:.1f}s: checksums, counts and framing ok; "
+                          f"{n} integrity findings (reported, not part of the verdict)", highlight=False)
+        else:
+            console.print(f"[red]files check FAILED[/]: {'; '.join(checked['problems'])}", highlight=False)
     print(result.id)
+    if checked is not None and checked["verdict"] != "pass":
+        raise typer.Exit(EXIT_PROBLEMS)
 
 
 @app.command("list")

@@ -14,6 +14,7 @@ from ..checks.history import (baselines, get_finding, list_findings, list_runs, 
                               watermarks)
 from ..checks.findings import fingerprint
 from ..checks.runner import ProgressSink, RunOptions, run_checks
+from ..checks.sources import BackupFiles, baselines_before
 from ..errors import FluxaError
 from ..mongo.connection import first_line
 from ..store import open_store
@@ -49,7 +50,14 @@ class _Bars(ProgressSink):
 def run(
     rules: Optional[str] = typer.Option(None, "--rules", help="Comma-separated rule ids (default: all)."),
     collections: Optional[str] = typer.Option(None, "--collections", help="Comma-separated collections (default: all in the policy)."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Processes; collections of one dependency level run in parallel."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes; collections are split into partitions "
+                                "(backup file segments, _id ranges) evaluated in parallel and merged exactly."),
+    partitions: str = typer.Option("auto", "--partitions", help="With --workers > 1: auto (split backup files "
+                                   "always, a server unless it is FerretDB), on, or off (whole collections in parallel)."),
+    backup: Optional[str] = typer.Option(None, "--backup", help="Check this backup's files (id or unique prefix) "
+                                         "instead of the live database; no server is used."),
+    dump_dir: Optional[Path] = typer.Option(None, "--dump-dir", help="Check a plain mongodump directory (--db picks "
+                                            "the database when it holds several); no server is used."),
     since: Optional[datetime] = typer.Option(None, "--since", help="Start of the deletions window, UTC (default: each rule's lookback)."),
     incremental: bool = typer.Option(False, "--incremental", help="Only documents changed since the last run "
                                      "(collections with a watermark field); per-document rules only; closes nothing."),
@@ -57,24 +65,35 @@ def run(
     policy: Optional[Path] = PolicyOpt, uri: Optional[str] = UriOpt, db: Optional[str] = DbOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Run the checks. Exit 0 when clean, 1 when there are findings, 2 on error."""
+    """Run the checks on the live database, a backup (--backup) or a mongodump directory
+    (--dump-dir). Exit 0 when clean, 1 when there are findings, 2 on error."""
     pol = policy_from(policy)
-    target = target_option_values(uri, db)
     store = open_store()
     opts = RunOptions(collections=csv_list(collections), rules=csv_list(rules), workers=workers,
                       since=since.replace(tzinfo=UTC) if since and since.tzinfo is None else since,
-                      max_samples=samples, incremental=incremental)
+                      max_samples=samples, incremental=incremental, partitions=partitions)
     started = datetime.now(UTC)
+    files, label = _files_target(store, backup, dump_dir, db)
+    if files is None:
+        target = target_option_values(uri, db)
+        label, db_name, base = target.db, target.db, baselines(store, target.db)
+    else:
+        db_name = files.db
+        base = baselines_before(store, files.db, files.started_at) if backup else None
     try:
         with Progress(TextColumn("[bold]{task.description:>14}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, disable=json_out) as bars:
-            report = run_checks(target.uri, target.db, pol, opts, baselines=baselines(store, target.db),
-                                watermarks=watermarks(store, target.db) if incremental else None,
-                                progress=_Bars(bars))
+            report = run_checks(None if files else target.uri, db_name, pol, opts, baselines=base,
+                                watermarks=watermarks(store, db_name) if incremental and not files else None,
+                                progress=_Bars(bars), files=files)
     except PyMongoError as exc:
-        run_id = record_failed_run(store, target.db, started, first_line(exc), opts.collections or [], opts.rules or [])
+        run_id = record_failed_run(store, label, started, first_line(exc), opts.collections or [], opts.rules or [])
         raise FluxaError(f"check run {run_id} failed: {first_line(exc)}",
                          "the run is recorded as failed and no finding changed; check the server and run again") from exc
+    except FluxaError as exc:
+        if files is not None:  # a damaged backup file: the run is failed, never complete
+            record_failed_run(store, label, started, exc.message, opts.collections or [], opts.rules or [])
+        raise
     summary = record_run(store, report)
     # the state store's finding ids: what `check show` and `incident open --finding` take
     ids = {r.fingerprint: r.id for r in list_findings(store, report.database, None)}
@@ -95,6 +114,34 @@ def run(
         if report.findings:
             next_steps(fid[0])
     raise typer.Exit(EXIT_PROBLEMS if report.findings else 0)
+
+
+def _files_target(store, backup: Optional[str], dump_dir: Optional[Path], db: Optional[str]):
+    """(BackupFiles, the run's database label) for --backup / --dump-dir, (None, None) otherwise.
+    A backup's run is recorded under ``<db>@backup:<id>``, never under the live database: its
+    findings describe the data when the backup was taken and must not close (or set baselines for)
+    the live database's."""
+    if backup and dump_dir:
+        raise FluxaError("--backup and --dump-dir both name what to check", "give one of them")
+    if dump_dir is not None:
+        files = BackupFiles.of_dump(dump_dir, db)
+        return files, files.label
+    if backup:
+        from ..checks.sources import open_backup
+
+        try:
+            files = open_backup(store, backup)
+        except FluxaError as exc:
+            if "failed their checksum" in exc.message:
+                from ..backup import catalog
+
+                row = catalog.get_backup(store, backup)
+                record_failed_run(store, f"{row.db}@backup:{row.id}", datetime.now(UTC), exc.message, [], [])
+            raise
+        if db and db != files.db:
+            raise FluxaError(f"backup {backup} is of database {files.db!r}, not {db!r}", "drop --db or pick another backup")
+        return files, files.label
+    return None, None
 
 
 def next_steps(example_id) -> None:

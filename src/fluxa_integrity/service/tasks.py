@@ -40,6 +40,7 @@ class TaskContext:
     log: Callable[[str], None] = lambda msg: None
     slice_seconds: float = 5.0  # the archiver closes a slice this often (real seconds)
     check_workers: int = 1
+    check_backups: bool = True  # check every full backup on its files right after it is taken (S4)
     # continuous validation calls it with each batch of recorded violations (metrics, automatic incidents)
     on_validation_record: Callable[[list], None] | None = None
 
@@ -86,10 +87,18 @@ def backup_full(ctx: TaskContext, job: JobDef) -> TaskResult:
 
     res = run_backup(ctx.uri, ctx.db, ctx.store, BackupOptions(repo=ctx.repo))
     docs = res.manifest["totals"]["documents"]
-    return TaskResult("ok", f"full backup {res.id}: {docs} documents" +
-                      (f"; schema changed: schema backup {res.schema_backup}" if res.schema_backup else ""),
-                      {"backup_id": res.id, "documents": docs, "schema_backup": res.schema_backup,
-                       "warnings": res.warnings})
+    details = {"backup_id": res.id, "documents": docs, "schema_backup": res.schema_backup, "warnings": res.warnings}
+    text = f"full backup {res.id}: {docs} documents" + (
+        f"; schema changed: schema backup {res.schema_backup}" if res.schema_backup else "")
+    if ctx.check_backups:  # S4: checked on its files at once (backup/verify_files.py)
+        from ..backup.verify_files import check_backup_files
+
+        checked = check_backup_files(ctx.store, res.id, ctx.policy, workers=ctx.check_workers)
+        details["files_check"] = {k: checked.get(k) for k in ("verification_id", "verdict", "problems")}
+        if checked["verdict"] != "pass":
+            return TaskResult("failed", text + "; its files check FAILED", details, "; ".join(checked["problems"])[:2000])
+        text += "; files checked"
+    return TaskResult("ok", text, details)
 
 
 def backup_incremental(ctx: TaskContext, job: JobDef) -> TaskResult:

@@ -1,0 +1,119 @@
+"""Partitions on backup files: the full default check suite over a mongodump directory with 1
+and with 2 worker processes (issue 13: goal 1 -> 2 processes >= 1.8x, where no server shares the
+cores), and the findings of both compared.
+
+    .venv/bin/python benchmarks/bench_partitions.py --users 2100 --dir /tmp/bench-dump     # ~100k messages
+    .venv/bin/python benchmarks/bench_partitions.py --users 21000 --dir /tmp/bench-dump-1m  # ~1M messages
+
+The dump is written straight from the dataset generator's documents (no server: mongodump's
+layout, zstd like our backups, ``--compression none|gzip|zstd``) and reused when the directory
+already holds one for the same ``--users``. Each measurement runs in a fresh subprocess, so its
+peak RSS (the largest of the process and its workers) is its own. Prints one JSON line: seconds,
+docs/s, speed-up, peak RSS, the findings' agreement, and the machine's load average and cores,
+because on a shared machine the other processes take their share of the two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import bson
+
+COMPRESS = {"zstd": ".zst", "gzip": ".gz", "none": ""}
+
+
+def write_dump(out: Path, users: int, seed: int, compression: str) -> dict:
+    """mongodump's layout under ``out/bench/``: the generator's collections, no server involved."""
+    from fluxa_integrity.backup.files import HashedWriter
+    from fluxa_integrity.backup.metadata import dumps_canonical
+    from fluxa_integrity.fluxa import generator as g
+
+    opts = g.GenerateOptions(users=users, seed=seed)
+    convs, msgs = g.plan_sizes(opts)
+    builder = g._Builder(opts)
+    d = out / "bench"
+    d.mkdir(parents=True, exist_ok=True)
+    writers, counts = {}, {}
+    for b, first in enumerate(range(0, users, g.BLOCK_USERS)):
+        for name, docs in builder.block(b, min(g.BLOCK_USERS, users - first), convs, msgs).items():
+            if name not in writers:
+                writers[name] = HashedWriter(d / f"{name}.bson{COMPRESS[compression]}", compression)
+                counts[name] = 0
+            writers[name].write(b"".join(bson.encode(doc) for doc in docs))
+            counts[name] += len(docs)
+    for name, w in writers.items():
+        w.close()
+        indexes = [{"v": 2, "key": {"_id": 1}, "name": "_id_"}] + [
+            {"v": 2, "key": dict(ix.document["key"]), "name": ix.document["name"]} for ix in g.INDEXES.get(name, [])]
+        (d / f"{name}.metadata.json").write_text(dumps_canonical(
+            {"options": {}, "indexes": indexes, "collectionName": name, "type": "collection"}))
+    (out / "bench.json").write_text(json.dumps({"users": users, "seed": seed, "compression": compression,
+                                                "counts": counts}))
+    return counts
+
+
+def one(directory: str, workers: int) -> dict:
+    from fluxa_integrity.checks.runner import RunOptions, run_checks
+    from fluxa_integrity.checks.sources import BackupFiles
+    from fluxa_integrity.policy import default_policy
+
+    files = BackupFiles.of_dump(Path(directory), "bench")
+    t0 = time.perf_counter()
+    report = run_checks(None, "bench", default_policy(), RunOptions(workers=workers), files=files)
+    secs = time.perf_counter() - t0
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return {"workers": workers, "docs": report.total_docs, "seconds": round(secs, 2),
+            "docs_per_s": round(report.total_docs / secs), "peak_rss_mb": round(rss / 1024),
+            "findings": sorted([f.rule_id, f.variant, f.count, f.affected_users] for f in report.findings)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=2100)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--dir", default="/tmp/bench-partitions")
+    ap.add_argument("--compression", default="zstd", choices=list(COMPRESS))
+    ap.add_argument("--workers", default="1,2", help="comma-separated worker counts to measure")
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    out = Path(args.dir)
+    if args.one:
+        print(json.dumps(one(str(out), args.one)))
+        return
+    meta = out / "bench.json"
+    have = json.loads(meta.read_text()) if meta.is_file() else {}
+    if (have.get("users"), have.get("seed"), have.get("compression")) != (args.users, args.seed, args.compression):
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        write_dump(out, args.users, args.seed, args.compression)
+        print(f"dump written in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    counts = json.loads(meta.read_text())["counts"]
+    size = sum(p.stat().st_size for p in (out / "bench").iterdir())
+    rows = {}
+    for w in (int(x) for x in args.workers.split(",")):
+        load = os.getloadavg()[0]
+        got = subprocess.run([sys.executable, __file__, "--dir", str(out), "--one", str(w)],
+                             capture_output=True, text=True, check=True).stdout
+        rows[w] = {**json.loads(got.strip().splitlines()[-1]), "load_avg_1m_before": round(load, 2)}
+    base = rows[min(rows)]
+    print(json.dumps({
+        "users": args.users, "documents": sum(counts.values()), "messages": counts.get("messages"),
+        "files_mb": round(size / 1e6, 1), "compression": args.compression, "cpus": os.cpu_count(),
+        "runs": {w: {k: v for k, v in r.items() if k != "findings"} for w, r in rows.items()},
+        "speedup": {w: round(base["seconds"] / r["seconds"], 2) for w, r in rows.items()},
+        "findings_identical": all(r["findings"] == base["findings"] for r in rows.values()),
+        "findings": len(base["findings"]),
+    }))
+
+
+if __name__ == "__main__":
+    main()

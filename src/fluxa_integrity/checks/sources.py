@@ -1,0 +1,346 @@
+"""Documents for a check run from a backup's files instead of a server: a catalog backup or a
+plain mongodump directory, read with no server at all.
+
+Shape: ``BackupFiles`` is one database's dump directory (``<coll>.bson[.zst|.gz]`` beside
+``<coll>.metadata.json[.gz]``) with, for a catalog backup, its manifest (counts, checksums).
+``FileSegment`` is a byte range ``[start, end)`` of one file's decompressed BSON stream, cut on
+document boundaries (``segments()`` walks the 4-byte length prefixes to find them); it is what a
+pass reads through ``PassSpec.source`` and it is picklable, so a worker process opens the file
+itself. Documents are decoded with the client's own codec options (tz-aware UTC dates), so a
+rule sees exactly what a cursor would hand it. ``FilesDatabase`` answers the few server calls
+the per-collection rules make (``find`` with equality and ``$gt``, ``list_indexes`` from the
+metadata file); ``validate`` is the server's verdict on its storage and is refused.
+
+Failure behaviour: a document length below 5, past the end of the file, a document not ending
+in NUL, undecodable BSON or a broken compressed stream raise ``FluxaError`` naming the file and
+the byte offset (in the decompressed stream) of the first bad document; nothing is guessed or
+skipped. A compressed stream cannot be entered in the middle, so a segment of a ``.zst``/``.gz``
+file decompresses (and throws away) the bytes before its start: cheap next to decoding them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import bson
+import zstandard
+from bson.codec_options import CodecOptions
+from bson.errors import BSONError
+from pymongo.errors import OperationFailure
+
+from ..backup.files import CHUNK, open_decompressed
+from ..backup.metadata import loads
+from ..errors import FluxaError
+
+#: what ``mongo.connection.connect`` gives a cursor: tz-aware dates in UTC
+CODEC = CodecOptions(tz_aware=True)
+_STREAM_ERRORS = (zstandard.ZstdError, gzip.BadGzipFile, zlib.error, EOFError, OSError)
+SUFFIXES = {".bson.zst": "zstd", ".bson.gz": "gzip", ".bson": "none"}
+
+
+class DamagedFile(FluxaError):
+    """A backup file that is partial or corrupt (as opposed to a bad option or policy)."""
+
+
+def _damaged(path, offset: int, what: str) -> FluxaError:
+    return DamagedFile(f"{path}: {what} at byte {offset} of its BSON stream",
+                      "the backup file is partial or corrupt: nothing was recorded as a complete run; "
+                      "check another backup (`fluxa-integrity backup list`)")
+
+
+class _Reader:
+    """The decompressed stream of a file, read forward in chunks, with the offset of each byte."""
+
+    def __init__(self, path: str, compression: str):
+        self.path, self.compression = path, compression
+        try:
+            self.f = open_decompressed(Path(path), compression)
+        except OSError as exc:
+            raise FluxaError(f"cannot read {path}: {exc}", "is the backup directory complete?") from exc
+        self.buf = bytearray()
+        self.base = 0  # stream offset of buf[0]
+        self.eof = False
+
+    def fill(self, need: int) -> None:
+        """Read until ``need`` bytes are buffered or the stream ends."""
+        while len(self.buf) < need and not self.eof:
+            try:
+                chunk = self.f.read(max(CHUNK, need - len(self.buf)))
+            except _STREAM_ERRORS as exc:
+                raise _damaged(self.path, self.base + len(self.buf), f"unreadable {self.compression} stream "
+                               f"({type(exc).__name__}: {exc})") from exc
+            if not chunk:
+                self.eof = True
+            else:
+                self.buf += chunk
+
+    def drop(self, n: int) -> None:
+        del self.buf[:n]
+        self.base += n
+
+    def skip_to(self, offset: int) -> None:
+        while self.base + len(self.buf) < offset:
+            self.base += len(self.buf)
+            self.buf.clear()
+            self.fill(min(CHUNK, offset - self.base))
+            if self.eof and self.base + len(self.buf) < offset:
+                raise _damaged(self.path, self.base + len(self.buf), "the file ends before its segment starts")
+        self.drop(offset - self.base)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _frame(r: _Reader, pos: int) -> int | None:
+    """Length of the document at buffer position ``pos``; None at a clean end of the stream."""
+    r.fill(pos + 4)
+    if len(r.buf) - pos == 0 and r.eof:
+        return None
+    if len(r.buf) - pos < 4:
+        raise _damaged(r.path, r.base + pos, f"truncated document ({len(r.buf) - pos} trailing bytes)")
+    n = int.from_bytes(r.buf[pos:pos + 4], "little")
+    if n < 5:
+        raise _damaged(r.path, r.base + pos, f"corrupt BSON (document length {n})")
+    r.fill(pos + n)
+    if len(r.buf) - pos < n:
+        raise _damaged(r.path, r.base + pos, f"truncated document (length {n}, {len(r.buf) - pos} bytes left)")
+    if r.buf[pos + n - 1] != 0:
+        raise _damaged(r.path, r.base + pos, f"corrupt BSON (document of length {n} does not end in NUL)")
+    return n
+
+
+@dataclass(frozen=True)
+class FileSegment:
+    path: str
+    compression: str
+    start: int = 0
+    end: int | None = None  # exclusive; None: to the end of the file
+
+    def batches(self, size: int) -> Iterator[list[dict]]:
+        """Documents of the segment, ``size`` at a time, decoded as a cursor decodes them."""
+        r = _Reader(self.path, self.compression)
+        try:
+            if self.start:
+                r.skip_to(self.start)
+            while True:
+                pos, count = 0, 0
+                while count < size and (self.end is None or r.base + pos < self.end):
+                    n = _frame(r, pos)
+                    if n is None:
+                        break
+                    pos += n
+                    count += 1
+                if not count:
+                    if self.end is not None and r.base < self.end:
+                        raise _damaged(self.path, r.base, f"the file ends before its segment does (byte {self.end})")
+                    return
+                yield self._decode(r, pos)
+                r.drop(pos)
+        finally:
+            r.close()
+
+    def _decode(self, r: _Reader, length: int) -> list[dict]:
+        try:
+            return bson.decode_all(bytes(r.buf[:length]), CODEC)
+        except (BSONError, ValueError, OverflowError) as exc:
+            pos = 0  # which document: decode them one by one to name its offset
+            while pos < length:
+                n = int.from_bytes(r.buf[pos:pos + 4], "little")
+                try:
+                    bson.decode(bytes(r.buf[pos:pos + n]), CODEC)
+                except (BSONError, ValueError, OverflowError) as one:
+                    raise _damaged(self.path, r.base + pos, f"undecodable BSON ({one})") from exc
+                pos += n
+            raise _damaged(self.path, r.base, f"undecodable BSON ({exc})") from exc
+
+
+def segments(path: str, compression: str, parts: int, min_docs: int = 1) -> list[tuple[int, int | None, int]]:
+    """Cut a file into at most ``parts`` segments of about equal bytes, each of at least
+    ``min_docs`` documents, on document boundaries: ``[(start, end, documents)]``, the last one
+    ending at the end of the file (``end`` None). One walk over the length prefixes."""
+    r = _Reader(path, compression)
+    offsets = [0]
+    try:
+        pos = 0
+        while (n := _frame(r, pos)) is not None:
+            pos += n
+            offsets.append(r.base + pos)
+            if pos > CHUNK:
+                r.drop(pos)
+                pos = 0
+    finally:
+        r.close()
+    total_docs, total = len(offsets) - 1, offsets[-1]
+    parts = max(1, min(parts, total_docs // max(1, min_docs)))
+    if parts == 1:
+        return [(0, None, total_docs)]
+    import bisect
+
+    cuts = [0]
+    for k in range(1, parts):
+        i = bisect.bisect_left(offsets, total * k // parts)
+        if i > cuts[-1] and i < total_docs:
+            cuts.append(i)
+    cuts.append(total_docs)
+    return [(offsets[a], offsets[b] if b < total_docs else None, b - a) for a, b in zip(cuts, cuts[1:])]
+
+
+class BackupFiles:
+    """One database's files in a backup or a mongodump directory."""
+
+    def __init__(self, directory: Path, db: str, manifest: dict | None = None, label: str | None = None):
+        self.directory, self.db, self.manifest = Path(directory), db, manifest
+        self.label = label or f"{db}@dump"
+        self.started_at = None  # a catalog backup's start: count-drop baselines are the runs before it
+        self.files: dict[str, tuple[Path, str]] = {}
+        self.metadata: dict[str, Path] = {}
+        if manifest is not None:
+            base = self.directory
+            for name, entry in manifest["collections"].items():
+                if entry.get("data"):
+                    self.files[name] = (base / entry["data"]["path"], manifest.get("compression", "none"))
+                if entry.get("metadata"):
+                    self.metadata[name] = base / entry["metadata"]["path"]
+            return
+        for p in sorted(self.directory.iterdir()):
+            for suffix, comp in SUFFIXES.items():
+                if p.is_file() and p.name.endswith(suffix):
+                    self.files[p.name[: -len(suffix)]] = (p, comp)
+                    break
+            if p.is_file() and p.name.endswith((".metadata.json", ".metadata.json.gz")):
+                self.metadata[p.name.split(".metadata.json")[0]] = p
+
+    @classmethod
+    def of_dump(cls, source: Path, db: str | None = None) -> "BackupFiles":
+        from ..backup.importer import find_database_dir
+
+        directory, name = find_database_dir(Path(source), db)
+        return cls(directory, name, None, f"{name}@dump:{directory.resolve()}"[:200])
+
+    def collections(self) -> set[str]:
+        return set(self.files)
+
+    def count(self, collection: str) -> int:
+        """The manifest's count (for progress bars); 0 when a plain dump does not say."""
+        entry = (self.manifest or {}).get("collections", {}).get(collection) or {}
+        return int(entry.get("count") or 0)
+
+    def segment(self, collection: str) -> FileSegment:
+        path, comp = self.files[collection]
+        return FileSegment(str(path), comp)
+
+    def indexes(self, collection: str) -> list[dict]:
+        path = self.metadata.get(collection)
+        if path is None:
+            return []
+        with open_decompressed(path, "gzip" if path.name.endswith(".gz") else "none") as f:
+            return list(loads(f.read().decode()).get("indexes", []))
+
+    def as_database(self) -> "FilesDatabase":
+        return FilesDatabase(self)
+
+
+class FilesDatabase:
+    """The server calls of checks/collection_rules.py, answered from the files."""
+
+    def __init__(self, files: BackupFiles):
+        self.files = files
+        self.name = files.db
+
+    def __getitem__(self, name: str) -> "_FilesCollection":
+        return _FilesCollection(self.files, name)
+
+    def list_collection_names(self) -> list[str]:
+        return sorted(self.files.collections())
+
+    def command(self, name: str, *args, **kwargs):
+        raise OperationFailure(f"{name} is not evaluable on a backup: it is the server's verdict on its own storage, "
+                               "which a backup's files do not have", details={
+                                   "errmsg": f"{name} is not evaluable on a backup (the server's verdict on its own "
+                                             "storage; run it on the live database)"})
+
+
+def _matches(doc: dict, flt: dict) -> bool:
+    from .values import MISSING, get_path
+
+    for path, cond in flt.items():
+        v = get_path(doc, path)
+        if isinstance(cond, dict) and set(cond) == {"$gt"}:
+            try:
+                if v is MISSING or v is None or not v > cond["$gt"]:
+                    return False
+            except TypeError:  # the server's type bracketing: another type never matches
+                return False
+        elif isinstance(cond, dict):
+            raise ValueError(f"filter operator {sorted(cond)} is not supported on backup files")
+        elif v is MISSING or v != cond:
+            return False
+    return True
+
+
+class _FilesCollection:
+    def __init__(self, files: BackupFiles, name: str):
+        self.files, self.name = files, name
+
+    def find(self, flt: dict | None = None, projection=None, batch_size: int = 2000) -> Iterator[dict]:
+        if self.name not in self.files.files:
+            return
+        for batch in self.files.segment(self.name).batches(batch_size):
+            for d in batch:
+                if not flt or _matches(d, flt):
+                    yield d
+
+    def list_indexes(self) -> list[dict]:
+        return self.files.indexes(self.name)
+
+
+def open_backup(store, backup_id: str) -> BackupFiles:
+    """A catalog backup's files, after checking them against the manifest's sha256 (cheap next to
+    decoding): a damaged file is refused naming it and, when its BSON framing breaks, the offset."""
+    from ..backup import catalog
+    from ..backup.manifest import check_files, files_of, read_manifest
+    from ..backup.repository import backup_dir
+
+    row = catalog.get_backup(store, backup_id)
+    if row.kind != "full" or row.status not in ("complete", "verified"):
+        raise FluxaError(f"backup {row.id} is a {row.status} {row.kind} backup: it holds no whole snapshot to check",
+                         "choose a complete or verified full backup (`fluxa-integrity backup list --kind full`)")
+    directory = backup_dir(Path(row.repo), row.id)
+    manifest = read_manifest(directory, row.manifest_sha256)
+    files = BackupFiles(directory, row.db, manifest, f"{row.db}@backup:{row.id}")
+    problems = check_files(directory, files_of(manifest))
+    if problems:
+        where = []
+        for name, (path, comp) in files.files.items():
+            if any(p.startswith(f"{path}:") for p in problems):
+                try:
+                    segments(str(path), comp, 1)
+                except FluxaError as exc:
+                    where.append(exc.message)
+        raise DamagedFile("backup files failed their checksum: " + "; ".join(problems + where),
+                         "the backup is damaged: nothing was recorded as a complete run; "
+                         "check another backup (`fluxa-integrity backup list`)")
+    files.started_at = row.started_at
+    return files
+
+
+def baselines_before(store, database: str, when) -> dict[str, int]:
+    """Per collection, the count of the last complete run on ``database`` before ``when`` (the
+    backup's start): the baselines the count-drop rule had when the backup was taken."""
+    from sqlalchemy import func, select
+
+    from ..store.models import CheckRun, CollectionCount
+
+    with store.session() as s:
+        latest = (select(CollectionCount.collection, func.max(CollectionCount.id).label("id"))
+                  .join(CheckRun, CheckRun.id == CollectionCount.run_id)
+                  .where(CollectionCount.database == database, CheckRun.status == "complete",
+                         CheckRun.started_at <= when)
+                  .group_by(CollectionCount.collection).subquery())
+        rows = s.execute(select(CollectionCount.collection, CollectionCount.count)
+                         .join(latest, CollectionCount.id == latest.c.id)).all()
+        return {c: n for c, n in rows}
