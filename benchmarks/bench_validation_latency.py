@@ -82,7 +82,7 @@ def poll_cost(client, repeats: int = 5) -> tuple[int, float]:
 
 
 def run_rate(uri: str, db_name: str, policy, rate: float, seconds: float, bad_every: int, repo: Path,
-             slice_seconds: float) -> dict:
+             slice_seconds: float, archiver: bool = True) -> dict:
     from fluxa_integrity.backup.archiver import ArchiveOptions, archive_oplog
     from fluxa_integrity.service.validation import WatchOptions, watch
     from fluxa_integrity.store import open_store
@@ -107,7 +107,8 @@ def run_rate(uri: str, db_name: str, policy, rate: float, seconds: float, bad_ev
         poll_ms=100), stop, lambda m: None, ready.set, on_record)), daemon=True)
     at = threading.Thread(target=lambda: box.setdefault("a", archive_oplog(uri, store, repo, ArchiveOptions(
         slice_seconds=slice_seconds, poll_ms=500), stop)), daemon=True)
-    at.start()
+    if archiver:
+        at.start()
     wt.start()
     ready.wait(120)
     q: mp.Queue = mp.get_context("spawn").Queue()
@@ -124,7 +125,8 @@ def run_rate(uri: str, db_name: str, policy, rate: float, seconds: float, bad_ev
     oplog_len = c.local["oplog.rs"].estimated_document_count()
     stop.set()
     wt.join(120)
-    at.join(120)
+    if archiver:
+        at.join(120)
     lat = sorted(recorded[k] - t for k, t in bad.items() if k in recorded)
 
     def q_(p_: float) -> float | None:
@@ -149,6 +151,7 @@ def main() -> None:
     ap.add_argument("--oplog-entries", type=int, default=20_000, help="the long-oplog setup's pre-filled length")
     ap.add_argument("--slice-seconds", type=float, default=1.0, help="the archiver's slice length (its guard moves "
                     "when a slice is cataloged, so the live oplog holds at least this many seconds of writes)")
+    ap.add_argument("--no-archiver", action="store_true", help="run the watcher alone (its guard is then the only one)")
     ap.add_argument("--setups", default="keep-1000,cap", help="which dev-server setups to run (keep-N, cap)")
     args = ap.parse_args()
 
@@ -183,7 +186,7 @@ def main() -> None:
             print(f"\n[{setup}] one poll (find ts > last, limit 1000) on a {n:,}-entry oplog: {secs * 1000:.0f} ms")
             for rate in rates:
                 res = run_rate(uri, db_name, policy, rate, args.seconds, args.bad_every, tmp / f"repo-{setup}-{rate:g}",
-                               args.slice_seconds)
+                               args.slice_seconds, not args.no_archiver)
                 print(f"[{setup}] {res}")
             n, secs = poll_cost(c)
             print(f"[{setup}] after the load: one poll on a {n:,}-entry oplog: {secs * 1000:.0f} ms")
