@@ -236,7 +236,8 @@ def validation(ctx: TaskContext, job: JobDef, once: bool = False, ready: Callabl
     what the oplog holds (a manual run). A gap (writes it could not see) makes the run failed."""
     from .validation import run_task
 
-    return run_task(ctx, job, once or not job.continuous, ready)
+    outcome, summary, details, error = run_task(ctx, job, once or not job.continuous, ready)
+    return TaskResult(outcome, summary, details, error)
 
 
 TASKS: dict[str, Callable[[TaskContext, JobDef], TaskResult]] = {

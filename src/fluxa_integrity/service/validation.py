@@ -455,19 +455,17 @@ def watch(uri: str, db: str, policy: Policy, store: Store, opts: WatchOptions | 
         client.close()
 
 
-def run_task(ctx, job, once: bool, ready: Callable[[], None]):
-    """The ``validate-oplog`` job of ``serve`` (tasks.py): a watcher session as a TaskResult."""
-    from .tasks import TaskResult
-
+def run_task(ctx, job, once: bool, ready: Callable[[], None]) -> tuple[str, str, dict, str | None]:
+    """The ``validate-oplog`` job of ``serve`` (tasks.py builds its TaskResult from this):
+    (outcome, summary, details, error) of one watcher session; a gap makes it failed."""
     opts = WatchOptions(once=once, poll_ms=int(job.params.get("poll_ms", 100)))
-    rep = watch(ctx.uri, ctx.db, ctx.policy, ctx.store, opts, ctx.stop, ctx.log, ready,
-                on_record=getattr(ctx, "on_validation_record", None))
+    rep = watch(ctx.uri, ctx.db, ctx.policy, ctx.store, opts, ctx.stop, ctx.log, ready)
     details = {"mode": rep.mode, "entries": rep.entries, "documents": rep.documents, "violations": rep.violations,
                "opened": rep.opened, "reopened": rep.reopened, "last": ts_text(rep.last), "gaps": rep.gaps,
                "check_run_id": rep.run_id, "latency": rep.latency_summary()}
     text = (f"validated {rep.documents} written documents ({rep.entries} oplog entries, {rep.mode}): "
             f"{rep.violations} violations, {rep.opened} findings opened, {rep.reopened} reopened")
     if rep.gaps:
-        return TaskResult("failed", text, details, "; ".join(f"GAP after {g['after']} up to {g['before']}: {g['reason']}"
-                                                             for g in rep.gaps))
-    return TaskResult("ok", text, details)
+        return "failed", text, details, "; ".join(f"GAP after {g['after']} up to {g['before']}: {g['reason']}"
+                                                  for g in rep.gaps)
+    return "ok", text, details, None
