@@ -369,26 +369,28 @@ def _collect(res: PassResult, imports: dict, results: dict, progress: ProgressSi
 
 
 class _Pool:
-    """Worker processes for the whole run (spawned once: a process start costs about a second
-    of imports here), fed the passes and partitions of one level at a time."""
+    """Worker processes for the whole run, fed the passes and partitions of one level at a time.
+
+    A forkserver that has imported the scanner once forks the workers: a spawned worker would
+    import numpy, pymongo and the policy models itself (about a second each on an idle machine
+    here, 8 s under load). The forkserver is single-threaded, so forking from it is safe
+    whatever threads this process runs (progress bars, a pymongo client). Progress comes back on
+    a queue handed to each worker when it starts."""
 
     def __init__(self, workers: int):
-        self.ctx = multiprocessing.get_context("spawn")
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["fluxa_integrity.checks.partitions"])
         self.workers = workers
-        self.pool: ProcessPoolExecutor | None = None
-        self.manager = None
-
-    def _start(self) -> None:
-        if self.pool is None:
-            self.manager = self.ctx.Manager()
-            self.q = self.manager.Queue()
-            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self.ctx)
+        self.q = self.ctx.Queue()
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=self.ctx, initializer=_init_worker,
+                                        initargs=(self.q,))
+        # start the workers now: they boot while this process plans and reads the first level
+        self.warm = [self.pool.submit(_ready) for _ in range(workers)]
 
     def run(self, splits: list[Split], progress: ProgressSink) -> list[PassResult]:
         """Whole passes and partitions of one level; partitions merged in their read order."""
         if len(splits) == 1 and len(splits[0].parts) == 1:
             return [run_pass(splits[0].parts[0], progress.advance)]
-        self._start()
         jobs: list[tuple] = []
         for i, sp in enumerate(splits):
             if len(sp.parts) == 1 and sp.uniques is None:
@@ -397,8 +399,8 @@ class _Pool:
                 jobs += [(i, k, p) for k, p in enumerate(sp.parts)]
                 if sp.uniques is not None:
                     jobs.append((i, "uniques", sp.uniques))
-        futures = {self.pool.submit(_run_pass_reporting if kind == "whole" else _run_partition_reporting,
-                                    spec, self.q): (i, kind) for i, kind, spec in jobs}
+        futures = {self.pool.submit(run_pass if kind == "whole" else run_partition, spec, _report):
+                   (i, kind) for i, kind, spec in jobs}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -417,17 +419,25 @@ class _Pool:
         return out
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-            self.manager.shutdown()
+        self.pool.shutdown(cancel_futures=True)
+        self.q.close()
 
 
-def _run_pass_reporting(spec: PassSpec, q) -> PassResult:
-    return run_pass(spec, lambda coll, n: q.put((coll, n)))
+_progress_q = None
 
 
-def _run_partition_reporting(spec: PassSpec, q) -> Partial:
-    return run_partition(spec, lambda coll, n: q.put((coll, n)))
+def _init_worker(q) -> None:
+    global _progress_q
+    _progress_q = q
+
+
+def _ready() -> None:
+    return None
+
+
+def _report(coll: str, n: int) -> None:
+    """A worker's progress, to the run's queue (module level: picklable as the progress callback)."""
+    _progress_q.put((coll, n))
 
 
 def _drain(q, progress: ProgressSink) -> None:
