@@ -362,7 +362,7 @@ class Drill:
                 raise _Failed(f"{step.recipe} plan {plan.id}: apply {row['status']}")
             changed += row["changes"]
             t0 = time.perf_counter()
-            verified = engine.verify_plan(self.db, self.store, inc, self.policy, plan.id)
+            verified = engine.verify_plan(self.db, self.store, inc, self.policy, plan.id, uri=self.uri)
             row["seconds"]["verify"] = round(time.perf_counter() - t0, 3)
             row["verified"] = bool(verified.closed)
             row["still_open"] = list(verified.still_open or [])
