@@ -10,7 +10,7 @@ On disk, one directory per plan:
 - ``plan.json``: recipe, params (canonical Extended JSON), database, source point, verify rules,
   unresolved notes, summary, counts, the conflict mode (``on_conflict``) and the sha256 of
   ``changes.bson``;
-- ``journal/``: written by apply and undo (apply.py), never by this module.
+- ``journal/``: written by apply and undo (apply.py, journal.py), never by this module.
 
 Images are normalised when saved: ``_id`` first and equal to the change's id (a server puts
 ``_id`` first, so an ``after`` written back reads back with the same bytes).
@@ -18,7 +18,9 @@ Images are normalised when saved: ``_id`` first and equal to the change's id (a 
 Failure behaviour: a plan is written into a temporary directory and renamed into place, so a
 plan directory is whole or absent; the row is added after the rename and the directory removed
 if that fails. ``load`` refuses a plan whose ``changes.bson`` fails its sha256 or whose files are
-missing, naming the plan and saying to make a new one. Status changes are conditional on the
+missing, naming the plan and saying to make a new one. Any error while saving (a value BSON cannot
+encode, e.g. an integer beyond 64 bits: OverflowError) removes the temporary directory and is a
+FluxaError naming the change (collection/_id) that could not be encoded. Status changes are conditional on the
 status expected (``set_status``): a change made underneath by another command is refused.
 """
 
@@ -117,21 +119,29 @@ def save(store: Store, plan: Plan, actor: str | None = None, now: datetime | Non
     root.mkdir(parents=True, exist_ok=True)
     seen: set[tuple] = set()
     for ch in plan.changes:
-        key = (ch.collection, bson.encode({"_id": ch.id}))
+        try:
+            key = (ch.collection, bson.encode({"_id": ch.id}))
+        except Exception as exc:  # noqa: BLE001 - an _id BSON cannot hold: name the change
+            raise FluxaError(f"the {plan.recipe} plan cannot be saved: the _id of a {ch.op} of {ch.collection} "
+                             f"({ch.id!r}) cannot be encoded as BSON: {type(exc).__name__}: {exc}",
+                             "a recipe bug or a value BSON cannot hold: fix it, then plan again") from exc
         if key in seen:  # apply and undo decide per document: one change per document
             raise FluxaError(f"the {plan.recipe} plan changes {ch.collection}/{ch.id!r} twice",
                              "a recipe bug: merge the changes of one document into one")
         seen.add(key)
     tmp = root / f".tmp-{pid}"
     tmp.mkdir()
+    current = None  # the change being encoded: named when it cannot be
     try:
         h = hashlib.sha256()
         with open(tmp / CHANGES, "wb") as f:
             for i, ch in enumerate(plan.changes):
+                current = ch
                 ch.before = _normalised(ch.before, ch.id, "before", ch)
                 ch.after = _normalised(ch.after, ch.id, "after", ch)
                 raw = bson.encode({"i": i, **ch.as_doc(), "before_hash": content_hash(ch.before),
                                    "after_hash": content_hash(ch.after)}, codec_options=CODEC)
+                current = None
                 f.write(raw)
                 h.update(raw)
             f.flush()
@@ -145,10 +155,17 @@ def save(store: Store, plan: Plan, actor: str | None = None, now: datetime | Non
         fsync_dir(tmp)
         os.rename(tmp, root / pid)  # the plan directory is whole or absent
         fsync_dir(root)
-    except (OSError, bson.errors.InvalidDocument) as exc:
+    except BaseException as exc:  # whatever went wrong (an int BSON cannot hold, a kill): no half plan left
         shutil.rmtree(tmp, ignore_errors=True)
-        raise FluxaError(f"saving the {plan.recipe} plan failed: {exc}",
-                         "check that FLUXA_HOME is writable (and the recipe's documents are BSON), then plan again") from exc
+        if isinstance(exc, FluxaError) or not isinstance(exc, Exception):
+            raise
+        if current is not None:
+            raise FluxaError(f"the {plan.recipe} plan cannot be saved: the change of {current.collection}/"
+                             f"{current.id!r} ({current.op}) cannot be encoded as BSON: {type(exc).__name__}: {exc}",
+                             "a recipe bug or a value BSON cannot hold (an integer beyond 64 bits, a non-string "
+                             "key): fix the document or leave it out of the plan, then plan again") from exc
+        raise FluxaError(f"saving the {plan.recipe} plan failed: {type(exc).__name__}: {exc}",
+                         "check that FLUXA_HOME is writable, then plan again") from exc
     try:
         with store.session() as s:
             s.add(RecoveryPlan(id=pid, recipe=plan.recipe, database=plan.database, status="planned",
@@ -234,9 +251,14 @@ def load(store: Store, plan_id: str) -> Stored:
     return Stored(plan, before_h, after_h, row, d)
 
 
-def set_status(store: Store, plan_id: str, status: str, expected: tuple[str, ...], **values) -> None:
-    """Move the plan to ``status`` only from one of ``expected``."""
+def set_status(store: Store, plan_id: str, status: str, expected: tuple[str, ...], *, results: dict | None = None,
+               **values) -> None:
+    """Move the plan to ``status`` only from one of ``expected``; ``results`` ({step: outcome})
+    are merged into the row's results in the same statement."""
     with store.session() as s:
+        if results:
+            current = s.scalar(select(RecoveryPlan.result).where(RecoveryPlan.id == plan_id)) or {}
+            values["result"] = {**current, **{k: relaxed(v) for k, v in results.items()}}
         res = s.execute(update(RecoveryPlan).where(RecoveryPlan.id == plan_id, RecoveryPlan.status.in_(expected))
                         .values(status=status, **values))
         if res.rowcount != 1:
@@ -248,6 +270,14 @@ def set_status(store: Store, plan_id: str, status: str, expected: tuple[str, ...
 def update_row(store: Store, plan_id: str, **values) -> None:
     with store.session() as s:
         s.execute(update(RecoveryPlan).where(RecoveryPlan.id == plan_id).values(**values))
+
+
+def drop_result(store: Store, plan_id: str, step: str) -> None:
+    """Remove ``step`` from the plan's results (a pending timeline record, once recorded)."""
+    with store.session() as s:
+        r = s.get(RecoveryPlan, plan_id)
+        if r is not None and step in (r.result or {}):
+            r.result = {k: v for k, v in r.result.items() if k != step}
 
 
 def merge_result(store: Store, plan_id: str, step: str, outcome: dict, **values) -> None:

@@ -14,6 +14,9 @@ rules finds anything on those collections; ``still_open`` lists each remaining f
 variant, collection, count, message) with ``on_plan_documents``: how many of its documents the
 plan changed. A plan with no ``verify`` rules is closed with nothing run, and says so.
 
+The URI the check runner connects with is the face's (``uri``: the CLI's resolved --uri, the
+drill's); a caller without one gets the client's public address (no credentials).
+
 Failure behaviour: a plan not applied yet is refused; the run's own errors (unknown rule, server
 unreachable) are FluxaErrors from the runner and change no finding.
 """
@@ -31,7 +34,7 @@ from ..errors import FluxaError
 from ..store import Store
 from .live import id_key
 from .plans_store import get_row, load, merge_result
-from .record import record
+from .record import record, record_pending
 
 UTC = timezone.utc
 
@@ -53,17 +56,18 @@ class VerifyResult:
 
 
 def uri_of(client) -> str:
-    """The URI a handle was opened with (the check runner connects per pass, maybe in workers).
-    pymongo keeps it in ``_init_kwargs``; without it, the address it is connected to."""
-    host = getattr(client, "_init_kwargs", {}).get("host")
-    if isinstance(host, str) and "://" in host:
-        return host
+    """Where a verify connects when the face gave no URI: the client's address (public pymongo
+    API), with no credentials or TLS options - right for a dev server; a face connected with
+    credentials passes ``uri`` (the CLI and the drill do)."""
     h, p = client.address
     return f"mongodb://{h}:{p}/?directConnection=true"
 
 
 def verify_plan(db: Database, store: Store, incidents, policy, plan_id: str, *, uri: str | None = None,
                 actor: str | None = None, workers: int = 1) -> VerifyResult:
+    """``uri``: the URI the face resolved and connected ``db`` with (the check runner connects per
+    pass, maybe in worker processes); without it, ``db.client``'s address (uri_of)."""
+    record_pending(store, incidents, plan_id)  # an apply killed after its status, before its timeline entry
     row = get_row(store, plan_id)
     if row["status"] not in ("applied",):
         raise FluxaError(f"recovery plan {plan_id} is {row['status']}: only an applied plan is verified",
