@@ -153,8 +153,10 @@ def _field_screen(rule: FieldRule) -> Screen:
         col = batch.values(path)
         types = batch.types(path)
         if types <= hashable:
-            present = types - free
-            if not present or {v for v in col if type(v) not in free} <= allowed:
+            if not types & free:  # every document holds a value: one set of them all
+                if set(col) <= allowed:
+                    return []
+            elif types <= free or {v for v in col if type(v) not in free} <= allowed:
                 return []
         return [i for i, v in enumerate(col)
                 if type(v) not in free and (type(v) not in hashable or v not in allowed)]
