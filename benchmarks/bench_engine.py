@@ -22,8 +22,10 @@ runs in a fresh process, so peak RSS is its own:
   handed from pass to pass, per-collection counters decided at the end. Rules that need a server
   (validate, indexes, the audit-log query, count baselines) are not per-document work and are
   left out.
-Prints one JSON line per mode and a summary: docs/s on wall and CPU clocks, the engine's ratio
-to ``decode`` (the goal: >= 0.5 on one core) and peak RSS.
+Prints one JSON line per mode and run and a summary: docs/s on wall and CPU clocks, the engine's
+ratio to ``decode`` (the goal: >= 0.5 on one core) and peak RSS. On a shared machine the CPU
+clock is the one to read (other processes stretch the wall clock, not a process's CPU time), and
+``--repeat 3`` keeps each mode's best of three interleaved runs.
 """
 
 from __future__ import annotations
@@ -247,7 +249,10 @@ def main() -> None:
                     help="where the generated files are cached")
     ap.add_argument("--one", help="run one mode in this process (raw, decode, decode-naive, engine)")
     ap.add_argument("--profile", help="cProfile this collection's pass (engine mode), to stderr")
-    ap.add_argument("--modes", default="raw,decode,engine")
+    ap.add_argument("--modes", default="raw,decode,engine", help="comma-separated: raw, decode, decode-naive, engine")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run the modes this many times, interleaved, and keep each one's best CPU time "
+                         "(a shared machine's load comes and goes)")
     args = ap.parse_args()
     root = args.dir / f"engine-{args.users}"
     if args.one:
@@ -255,14 +260,17 @@ def main() -> None:
         return
     build(root, args.users)
     meta = json.loads((root / "complete").read_text())
-    rows = {}
-    for mode in args.modes.split(","):
-        cmd = [sys.executable, __file__, "--users", str(args.users), "--dir", str(args.dir), "--one", mode]
-        if args.profile and mode == "engine":
-            cmd += ["--profile", args.profile]
-        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout  # stderr: profiles
-        rows[mode] = json.loads(out.strip().splitlines()[-1])
-        print(json.dumps(rows[mode]), flush=True)
+    rows: dict[str, dict] = {}
+    for _ in range(args.repeat):  # modes interleaved, the best CPU time of each kept
+        for mode in args.modes.split(","):
+            cmd = [sys.executable, __file__, "--users", str(args.users), "--dir", str(args.dir), "--one", mode]
+            if args.profile and mode == "engine":
+                cmd += ["--profile", args.profile]
+            out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout  # stderr: profiles
+            row = json.loads(out.strip().splitlines()[-1])
+            print(json.dumps(row), flush=True)
+            if mode not in rows or row["cpu_s"] < rows[mode]["cpu_s"]:
+                rows[mode] = row
     summary = {"users": args.users, "counts": meta["counts"],
                "mb": round(sum(p.stat().st_size for p in (root / DB).glob("*.bson")) / 1e6, 1)}
     if "engine" in rows and "decode" in rows:
