@@ -133,7 +133,11 @@ def run_engine(root: Path, profile: str | None = None, passes: dict | None = Non
     from fluxa_integrity.checks.collection_rules import counter_findings
     from fluxa_integrity.checks.findings import Findings
     from fluxa_integrity.checks.runner import _levels, plan, RunOptions
-    from fluxa_integrity.checks.scan import PassSpec, _consume
+    from fluxa_integrity.checks.scan import PassSpec, _Scanner
+    try:
+        from fluxa_integrity.checks.scan import _consume
+    except ImportError:
+        _consume = None
     from fluxa_integrity.fluxa import model as m
     from fluxa_integrity.policy import default_policy
     from fluxa_integrity.policy.rules import (CopiedFieldRule, CounterRule, ReferenceRule, SyncRule,
@@ -161,7 +165,13 @@ def run_engine(root: Path, profile: str | None = None, passes: dict | None = Non
     sync_rules = [r for rules in active.values() for r in rules if isinstance(r, SyncRule)]
 
     def scan(spec: PassSpec, path: Path):  # what scan.scan does with a cursor's batches
-        return _consume(spec, (bson.decode_all(raw, DECODE) for raw, _ in batches(path)), None).finish(0.0)
+        docs = (bson.decode_all(raw, DECODE) for raw, _ in batches(path))
+        if _consume is None:  # an engine from before the source seam (for before/after numbers)
+            scanner = _Scanner(spec)
+            for batch in docs:
+                scanner.batch(batch)
+            return scanner.finish(0.0)
+        return _consume(spec, docs, None).finish(0.0)
 
     imports: dict = {}
     for r in sync_rules:
@@ -228,7 +238,10 @@ def one(mode: str, root: Path, profile: str | None) -> dict:
     if mode == "engine":
         docs, findings = run_engine(root, profile, passes)
     else:
-        from fluxa_integrity.checks.scan import relaxed_gc
+        try:
+            from fluxa_integrity.checks.scan import relaxed_gc
+        except ImportError:  # an older engine: its own collector settings
+            from contextlib import nullcontext as relaxed_gc
 
         docs = 0
         opts = RAW if mode == "raw" else PLAIN if mode == "decode-naive" else DECODE
