@@ -21,6 +21,7 @@ import pytest
 
 from fluxa_integrity.incidents.api import Incidents
 from fluxa_integrity.recovery import engine
+from fluxa_integrity.recovery.apply import PAUSE_ENV
 from fluxa_integrity.store import open_store
 from recovery_recipe import RECIPE, after_hashes, hashes, seed
 
@@ -53,13 +54,13 @@ def rcli(fluxa_home):
     return run
 
 
-def _start(fluxa_home, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(_argv(args), text=True, env=_env(fluxa_home), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+def _start(fluxa_home, *args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(_argv(args), text=True, env={**_env(fluxa_home), **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
-    """Poll a readiness signal (a journal file, a row); fail if the command ends first."""
+    """Poll a readiness signal (the pause hook's file, a row); fail if the command ends first."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert proc.poll() is None, f"the command ended before {what}: {proc.communicate()}"
@@ -101,6 +102,7 @@ def test_plan_apply_verify_undo_from_the_command_line(rcli, mongo_uri, db):
     res = rcli("recover", "apply", pid, "--incident", str(iid), "--apply", "--by", "alice", "--uri", mongo_uri, "--json")
     assert res.code == 0, res.stderr
     assert res.json()["counts"]["items"]["written"] == 28 and res.json()["timeline"]["recorded"] is True
+    assert res.json()["verify"]["closed"] is True and res.json()["verify"]["timeline"]["recorded"] is True
     want = after_hashes(engine.load_plan(open_store(), pid))
     now = hashes(db)
     assert {k: now[k] for k in want} == want
@@ -124,7 +126,7 @@ def test_plan_apply_verify_undo_from_the_command_line(rcli, mongo_uri, db):
     assert [(r["id"], r["status"]) for r in rows if r["id"] == pid] == [(pid, "undone")]
     timeline = [e["data"] for e in Incidents.from_environment().timeline(iid) if e["kind"] == "recovery_action"]
     assert [(t["action"], t["status"]) for t in timeline] == [("recipe", "applied"), ("verify", "closed"),
-                                                              ("recipe-undo", "applied")]
+                                                              ("verify", "closed"), ("recipe-undo", "applied")]
 
 
 def test_bad_input_is_exit_2_with_nothing_written(rcli, mongo_uri, db):
@@ -165,11 +167,30 @@ def test_conflicts_are_reported_exit_1_and_forced_by_id(rcli, mongo_uri, db):
     iid = _incident()
     res = rcli("recover", "apply", pid, "--incident", str(iid), "--apply", "--uri", mongo_uri, "--json")
     assert res.code == 1 and [c["id"] for c in res.json()["conflicts"]] == [6]
+    assert res.json()["verify"] is None  # conflicts left: verify is not run
     assert db.items.find_one({"_id": 6})["name"] == "the app wrote this"
-    forced = rcli("recover", "apply", pid, "--incident", str(iid), "--apply", "--force-id", "6", "--uri", mongo_uri,
-                  "--json")
-    assert forced.code == 0 and forced.json()["counts"]["items"]["forced"] == 1
+    # an --force-id the plan does not hold, or that is not a conflict it skipped: exit 2, nothing written
+    for bad, why in (("4242", "has no change with that _id"), ("9", "not a conflict")):
+        refused = rcli("recover", "apply", pid, "--incident", str(iid), "--apply", "--force-id", bad, "--uri",
+                       mongo_uri, "--json")
+        assert refused.code == 2 and why in refused.json()["error"], refused.stdout
+    assert db.items.find_one({"_id": 6})["name"] == "the app wrote this"
+    forced = rcli("recover", "apply", pid, "--incident", str(iid), "--apply", "--force-id", "6", "--no-verify",
+                  "--uri", mongo_uri, "--json")
+    assert forced.code == 0 and forced.json()["counts"]["items"]["forced"] == 1 and forced.json()["verify"] is None
     assert db.items.find_one({"_id": 6})["label"] == "fixed"
+    assert [t["data"]["action"] for t in Incidents.from_environment().timeline(iid)
+            if t["kind"] == "recovery_action"].count("verify") == 0
+    # --yes records the undo on the apply's incident: closed, the undo is refused (exit 2), nothing written
+    inc = Incidents.from_environment()
+    inc.acknowledge(iid)
+    inc.resolve(iid, "done")
+    inc.review(iid, root_cause="test")
+    inc.close(iid)
+    applied = hashes(db)
+    closed = rcli("recover", "undo", pid, "--yes", "--uri", mongo_uri, "--json")
+    assert closed.code == 2 and "closed" in closed.json()["error"] and "--incident" in closed.json()["hint"]
+    assert hashes(db) == applied and _status(pid) == "applied"
 
 
 def test_apply_killed_midway_then_rerun_completes_without_duplicates(rcli, mongo_uri, db, fluxa_home):
@@ -181,17 +202,18 @@ def test_apply_killed_midway_then_rerun_completes_without_duplicates(rcli, mongo
     iid = _incident()
     cmd = ["recover", "apply", pid, "--incident", str(iid), "--apply", "--batch-size", "10", "--uri", mongo_uri,
            "--json"]
-    proc = _start(fluxa_home, *cmd)
-    _wait_for(lambda: _journal_files(fluxa_home, pid) >= 3, proc, "three journal batches")
-    proc.send_signal(signal.SIGSTOP)
+    ready = fluxa_home / "paused"
+    # the test-only hook (recovery/apply.py): after its 3rd journal file, before that batch's writes,
+    # the apply signals `ready` and waits - the kill lands at a known point, however fast the machine
+    proc = _start(fluxa_home, *cmd, env={PAUSE_ENV: f"3:{ready}"})
     try:
-        assert proc.poll() is None and _status(pid) == "applying", "the apply finished before the kill could land"
+        _wait_for(ready.exists, proc, "the apply to pause after three journal batches")
+        assert _journal_files(fluxa_home, pid) == 3 and _status(pid) == "applying"
         # a second apply beside the running one is refused, naming it, and writes nothing
         beside = rcli(*cmd)
         assert beside.code == 2 and "another recovery apply" in beside.json()["error"]
-        proc.send_signal(signal.SIGKILL)
     finally:
-        proc.send_signal(signal.SIGCONT)
+        proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     assert _status(pid) == "applying"  # a killed apply is visible as unfinished, never as done
     now = hashes(db)
@@ -220,14 +242,13 @@ def test_server_restarted_midway_then_rerun_completes(rcli, private_server, flux
     want = after_hashes(plan)
     iid = _incident()
     cmd = ["recover", "apply", pid, "--incident", str(iid), "--apply", "--batch-size", "10", "--json"]
-    proc = _start(fluxa_home, *cmd, "--uri", uri)
-    _wait_for(lambda: _journal_files(fluxa_home, pid) >= 2, proc, "two journal batches")
-    proc.send_signal(signal.SIGSTOP)
+    ready = fluxa_home / "paused"
+    proc = _start(fluxa_home, *cmd, "--uri", uri, env={PAUSE_ENV: f"2:{ready}"})
     try:
-        assert proc.poll() is None, "the apply finished before the server could be killed"
+        _wait_for(ready.exists, proc, "the apply to pause after two journal batches")
         private_server.kill()
     finally:
-        proc.send_signal(signal.SIGCONT)
+        Path(f"{ready}.go").touch()  # the apply goes on, against a server that is gone
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 2 and "Traceback" not in err, (out, err)
     assert "interrupted" in json.loads(out)["error"] and "rerun" in json.loads(out)["hint"]
@@ -241,8 +262,8 @@ def test_server_restarted_midway_then_rerun_completes(rcli, private_server, flux
     assert {k: now[k] for k in want} == want
     assert c["app"].items.count_documents({}) == 300 - sum(1 for ch in plan.changes if ch.op == "delete") + 4
     statuses = [e["data"]["status"] for e in Incidents.from_environment().timeline(iid)
-                if e["kind"] == "recovery_action"]
-    assert statuses[-1] == "applied" and statuses[0] in ("partial", "failed")
+                if e["kind"] == "recovery_action" and e["data"]["action"] == "recipe"]
+    assert statuses[-1] == "applied" and statuses[0] in ("partial", "failed") and len(statuses) == 2
     und = rcli("recover", "undo", pid, "--incident", str(iid), "--uri", uri, "--json")
     assert und.code == 0, und.stderr
     assert hashes(c["app"]) == original

@@ -4,7 +4,10 @@ A thin face over recovery/engine.py. ``recover plan`` has one subcommand per reg
 built from the recipe's ``Param`` list (str, int, float, bool, datetime as ISO-8601 text, and
 ``multiple`` as a repeatable option), so a recipe module never touches cli/. Every command takes
 ``--json``; apply and undo show progress bars. A plan names the database it was made for, so the
-commands that take a plan id take ``--uri`` but no ``--db``.
+commands that take a plan id take ``--uri`` but no ``--db``. ``recover apply --apply`` runs the
+plan's verify right after an apply that left no conflict (``--no-verify`` skips it), with the URI
+it resolved, shown and on the timeline as `recover verify` would; ``--force-id`` text is passed as
+typed and the engine matches it against the plan's ids (an unmatched one is exit 2).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from bson import json_util
 
 from ..errors import FluxaError
 from ..mongo.connection import connect
@@ -237,15 +239,19 @@ def show(plan_id: str = PlanArg, samples: int = SamplesOpt, uri: Optional[str] =
     show_dry_run(dry, plan_id, next_step=row["status"] in ("planned", "applying", "failed"))
 
 
-def _parse_id(text: str):
-    """--force-id as people type it: Extended JSON (42, "abc", {"$oid": ...}), a bare 24-hex
-    ObjectId, or else the text itself."""
-    from bson import ObjectId
-
-    try:
-        return json_util.loads(text)
-    except ValueError:
-        return ObjectId(text) if ObjectId.is_valid(text) and len(text) == 24 else text
+def _show_verify(res) -> None:
+    if res.note:
+        console.print(res.note, highlight=False)
+    for f in res.still_open:
+        console.print(f"[yellow]still open[/]: {f['rule_id']} ({f['variant']}) on {f['collection']}: "
+                      f"{f['count']} document(s), {f['on_plan_documents']} of them changed by the plan - "
+                      f"{f['message']}", highlight=False)
+    if res.run:
+        console.print(f"check run {res.run['id']}: {res.run['closed']} finding(s) closed", highlight=False)
+    console.print(f"[green]closed[/]: {', '.join(res.rules) or 'nothing to check'}" if res.closed else
+                  "[yellow]still open[/]: the plan did not clear every finding of " + ", ".join(res.rules),
+                  highlight=False)
+    _timeline_line(res.timeline)
 
 
 @app.command("apply")
@@ -254,13 +260,19 @@ def apply(plan_id: str = PlanArg,
                                                  "checked first, and the change set goes on its timeline."),
           do_apply: bool = typer.Option(False, "--apply", help="Write. Without it: the dry run against live data now."),
           force_id: Optional[List[str]] = typer.Option(None, "--force-id", help="Write this conflicting document "
-                                                       "anyway (its _id as Extended JSON or an ObjectId hex; repeat "
-                                                       "for several)."),
+                                                       "anyway; it must be a change of the plan (of an applied plan: "
+                                                       "a conflict it skipped). Type the _id as the plan shows it: 42, "
+                                                       "'\"42\"' for a string, an ObjectId as its 24 hex digits or "
+                                                       "'{\"$oid\": \"...\"}'; repeat for several."),
           batch_size: int = typer.Option(200, "--batch-size", min=1, help="Changes journaled and written per batch."),
+          verify_after: bool = typer.Option(True, "--verify/--no-verify", help="After an apply that left no "
+                                            "conflict, run the plan's checks again (as `recover verify`) and "
+                                            "record the result on the timeline; --no-verify skips it."),
+          policy: Optional[Path] = PolicyOpt,
           by: Optional[str] = ByOpt, uri: Optional[str] = UriOpt, json_out: bool = JsonOpt) -> None:
     """Apply a plan to the live database: an undo journal is written before each batch; a conflict
-    is skipped unless forced. If an apply was interrupted, rerunning it resumes it.
-    Exit 1 when conflicts were left unwritten."""
+    is skipped unless forced. If an apply was interrupted, rerunning it resumes it. Then verify runs.
+    Exit 1 when conflicts were left unwritten or verify finds the problem still open."""
     engine = _engine()
     if incident is None:
         raise FluxaError("applying a plan writes to the live database: it needs an open incident",
@@ -268,7 +280,7 @@ def apply(plan_id: str = PlanArg,
     iid = parse_incident_id(incident)
     incidents = incidents_api()
     incidents.require_open(iid)  # an unknown or closed incident stops here, before anything else
-    store, row, live, _ = _plan_db(plan_id, uri)
+    store, row, live, target_uri = _plan_db(plan_id, uri)
     if not do_apply:
         dry = engine.dry_run(live, engine.load_plan(store, plan_id))
         if json_out:
@@ -277,12 +289,16 @@ def apply(plan_id: str = PlanArg,
         show_dry_run(dry, plan_id, next_step=False)
         console.print(f"dry run: nothing written; add --apply to write (incident {iid})", highlight=False)
         return
+    pol = policy_from(policy) if verify_after else None  # a bad --policy is refused before anything is written
     with bars(json_out) as progress:
-        res = engine.apply_plan(live, store, incidents, plan_id, iid, actor=by,
-                                force_ids=[_parse_id(x) for x in force_id or []], batch_size=batch_size,
-                                progress=BarSink(progress))
+        # --force-id text goes as typed: the engine reads it the way the plan stores its ids
+        res = engine.apply_plan(live, store, incidents, plan_id, iid, actor=by, force_ids=list(force_id or []),
+                                batch_size=batch_size, progress=BarSink(progress))
+    ver = None
+    if verify_after and not res.conflicts:
+        ver = engine.verify_plan(live, store, incidents, pol, plan_id, uri=target_uri, actor=by)
     if json_out:
-        emit_json(res.as_dict())
+        emit_json({**res.as_dict(), "verify": ver.as_dict() if ver is not None else None})
     else:
         for name, c in res.counts.items():
             console.print(f"{name}: {c['written']} written, {c['already']} already done, {c['forced']} forced, "
@@ -292,10 +308,12 @@ def apply(plan_id: str = PlanArg,
                           "the plan; --force-id writes it)", highlight=False, markup=False)
         console.print(f"[green]plan {plan_id} applied[/]" + (" (resumed)" if res.resumed else "")
                       + (f" [yellow]with {len(res.conflicts)} conflict(s) left unwritten[/]" if res.conflicts else "")
-                      + f"; verify with `fluxa-integrity recover verify {plan_id}`, undo with "
-                      f"`recover undo {plan_id}`", highlight=False)
+                      + ("" if ver is not None else f"; verify with `fluxa-integrity recover verify {plan_id}`")
+                      + f"; undo with `recover undo {plan_id}`", highlight=False)
         _timeline_line(res.timeline)
-    if res.conflicts:
+        if ver is not None:
+            _show_verify(ver)
+    if res.conflicts or (ver is not None and not ver.closed):
         raise typer.Exit(EXIT_PROBLEMS)
 
 
@@ -312,18 +330,7 @@ def verify(plan_id: str = PlanArg, policy: Optional[Path] = PolicyOpt,
     if json_out:
         emit_json(res.as_dict())
     else:
-        if res.note:
-            console.print(res.note, highlight=False)
-        for f in res.still_open:
-            console.print(f"[yellow]still open[/]: {f['rule_id']} ({f['variant']}) on {f['collection']}: "
-                          f"{f['count']} document(s), {f['on_plan_documents']} of them changed by the plan - "
-                          f"{f['message']}", highlight=False)
-        if res.run:
-            console.print(f"check run {res.run['id']}: {res.run['closed']} finding(s) closed", highlight=False)
-        console.print(f"[green]closed[/]: {', '.join(res.rules) or 'nothing to check'}" if res.closed else
-                      "[yellow]still open[/]: the plan did not clear every finding of " + ", ".join(res.rules),
-                      highlight=False)
-        _timeline_line(res.timeline)
+        _show_verify(res)
     if not res.closed:
         raise typer.Exit(EXIT_PROBLEMS)
 
