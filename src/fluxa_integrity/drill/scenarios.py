@@ -35,6 +35,7 @@ class Facts:
     before_fault: datetime  # a moment before any fault, after the backup
     manifest: Manifest  # the drill's ground truth
     restored_db: str = ""  # where a step's ``restore`` puts the backup's copy (S25: a separate target)
+    found: dict = field(default_factory=dict)  # rule id -> the _ids its findings named (the evidence, not ground truth)
 
     def ids(self, kind: str, collection: str | None = None) -> list:
         return [i for inj in self.manifest.injections if inj.kind == kind
@@ -55,7 +56,7 @@ class Fault:
 @dataclass(frozen=True)
 class Step:
     recipe: str
-    params: Callable[[Facts], dict]
+    params: Callable[[Facts], dict | list[dict]]  # a list: one plan per item (e.g. per conversation)
     why: str  # the playbook's recovery procedure this step is
     restore: tuple[str, ...] = ()  # collections restored from the drill's backup into Facts.restored_db first
 
@@ -158,7 +159,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         steps=(
             # first: what no audit record explains is rebuilt from the logs (the audited deletions it
             # leaves to undelete, which would otherwise also find the lost ones in the oplog)
-            Step("reconstruct-from-logs", lambda f: {"collection": m.MESSAGES},
+            # scoped to the conversations the counter finding names, as a responder would: the
+            # whole collection's logs cost one lookup per log entry on a big database
+            Step("reconstruct-from-logs",
+                 lambda f: [{"collection": m.MESSAGES, "conversation": str(c)}
+                            for c in f.found.get(f"{m.CONVERSATIONS}.messageCount", [])],
                  "Reconstruct data from logs (the messages lost without an audit record)"),
             Step("undelete", lambda f: {"collection": m.MESSAGES, "since": f.before_fault, "hard": True},
                  "Restore specific data from backups (deletions found in the audit log)"),
