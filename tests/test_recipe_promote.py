@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from bson import json_util
 
 from backup_helpers import make_data
 from fluxa_integrity.backup.snapshot import BackupOptions, run_backup
@@ -122,6 +123,14 @@ def test_apply_verify_and_undo_under_an_incident(mongo_uri, restored):
     plan = engine.make_plan(_ctx(db, store), "restore-and-promote", {"source-db": copy.name, "collections": COLLS})
     iid = incidents.open("Messages deleted, preferences corrupted", collections=[m.USERS, m.MESSAGES])["id"]
     res = engine.apply_plan(db, store, incidents, plan.id, iid, actor="responder")
+    # the faults wrote every replaced document after the copy's point (the oplog says so): each is
+    # held, a conflict left as it is; the deleted messages come back
+    held = {(h["collection"], h["id"]) for h in plan.params["held"]}
+    assert held == {(c.collection, c.id) for c in plan.changes if c.op == "replace"} and held
+    assert res.status == "partial" and {(c["collection"], c["id"]) for c in res.conflicts} == held
+    assert all(c["reason"].startswith("held: written in live after the copy's point") for c in res.conflicts)
+    assert {n: _hashes(db[n]) for n in COLLS} != pre
+    res = engine.apply_plan(db, store, incidents, plan.id, iid, actor="responder", force_ids=[i for _, i in held])
     assert res.status == "applied" and res.conflicts == []
     assert {n: _hashes(db[n]) for n in COLLS} == pre  # every document equals the pre-fault copy
     ver = engine.verify_plan(db, store, incidents, default_policy(), plan.id)
@@ -137,7 +146,10 @@ def test_apply_verify_and_undo_under_an_incident(mongo_uri, restored):
 def test_a_live_document_changed_after_the_plan_is_a_conflict_until_forced(restored):
     db, copy, store, pre, truth = restored
     incidents = Incidents(store, default_policy())
-    plan = engine.make_plan(_ctx(db, store), "restore-and-promote", {"source_db": copy.name, "collections": [m.USERS]})
+    ids = json_util.dumps(truth["corrupt-preferences"].ids)  # asked for by id: not held
+    plan = engine.make_plan(_ctx(db, store), "restore-and-promote", {"source_db": copy.name, "collections": [m.USERS],
+                                                                     "ids": ids})
+    assert plan.params["held"] == [] and len(plan.changes) == 3
     uid = truth["corrupt-preferences"].ids[1]
     db.users.update_one({"_id": uid}, {"$set": {"name": "renamed by the app after the plan"}})
     renamed = content_hash(db.users.find_one({"_id": uid}))
@@ -186,3 +198,43 @@ def test_restore_promote_is_this_recipe_applied_in_supersede_mode(mongo_uri, res
     assert show.json()["plan"]["incident_id"] == iid
     ver = cli("recover", "verify", pid, "--uri", mongo_uri, "--json")
     assert ver.code == 0 and ver.json()["closed"] is True, ver.stdout
+
+
+def test_a_write_after_the_copys_point_is_held_from_the_oplog_without_a_time_field(mongo_uri, restored, cli):
+    """The app renames a user after the backup without touching its time field: the oplog shows
+    the write, so the replace is held - a conflict in the dry run and at apply, the app's write
+    left in place until forced by id. `restore promote` (supersede) keeps it in the journal and
+    overwrites it."""
+    from fluxa_integrity.recovery.journal import Journal
+
+    db, copy, store, pre, truth = restored
+    incidents = Incidents(store, default_policy())
+    uid = next(d["_id"] for d in db.users.find({}, sort=[("_id", 1)]) if d["_id"] not in truth["corrupt-preferences"].ids)
+    db.users.update_one({"_id": uid}, {"$set": {"name": "renamed by the app after the backup"}})
+    renamed = content_hash(db.users.find_one({"_id": uid}))
+    plan = engine.make_plan(_ctx(db, store), "restore-and-promote", {"source_db": copy.name, "collections": [m.USERS]})
+    assert plan.source_point < datetime.now(UTC) and uid in {h["id"] for h in plan.params["held"]}
+    [c] = [c for c in plan.changes if c.id == uid]
+    assert "the oplog has a write at" in c.reason and "held" in c.reason
+    dry = engine.dry_run(db, plan)
+    assert uid in {x["id"] for x in dry.conflicts if x["held"]}
+    iid = incidents.open("Preferences corrupted", collections=[m.USERS])["id"]
+    res = engine.apply_plan(db, store, incidents, plan.id, iid)
+    assert uid in {x["id"] for x in res.conflicts} and res.status == "partial"
+    assert content_hash(db.users.find_one({"_id": uid})) == renamed  # not overwritten
+    forced = engine.apply_plan(db, store, incidents, plan.id, iid, force_ids=[uid])
+    assert forced.counts[m.USERS]["forced"] == 1
+    assert content_hash(db.users.find_one({"_id": uid})) == pre[m.USERS][uid]
+    engine.undo_plan(db, store, incidents, plan.id, incident_id=iid)
+    assert content_hash(db.users.find_one({"_id": uid})) == renamed  # undo puts the app's write back
+    # restore promote: supersede mode - the held document is kept in the journal, then overwritten
+    app = cli("restore", "promote", "--from-db", copy.name, "--collections", m.USERS, "--db", db.name,
+              "--incident", str(iid), "--apply", "--uri", mongo_uri, "--json")
+    assert app.code == 0, app.stderr
+    out = app.json()
+    assert out["superseded"][m.USERS] >= 1 and "held" in out["summary"]
+    assert content_hash(db.users.find_one({"_id": uid})) == pre[m.USERS][uid]
+    from fluxa_integrity.recovery.plans_store import plan_dir
+
+    kept = [rec["live"] for rec in Journal(plan_dir(out["promotion_id"]), "superseded").records()]
+    assert renamed in {content_hash(k) for k in kept}

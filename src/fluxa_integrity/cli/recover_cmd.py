@@ -88,7 +88,8 @@ def show_dry_run(dry, plan_id: str | None, next_step: bool = True) -> None:
         for c in dry.conflicts:
             console.print(f"  {c['op']} {c['collection']} _id {literal(c['id'])}"
                           + ("" if c["live_exists"] or c["op"] == "insert" else " (deleted in live)")
-                          + ": planned -> live now", highlight=False, markup=False)
+                          + (f": held - {c['held']}" if c.get("held") else ": planned -> live now"),
+                          highlight=False, markup=False)
             for line in field_changes(c["fields"]):
                 console.print(f"      {line}", highlight=False, markup=False)
         if dry.conflicts_total > len(dry.conflicts):

@@ -4,8 +4,8 @@ Order of work, per batch of up to ``batch_size`` changes of one collection:
 
 1. read the live documents of the batch (raw BSON) and decide each change (live.py): ``done``
    (live already is ``after``) is skipped; ``todo`` (live is ``before``) is written; a
-   ``conflict`` (live changed after the plan's source point) is skipped and reported, unless its
-   _id is in ``force_ids``;
+   ``conflict`` (live changed after the plan's source point, or a change the recipe holds:
+   live.held_keys) is skipped and reported, unless its _id is in ``force_ids``;
 2. journal the live documents about to be overwritten or deleted (journal.py; fsynced, whole):
    a change already journaled is journaled again when its live bytes differ from its newest
    record, and such bytes - and every conflict about to be written (forced, or supersede mode) -
@@ -60,7 +60,7 @@ from ..errors import FluxaError
 from ..mongo.connection import first_line
 from ..store import Store
 from .journal import Journal
-from .live import CONFLICT, DONE, collection, id_key, raw_hash, read_live, state
+from .live import CONFLICT, DONE, TODO, collection, held_keys, id_key, raw_hash, read_live, state
 from .lock import plan_databases, plan_locks
 from .model import _RECIPES, Plan
 from .plans_store import CODEC, get_row, load, set_status
@@ -273,6 +273,7 @@ def _apply_locked(db, store, incidents, plan_id, incident_id, actor, force_given
     latest = journal.latest()  # each change's newest journaled live document
     paused = _pause_hook()
     groups = by_collection(plan.changes)
+    held = held_keys(plan)  # written in live after the source point: conflicts while still to write
     supersede = plan.on_conflict == "supersede"
     kinds = KINDS + ("superseded",) if supersede else KINDS
     counts = {name: dict.fromkeys(kinds, 0) for name in groups}
@@ -307,8 +308,11 @@ def _apply_locked(db, store, incidents, plan_id, incident_id, actor, force_given
                     if st == DONE:
                         counts[name]["already"] += 1
                         continue
+                    why = held.get((name, id_key(ch.id))) if st == TODO else None
+                    if why is not None:
+                        st = CONFLICT
                     if st == CONFLICT and not supersede and id_key(ch.id) not in force:
-                        conflict(name, ch)
+                        conflict(name, ch, why and f"held: {why}")
                         continue
                     writes.append((i, st, doc))
                     moved = i in latest and raw_hash(latest[i]) != raw_hash(doc)  # written since it was journaled

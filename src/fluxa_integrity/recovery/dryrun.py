@@ -3,7 +3,8 @@
 Shape: ``DryRun`` with the planned counts (``{collection: {op: n}}``), the state of every change
 right now (``{collection: {todo, done, conflict}}``, see live.py), the conflicts (each with the
 fields that changed in live since the plan's source point, up to ``MAX_LISTED``; the total in
-``conflicts_total``), ``samples`` per collection and change kind with field-level before -> after
+``conflicts_total``; a change the recipe holds - live.held_keys - is one, with ``held`` saying
+why), ``samples`` per collection and change kind with field-level before -> after
 (values as BSON types: the faces render them, cli/render.py), and the plan's unresolved notes.
 
 Reads only. A server error propagates (pymongo's), and the face says nothing was written.
@@ -18,7 +19,7 @@ import bson
 from pymongo.database import Database
 
 from .diff import field_diff
-from .live import CONFLICT, read_live, raw_hash, state
+from .live import CONFLICT, TODO, held_keys, read_live, raw_hash, state
 from .model import Plan, content_hash
 from .plans_store import CODEC
 
@@ -65,6 +66,7 @@ def dry_run(db: Database, plan: Plan, samples: int = 5) -> DryRun:
         if shown.get(k, 0) < samples:
             shown[k] = shown.get(k, 0) + 1
             out.samples.append(_sample(ch, field_diff(ch.before, ch.after)))
+    held = held_keys(plan)
     for name, changes in by_coll.items():
         per = out.states.setdefault(name, {"todo": 0, "done": 0, "conflict": 0})
         for start in range(0, len(changes), READ_BATCH):
@@ -73,6 +75,9 @@ def dry_run(db: Database, plan: Plan, samples: int = 5) -> DryRun:
             for ch in batch:
                 doc = live.get(bson.encode({"_id": ch.id}))
                 st = state(raw_hash(doc), content_hash(ch.before), content_hash(ch.after))
+                why = held.get((name, bson.encode({"_id": ch.id}))) if st == TODO else None
+                if why is not None:  # the recipe holds it: a conflict although live is still the before-image
+                    st = CONFLICT
                 per[st] += 1
                 if st == CONFLICT:
                     out.conflicts_total += 1
@@ -80,5 +85,6 @@ def dry_run(db: Database, plan: Plan, samples: int = 5) -> DryRun:
                         now = None if doc is None else bson.decode(doc.raw, codec_options=CODEC)
                         # what changed in live since the plan read it (an insert: how it differs from the plan)
                         base = ch.after if ch.op == "insert" else ch.before
-                        out.conflicts.append({**_sample(ch, field_diff(base, now)), "live_exists": doc is not None})
+                        out.conflicts.append({**_sample(ch, field_diff(base, now)), "live_exists": doc is not None,
+                                              "held": why})
     return out

@@ -5,7 +5,9 @@ A change's state against the live document (content hashes, model.content_hash):
 - ``done``: live already is ``after`` (for a delete: the document is absent) - nothing to write;
 - ``todo``: live is still ``before`` (for an insert: absent) - the change applies;
 - ``conflict``: anything else - the document changed after the plan's source point (or an
-  insert's _id is taken by a different document); never overwritten silently.
+  insert's _id is taken by a different document); never overwritten silently. A change the
+  recipe holds (``held_keys``: written in live after the source point, before the plan read it)
+  is a conflict while it would still be written.
 
 Reads are batched per collection (``find({_id: {$in: ...}})``, or one ``find_one`` per _id on
 FerretDB, which does not use its _id index for ``$in``), as raw BSON, so the hash is of the
@@ -77,3 +79,15 @@ def state(live_hash: str | None, before_hash: str | None, after_hash: str | None
     if live_hash == before_hash:
         return TODO
     return CONFLICT
+
+
+def held_keys(plan) -> dict[tuple[str, bytes], str]:
+    """The changes a recipe holds (``plan.params["held"]``: ``{collection, id, why}``, e.g. a
+    restored copy's replace of a document live wrote after the copy's point): ``(collection,
+    id_key) -> why``. A held change whose live document is still its before-image is a conflict
+    all the same - reported, written only when forced by id (or in supersede mode, set aside)."""
+    out = {}
+    for h in (getattr(plan, "params", None) or {}).get("held") or []:
+        if isinstance(h, dict) and "collection" in h and "id" in h:
+            out[(h["collection"], id_key(h["id"]))] = str(h.get("why") or "held by the recipe")
+    return out

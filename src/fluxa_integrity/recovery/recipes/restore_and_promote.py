@@ -8,16 +8,22 @@ one diff), per collection, optionally only for ``--ids``:
 - in both, different bytes -> ``replace``: ``before`` = the live document now, ``after`` = the copy's;
 - in live only (created since) -> left alone, counted in the summary (as `restore promote` does).
 
-A live document whose time field (the policy's ``watermark_field``) is later than the copy's point
-(restored_copy.restored_point) was written after it: its change still goes in the plan - bringing
-the copy back is the point - but its reason says so and the summary counts them, so the dry run
-shows what would be undone. A document that changes after the plan is made is the engine's
-conflict at apply time, never overwritten unless forced by id. ``verify`` lists the enabled rules
+The plan's source point is the copy's point (restored_copy.restored_point: the ``--at`` of a
+point-in-time restore, else the end of the backup). A live document written after it - seen in
+the oplog (archive + live, recovery/live_writes.py) or by its time field (the policy's
+``watermark_field``) later than the point - is a newer write the copy does not hold: its
+``replace`` is **held** (``params["held"]``: ``{collection, id, why}``), which the engine treats
+as a conflict - reported, not written unless forced by id (`recover apply --force-id`), or, in
+``supersede`` mode (`restore promote`), kept in the journal and overwritten. Naming the document
+in ``--ids`` is asking for it by id: it is not held (its reason still says it was written after
+the point). An ``insert`` (a document deleted from live since) overwrites nothing and is never
+held. A copy made by hand has no known point: nothing can be held, and ``unresolved`` says so. A
+document that changes after the plan is made is the engine's conflict at apply time as always. ``verify`` lists the enabled rules
 of the promoted collections except ``count_drop`` and ``deletions``: they report events (a drop
 between two runs, a delete in the audit log), which bringing documents back does not erase, not
 the state of documents. ``--ids`` that neither side holds are listed in ``unresolved``.
 
-Reads only. Failure: the copy being the live database, a collection the copy lacks, bad ``--ids``
+Reads only (the oplog too). Failure: the copy being the live database, a collection the copy lacks, bad ``--ids``
 or a copy whose newest restore did not complete: FluxaError before anything is read in bulk.
 Memory: one fingerprint per document of each side (restore.compare), then the differing documents.
 """
@@ -33,6 +39,7 @@ from ...policy.rules import CountDropRule, DeletionsRule
 from ...restore.compare import id_key
 from ...restore.diff import classify
 from ..model import Change, Param, Plan, RecipeContext, RecipeSpec, register
+from ..live_writes import written_since
 from ..restored_copy import restored_point
 
 _AWARE = CodecOptions(tz_aware=True)
@@ -97,8 +104,20 @@ def build(ctx: RecipeContext, source_db: str | None = None, collections=None, id
                          f"it has: {', '.join(sorted(have))}")
     point, label = restored_point(ctx.store, source_db)
     query = {"_id": {"$in": id_list}} if id_list is not None else None
+    asked = {id_key(i) for i in id_list} if id_list is not None else set()
+    unresolved: list[str] = []
+    if point is not None:  # the documents live wrote after the copy's point, from the oplog
+        ctx.tick("oplog since the copy's point", 0, None)
+        oplog_writes, notes = written_since(ctx.store, client, live_name, names, point)
+        unresolved += [f"finding writes after the copy's point: {n} (the time fields still count)" for n in notes]
+    else:
+        oplog_writes = {}
+        unresolved.append(f"{label}: the copy's point in time is unknown, so writes made in live after it cannot be "
+                          "found; every difference is planned as an ordinary change - check the dry run, or name "
+                          "documents with --ids")
 
     changes: list[Change] = []
+    held: list[dict] = []
     left, newer_total, seen = 0, 0, set()
     for name in names:
         cp = ctx.policy.collections.get(name)
@@ -124,15 +143,25 @@ def build(ctx: RecipeContext, source_db: str | None = None, collections=None, id
             if before is None or after is None:
                 continue
             why = f"live differs from {label}"
+            newer = []
             t = c.live[key][2]
             if point is not None and time_field and hasattr(t, "tzinfo"):
                 t = t if t.tzinfo else t.replace(tzinfo=point.tzinfo)
                 if t > point:
-                    newer_total += 1
-                    why += (f"; live {time_field} {t.isoformat(timespec='milliseconds')} is after the copy's point "
-                            f"{point.isoformat(timespec='milliseconds')}: replacing undoes that write")
+                    newer.append(f"live {time_field} {t.isoformat(timespec='milliseconds')}")
+            w = oplog_writes.get(name, {}).get(key)
+            if w is not None:
+                newer.append(f"the oplog has a write at {w.isoformat(timespec='milliseconds')}")
+            if newer:
+                newer_total += 1
+                late = (f"written in live after the copy's point {point.isoformat(timespec='milliseconds')} "
+                        f"({'; '.join(newer)}): replacing undoes that write")
+                if key in asked:
+                    why += f"; {late} (asked for by --ids)"
+                else:
+                    why += f"; {late}: held - a conflict unless forced by id"
+                    held.append({"collection": name, "id": _id, "why": late})
             changes.append(Change(name, "replace", _id, before, after, why, dc, _changed_fields(before, after)))
-    unresolved = []
     if id_list is not None:
         absent = [i for i in id_list if id_key(i) not in seen]
         if absent:
@@ -145,12 +174,15 @@ def build(ctx: RecipeContext, source_db: str | None = None, collections=None, id
                                               or "nothing differs")
                + (f"; {left} live-only document(s) left alone" if left else "")
                + (f"; {newer_total} replaced document(s) were written in live after the copy's point"
-                  if newer_total else ""))
+                  if newer_total else "")
+               + (f" ({len(held)} held: each a conflict at apply unless forced by id; `restore promote` keeps "
+                  "each live version in the journal, then overwrites it)" if held else ""))
     verify = [r.id for n in names for _, r in ctx.policy.iter_rules(n)
               if r.enabled and not isinstance(r, (CountDropRule, DeletionsRule))]  # events, not document states
     params = {"source_db": source_db, "collections": names,
-              "ids": json_util.dumps(id_list, json_options=json_util.CANONICAL_JSON_OPTIONS) if id_list is not None else None}
-    return Plan(recipe="restore-and-promote", database=live_name, params=params, source_point=ctx.now,
+              "ids": json_util.dumps(id_list, json_options=json_util.CANONICAL_JSON_OPTIONS) if id_list is not None else None,
+              "held": held}
+    return Plan(recipe="restore-and-promote", database=live_name, params=params, source_point=point or ctx.now,
                 changes=changes, verify=verify, unresolved=unresolved, summary=summary)
 
 
