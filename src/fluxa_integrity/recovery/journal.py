@@ -17,7 +17,8 @@ On disk, under ``$FLUXA_HOME/plans/<plan-id>/journal/``, one file per batch and 
 
 ``undo_entries`` reads the three: for each journaled change, the document undo puts back and
 whether the apply wrote it. A change with a done record is undone to the journaled document
-whose hash is ``over``; one with none (killed before its write, an insert that hit a duplicate
+whose hash is the FIRST record's ``over`` (what live was right before the apply first wrote it;
+a newer write it overwrote later is in ``superseded``); one with none (killed before its write, an insert that hit a duplicate
 key, a conflict on a rerun - or killed between its write and its done record) is ``unsure``: the
 undo acts on it only when the live document is the plan's after-image, putting back its newest
 journal record (the bytes read right before that write).
@@ -117,7 +118,7 @@ def undo_entries(plan_dir: Path) -> dict[int, UndoEntry]:
         kept.setdefault(rec["i"], []).append(rec["live"])
     over: dict[int, str | None] = {}
     for rec in Journal(plan_dir, "done").records():
-        over[rec["i"]] = rec["over"]  # the newest write wins: undo goes back to just before it
+        over.setdefault(rec["i"], rec["over"])  # the first write: undo goes back to just before the apply wrote it
     out: dict[int, UndoEntry] = {}
     for i, lives in seen.items():
         if i not in over:

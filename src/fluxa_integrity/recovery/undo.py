@@ -1,8 +1,8 @@
 """Undoing an applied plan: every document the apply wrote goes back to its journaled bytes.
 
 What the apply wrote comes from its journal (journal.py ``undo_entries``): a change with a done
-record was written, over the journaled document whose hash the record names - that document goes
-back; a journaled change with no done record (killed before its write, an insert that hit a
+record was written, over the journaled document whose hash its first done record names - that
+document (live right before the apply first wrote it) goes back; a journaled change with no done record (killed before its write, an insert that hit a
 duplicate key, a conflict on a rerun) was written only if the live document is the plan's
 ``after`` (killed between the write and its done record) - then its newest journal record goes
 back; otherwise the apply never wrote it and undo leaves it alone. The live document now is
