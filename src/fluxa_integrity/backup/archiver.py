@@ -267,8 +267,9 @@ def _archive(uri: str, store: Store, repo: Path, opts: ArchiveOptions, stop: thr
                     close_slice()
             if writer is not None and time.monotonic() - opened >= opts.slice_seconds:
                 close_slice()
-            # stop once a poll that began after the stop found nothing new: every write made
-            # before the signal is archived (bounded by STOP_DRAIN_S under a write storm)
+            # stop once a poll that began after the stop reached the oplog's end (poll_at is set
+            # only for such complete answers): every write made before the signal is archived
+            # (bounded by STOP_DRAIN_S under a write storm)
             if stopping() and ((not added and poll_at >= stop_seen) or time.monotonic() - stop_seen >= STOP_DRAIN_S):
                 break
             if cursor.id == 0:  # the server ended the cursor (or it never stayed open): reopen
@@ -281,8 +282,12 @@ def _archive(uri: str, store: Store, repo: Path, opts: ArchiveOptions, stop: thr
                 poll_at = t if cursor.id == 0 else float("-inf")  # a first batch of 1 proves nothing
                 continue
             hold()  # a refresh when due (an idle archiver's guard must not lapse)
-            polled, poll_at = datetime.now(UTC), time.monotonic()
+            polled, started = datetime.now(UTC), time.monotonic()
             batch = cursor.more()
+            # only an empty getMore proves the end: a non-empty one may be the rest of an older
+            # read (FerretDB returns what its iterator still holds before it re-reads), and a
+            # batch of guard notes or already-archived entries adds nothing yet proves nothing
+            poll_at = started if not batch else float("-inf")
             if not batch:
                 if writer is None and time.monotonic() - proved >= CAUGHT_UP_EVERY_S:
                     # nothing newer than `last`, and it is in a closed slice: all writes made
