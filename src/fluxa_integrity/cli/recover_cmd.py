@@ -46,7 +46,8 @@ def _engine():
     return engine
 
 
-def _timeline_line(timeline: dict | None) -> None:
+def timeline_line(timeline: dict | None) -> None:
+    """Says whether a run reached its incident's timeline (restore promote/undo use it too)."""
     if timeline and timeline.get("recorded"):
         console.print(f"recorded on incident {timeline['incident']}'s timeline", highlight=False)
     elif timeline:
@@ -252,7 +253,7 @@ def _show_verify(res) -> None:
     console.print(f"[green]closed[/]: {', '.join(res.rules) or 'nothing to check'}" if res.closed else
                   "[yellow]still open[/]: the plan did not clear every finding of " + ", ".join(res.rules),
                   highlight=False)
-    _timeline_line(res.timeline)
+    timeline_line(res.timeline)
 
 
 @app.command("apply")
@@ -311,7 +312,7 @@ def apply(plan_id: str = PlanArg,
                       + (f" [yellow]with {len(res.conflicts)} conflict(s) left unwritten[/]" if res.conflicts else "")
                       + ("" if ver is not None else f"; verify with `fluxa-integrity recover verify {plan_id}`")
                       + f"; undo with `recover undo {plan_id}`", highlight=False)
-        _timeline_line(res.timeline)
+        timeline_line(res.timeline)
         if ver is not None:
             _show_verify(ver)
     if res.conflicts or (ver is not None and not ver.closed):
@@ -366,7 +367,7 @@ def undo(plan_id: str = PlanArg,
             f"{n}: {c['restored']} put back, {c['deleted']} deleted, {c['already']} already as before"
             + (f", {c['superseded']} newer kept in the journal" if c["superseded"] else "")
             for n, c in res.counts.items()), highlight=False)
-        _timeline_line(res.timeline)
+        timeline_line(res.timeline)
     if not res.finished:
         console.print(f"[yellow]not finished[/]: {len(res.changed)} document(s) changed while the undo ran; rerun "
                       "to finish (--force to put them back too)", highlight=False)

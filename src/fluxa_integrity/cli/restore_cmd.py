@@ -16,7 +16,7 @@ from ..store import open_store
 from .common import EXIT_PROBLEMS, PolicyOpt, csv_list, incidents_api, policy_from
 from .common import DbOpt, JsonOpt, UriOpt, console, emit_json, target_option_values
 from .progress_bars import BarSink, bars
-from .recover_cmd import show_dry_run
+from .recover_cmd import show_dry_run, timeline_line
 from .render import literal as readable
 
 IncidentOpt = typer.Option(None, "--incident", help="Open incident this is done for: checked before anything is "
@@ -26,14 +26,6 @@ IncidentOpt = typer.Option(None, "--incident", help="Open incident this is done 
 def authority_from(incident: Optional[str]) -> Authority:
     """The incident (checked open now, before any write); none for a restore into a separate database."""
     return Authority.for_incident(incidents_api(), incident) if incident is not None else Authority.none()
-
-
-def _timeline_line(timeline: dict | None) -> None:
-    if timeline and timeline.get("recorded"):
-        console.print(f"recorded on incident {timeline['incident']}'s timeline", highlight=False)
-    elif timeline:
-        console.print(f"[yellow]warning:[/] not recorded on incident {timeline['incident']}'s timeline: "
-                      f"{timeline['error']}", highlight=False)
 
 
 app = typer.Typer(help="Restore a backup into a separate database, compare it with live data, bring data back "
@@ -82,7 +74,7 @@ def run(backup: Optional[str] = typer.Option(None, "--backup", help="Backup id (
                       f"({r['upserts']} upserts, {r['deletes']} deletes, {r['modified']} diffs) in {res['seconds']:.1f}s; "
                       "sources: " + ", ".join(f"{s['kind']} {s['source']} ({s['entries']})" for s in res["sources"]),
                       highlight=False)
-        _timeline_line(res.get("timeline"))
+        timeline_line(res.get("timeline"))
         return
     target = target_option_values(uri, None)
     with bars(json_out) as progress:
@@ -97,7 +89,7 @@ def run(backup: Optional[str] = typer.Option(None, "--backup", help="Backup id (
     console.print(f"[green]restored[/] backup {res.backup_id} ({res.source_db}) into {res.target_db}: "
                   f"{total:,} documents in {res.seconds:.1f}s" + (" (resumed)" if res.resumed else "")
                   + f"; restore id {res.run_id}", highlight=False)
-    _timeline_line(res.timeline)
+    timeline_line(res.timeline)
 
 
 @app.command()
@@ -251,7 +243,7 @@ def promote(from_db: str = typer.Option(..., "--from-db", help="The restored dat
                       + f"; undo with `fluxa-integrity restore undo {res.plan_id}`, verify with "
                       f"`recover verify {res.plan_id}`", highlight=False)
         _superseded_line(res.counts, res.journal)
-        _timeline_line(res.timeline)
+        timeline_line(res.timeline)
     if res.conflicts:
         raise typer.Exit(EXIT_PROBLEMS)
 
@@ -284,7 +276,7 @@ def undo(promotion_id: str = typer.Argument(..., help="Promotion id (printed by 
             f"{n}: {c['restored']} put back, {c['deleted']} deleted, {c['already']} already as before"
             for n, c in res.counts.items()), highlight=False)
         _superseded_line(res.counts, res.journal)
-        _timeline_line(res.timeline)
+        timeline_line(res.timeline)
     if not res.finished:
         console.print(f"[yellow]not finished[/]: {len(res.changed)} document(s) changed while the undo ran; rerun "
                       "to finish", highlight=False)
