@@ -20,7 +20,7 @@ and ended at or before ``snapshot_before`` (default ``until``; restore/pitr.py's
 agree on "a backup before T"). Replay uses the same pure functions as point-in-time restore
 (backup/oplog_apply.py): inserts, replacements, ``$v`` 1/2 updates, deletes, and a collection
 drop (every document absent). Entries stamped after ``until`` are not read. One chain reader
-(``_entries``) serves every caller.
+(``entries_between``) serves every caller, live_writes.py too.
 
 Failure behaviour, strict (the default): no such backup -> ``NoHistory`` (a FluxaError; callers
 that can do without, like correct-by-policy, catch it). A backup file that fails its checksum is
@@ -131,7 +131,7 @@ def _oldest(store, client, db_name: str) -> Timestamp | None:
     return min(los) if los else None
 
 
-def _entries(store, client, db_name: str, start: Timestamp | None, bound: Timestamp,
+def entries_between(store, client, db_name: str, start: Timestamp | None, bound: Timestamp,
              gaps: list[str] | None) -> Iterator[RawBSONDocument]:
     """Oplog entries with start < ts < bound, chained over the archive and the live oplog.
     Strict (``gaps`` None): a broken window raises FluxaError before the first entry. Tolerant:
@@ -182,7 +182,7 @@ def deletes_since(store, client, db_name: str, collection: str, since: datetime 
     point, bound = _bound(until)
     start = Timestamp(int(aware(since).timestamp()), 0) if since is not None else None
     out: dict[bytes, tuple] = {}
-    for raw in _entries(store, client, db_name, start, bound, gaps):
+    for raw in entries_between(store, client, db_name, start, bound, gaps):
         if point.past(raw, True):
             break
         for op in _ops(raw, db_name, collection):
@@ -221,7 +221,7 @@ def document_history(store, client, db_name: str, collection: str, ids: Iterable
         for k in wanted:
             hist.versions[k].append(Version(finished, current[k], f"backup {snap.id}"))
     start = Timestamp(snap.oplog_start_t, snap.oplog_start_i) if snap is not None else None
-    entries = _entries(store, client, db_name, start, bound, gaps)
+    entries = entries_between(store, client, db_name, start, bound, gaps)
     try:
         first = next(entries, None)  # strict: a broken window raises here, before any version
     except FluxaError as exc:
