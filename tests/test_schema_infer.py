@@ -21,6 +21,7 @@ from fluxa_integrity.schema.policy import collection_rules as policy_snippet
 def _policy_with(collections: dict) -> Policy:
     base = default_policy().model_dump(mode="json")
     base["collections"] = collections
+    base["migrations"] = []  # the packaged migration is Fluxa's conversations-v2
     base["data_classes"][0]["covers"] = []  # the snippet's collections are unclassified
     for dc in base["data_classes"]:
         dc["covers"] = []

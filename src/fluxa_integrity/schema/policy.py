@@ -179,6 +179,8 @@ def policy_document(inferences: list[Inference], application: str = "") -> dict:
         dc["covers"] = []  # the packaged classes cover the Fluxa collections; classify yours
     doc["application"] = application
     doc["collections"] = collections
+    # the packaged migrations describe Fluxa's conversations; yours are declared by hand
+    doc["migrations"] = []
     return doc
 
 
