@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
+from ..mongo.by_id import find_by_ids
 from ..errors import FluxaError
 from ..fluxa import model as m
 from ..fluxa.manifest import Manifest
@@ -93,9 +94,9 @@ def _sync_expect(facts: Facts, db) -> dict:
            for i, v in zip(inj.ids, inj.variants or []) if v == "conflicting-lastUpdated"]
     raw = db.get_collection(m.USERS, codec_options=CodecOptions(document_class=RawBSONDocument))
     sec = db.client[facts.secondary][m.USERS]
-    primary = {d["_id"]: content_hash(d) for d in raw.find({"_id": {"$in": ids}})}
+    primary = {d["_id"]: content_hash(d) for d in find_by_ids(raw, ids)}
     secondary = {}
-    for u in db[m.USERS].find({"_id": {"$in": ids}}, {"email": 1, "lastUpdated": 1}):
+    for u in find_by_ids(db[m.USERS], ids, {"email": 1, "lastUpdated": 1}):
         was = sec.find_one({"_id": u["_id"]})
         if was is not None:
             secondary[u["_id"]] = content_hash({**was, "email": u["email"], "lastUpdated": u["lastUpdated"]})

@@ -17,6 +17,7 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from ..errors import FluxaError
+from ..mongo.by_id import delete_by_ids, find_by_ids, update_by_ids
 from . import model as m
 from .manifest import Injection, Manifest
 
@@ -94,7 +95,7 @@ def orphan_conversations(ctx: Context, count: int) -> list[Injection]:
 def null_parent(ctx: Context, count: int) -> list[Injection]:
     """``parentId`` present but null (the playbook's ``{parentId: {$exists: true}, parentId: null}``)."""
     docs = ctx.sample(m.MESSAGES, count, {"parentId": {"$exists": True, "$ne": None}}, {"parentId": 1})
-    ctx.db[m.MESSAGES].update_many({"_id": {"$in": _ids(docs)}}, {"$set": {"parentId": None}})
+    update_by_ids(ctx.db[m.MESSAGES], _ids(docs), {"$set": {"parentId": None}})
     return [Injection("null-parent", m.MESSAGES, _ids(docs), ctx.now,
                       details={"original_parentIds": [d["parentId"] for d in docs]})]
 
@@ -171,9 +172,9 @@ def deleted_messages(ctx: Context, count: int) -> list[Injection]:
     convs = ctx.sample(m.CONVERSATIONS, count, {"messageCount": {"$gt": 1}}, exclude_key=m.CONVERSATIONS)
     deleted, audit = [], []
     touched_msgs = ctx.manifest.touched(m.MESSAGES)
+    newest = _newest_messages(ctx, convs, None)
     for c in convs:
-        last = ctx.db[m.MESSAGES].find({"conversationId": c["_id"]}).sort("timestamp", -1).limit(1)
-        last = next(iter(last), None)
+        last = (newest.get(c["_id"]) or [None])[0]
         if last is None or last["_id"] in touched_msgs:
             continue
         ctx.db[m.MESSAGES].delete_one({"_id": last["_id"]})
@@ -196,15 +197,29 @@ def lost_messages(ctx: Context, count: int) -> list[Injection]:
     convs = ctx.sample(m.CONVERSATIONS, count, {"messageCount": {"$gt": 2}}, exclude_key=m.CONVERSATIONS)
     touched_msgs = ctx.manifest.touched(m.MESSAGES)
     hit, lost = [], []
+    newest = _newest_messages(ctx, convs, {"_id": 1, "conversationId": 1, "timestamp": 1})
     for i, c in enumerate(convs):
-        last = list(ctx.db[m.MESSAGES].find({"conversationId": c["_id"]}, {"_id": 1})
-                    .sort("timestamp", -1).limit(1 + i % 2))
+        last = newest.get(c["_id"], [])[:1 + i % 2]
         if not last or any(d["_id"] in touched_msgs for d in last):
             continue
-        ctx.db[m.MESSAGES].delete_many({"_id": {"$in": _ids(last)}})
+        delete_by_ids(ctx.db[m.MESSAGES], _ids(last))
         hit.append(c["_id"])
         lost += _ids(last)
     return [Injection("lost-messages", m.CONVERSATIONS, hit, ctx.now, details={"messages": sorted(lost)})]
+
+
+def _newest_messages(ctx: Context, convs: list[dict], projection: dict | None) -> dict:
+    """Each conversation's messages, newest first: one pass over messages for all of them (a
+    filter per conversation is a full scan each on servers without that index). A conversation
+    holding a message whose timestamp is not a date is left out: its order is not a time."""
+    by_conv: dict = {}
+    for d in ctx.db[m.MESSAGES].find({"conversationId": {"$in": _ids(convs)}}, projection):
+        by_conv.setdefault(d["conversationId"], []).append(d)
+    out = {}
+    for cid, docs in by_conv.items():
+        if all(isinstance(d.get("timestamp"), datetime) for d in docs):
+            out[cid] = sorted(docs, key=lambda d: d["timestamp"], reverse=True)
+    return out
 
 
 def soft_deleted_users(ctx: Context, count: int) -> list[Injection]:
@@ -213,11 +228,12 @@ def soft_deleted_users(ctx: Context, count: int) -> list[Injection]:
     runs past today, so the deletion breaks no ordering rule (*.before_user_deletion) on its own."""
     docs = ctx.sample(m.USERS, count, None, {"createdAt": 1, "lastLogin": 1, "lastUpdated": 1})
     when = {}
+    owned: dict = {}  # each user's owned dates, one pass per collection
+    for coll, fld, _variant in OWNED_TIME:
+        for o in ctx.db[coll].find({"userId": {"$in": _ids(docs)}, fld: {"$type": "date"}}, {"userId": 1, fld: 1}):
+            owned.setdefault(o["userId"], []).append(_aware(o[fld]))
     for d in docs:
-        dates = [_aware(d.get(f)) for f in ("createdAt", "lastLogin", "lastUpdated")]
-        for coll, fld, _variant in OWNED_TIME:
-            newest = ctx.db[coll].find_one({"userId": d["_id"], fld: {"$type": "date"}}, {fld: 1}, sort=[(fld, -1)])
-            dates.append(_aware(newest[fld]) if newest else None)
+        dates = [_aware(d.get(f)) for f in ("createdAt", "lastLogin", "lastUpdated")] + owned.get(d["_id"], [])
         latest = max((x for x in dates if x is not None), default=None)
         when[d["_id"]] = ctx.now if latest is None or latest < ctx.now else latest + timedelta(seconds=1)
         ctx.db[m.USERS].update_one({"_id": d["_id"]}, {"$set": {"deletedAt": when[d["_id"]]}})
@@ -260,7 +276,7 @@ def sync_drift(ctx: Context, count: int) -> list[Injection]:
     picked = ctx.sample(m.USERS, n_missing + n_conflict)
     missing, conflict = picked[:n_missing], picked[n_missing:]
     if missing:
-        sec[m.USERS].delete_many({"_id": {"$in": _ids(missing)}})
+        delete_by_ids(sec[m.USERS], _ids(missing))
     extra = [{"_id": ObjectId(), "email": f"ghost{i}@crm.example.com", "lastUpdated": state["lastSyncAt"]}
              for i in range(n_extra)]
     if extra:
@@ -301,7 +317,7 @@ def null_required(ctx: Context, count: int) -> list[Injection]:
     for variant, n in _split(tuple(where), count).items():
         coll, fld = where[variant]
         docs = ctx.sample(coll, n)
-        ctx.db[coll].update_many({"_id": {"$in": _ids(docs)}}, {"$set": {fld: None}})
+        update_by_ids(ctx.db[coll], _ids(docs), {"$set": {fld: None}})
         rows += [(coll, d["_id"], variant) for d in docs]
     return _by_collection("null-required", ctx.now, rows)
 
@@ -317,7 +333,7 @@ def wrong_type_fields(ctx: Context, count: int) -> list[Injection]:
     for variant, n in _split(tuple(changes), count).items():
         coll, update = changes[variant]
         docs = ctx.sample(coll, n)
-        ctx.db[coll].update_many({"_id": {"$in": _ids(docs)}}, update)
+        update_by_ids(ctx.db[coll], _ids(docs), update)
         rows += [(coll, d["_id"], variant) for d in docs]
     return _by_collection("wrong-type-fields", ctx.now, rows)
 
@@ -436,7 +452,7 @@ def activity_after_deletion(ctx: Context, count: int) -> list[Injection]:
     for coll, _f, _v in OWNED_TIME:  # users owning a document another kind changed
         touched = list(ctx.manifest.touched(coll))
         if touched:
-            avoid.update(d["userId"] for d in ctx.db[coll].find({"_id": {"$in": touched}}, {"userId": 1})
+            avoid.update(d["userId"] for d in find_by_ids(ctx.db[coll], touched, {"userId": 1})
                          if "userId" in d)
     users = ctx.sample(m.USERS, count, {"lastLogin": {"$exists": True}, "_id": {"$nin": list(avoid)}},
                        {"createdAt": 1, "lastLogin": 1})
@@ -449,10 +465,13 @@ def activity_after_deletion(ctx: Context, count: int) -> list[Injection]:
         ctx.db[m.USERS].update_one({"_id": u["_id"]}, {"$set": {"deletedAt": when}})
         if u["lastLogin"] > when:
             rows.append((m.USERS, u["_id"], "user"))
-    for coll, fld, variant in OWNED_TIME:  # the ground truth, read back the way the rule decides it
-        for uid, when in deleted_at.items():
-            rows += [(coll, d["_id"], variant)
-                     for d in ctx.db[coll].find({"userId": uid, fld: {"$gt": when}}, {"_id": 1}).sort("_id", 1)]
+    # the ground truth, read back the way the rule decides it: one pass per collection (a filter
+    # per user would be a full scan each on servers without a userId index), and a date compared
+    # with a date only, as the server's $gt does
+    for coll, fld, variant in OWNED_TIME:
+        cursor = ctx.db[coll].find({"userId": {"$in": list(deleted_at)}, fld: {"$type": "date"}},
+                                   {"_id": 1, "userId": 1, fld: 1}).sort("_id", 1)
+        rows += [(coll, d["_id"], variant) for d in cursor if d[fld] > deleted_at[d["userId"]]]
     out = _by_collection("activity-after-deletion", ctx.now, rows)
     for inj in out:
         if inj.collection == m.USERS:

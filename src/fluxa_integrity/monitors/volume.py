@@ -31,6 +31,7 @@ import bson
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
+from ..mongo.by_id import find_by_ids
 from ..errors import FluxaError
 from ..store import Store
 
@@ -147,7 +148,7 @@ def read_interval(client, store: Store | None, db: str, start: datetime, end: da
                                              seed=int(start.timestamp()))
     for coll, ids in lookups.items():
         for i in range(0, len(ids), LOOKUP_BATCH):
-            samples.setdefault(coll, []).extend(client[db][coll].find({"_id": {"$in": ids[i:i + LOOKUP_BATCH]}}))
+            samples.setdefault(coll, []).extend(find_by_ids(client[db][coll], ids[i:i + LOOKUP_BATCH]))
     out.counts, out.samples = counts, samples
     return out
 

@@ -18,7 +18,6 @@ server's bytes. A change's collection "<db>.<coll>" targets another database on 
 from __future__ import annotations
 
 import hashlib
-import weakref
 from typing import Iterable
 
 import bson
@@ -27,7 +26,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from ..mongo.unsupported import is_ferretdb
+from ..mongo.by_id import find_by_ids
 
 RAW = CodecOptions(document_class=RawBSONDocument, tz_aware=True,
                    datetime_conversion=DatetimeConversion.DATETIME_AUTO)
@@ -50,27 +49,11 @@ def raw_hash(doc: RawBSONDocument | None) -> str | None:
     return None if doc is None else hashlib.sha256(doc.raw).hexdigest()
 
 
-_PER_ID: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # client -> is FerretDB
-
-
-def _per_id(client) -> bool:
-    """FerretDB 1.24 scans the whole collection for ``{_id: {$in: [...]}}`` (200 ids: 3 s on 20k
-    documents, 17 s on 200k) but answers ``find_one({_id: x})`` from its index in ~3 ms: read it
-    one _id at a time there; a real MongoDB takes the batch in one query."""
-    if client not in _PER_ID:
-        _PER_ID[client] = is_ferretdb(client)
-    return _PER_ID[client]
-
-
 def read_live(db: Database, name: str, ids: Iterable) -> dict[bytes, RawBSONDocument]:
     ids = list(ids)
     if not ids:
         return {}
-    coll = collection(db, name)
-    if _per_id(db.client):
-        found = (coll.find_one({"_id": _id}) for _id in ids)
-        return {id_key(d["_id"]): d for d in found if d is not None}
-    return {id_key(d["_id"]): d for d in coll.find({"_id": {"$in": ids}})}
+    return {id_key(d["_id"]): d for d in find_by_ids(collection(db, name), ids)}
 
 
 def state(live_hash: str | None, before_hash: str | None, after_hash: str | None) -> str:

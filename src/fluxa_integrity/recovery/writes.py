@@ -29,22 +29,17 @@ each document again (an insert already made reads back as done).
 from __future__ import annotations
 
 import hashlib
-import weakref
 
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
-from ..mongo.unsupported import is_ferretdb, refused_values
+from ..mongo.by_id import delete_by_ids, server_is_ferretdb
+from ..mongo.unsupported import refused_values
 
 DUPLICATE_KEY = 11000
-_BATCH_DELETES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # client -> FerretDB
-
-
 def per_document_deletes(client) -> bool:
     """True where deletes go one ``find_one_and_delete`` at a time (not FerretDB)."""
-    if client not in _BATCH_DELETES:
-        _BATCH_DELETES[client] = is_ferretdb(client)
-    return not _BATCH_DELETES[client]
+    return not server_is_ferretdb(client)
 
 
 def write_batch(coll: Collection, inserts: list, replaces: list, deletes: list, written: list | None = None,
@@ -80,6 +75,6 @@ def write_batch(coll: Collection, inserts: list, replaces: list, deletes: list, 
                 raced.append((_id, gone))  # a write landed after the batch read: the caller keeps it
             written.append(_id)
     elif deletes:
-        coll.delete_many({"_id": {"$in": [_id for _id, _ in deletes]}})
+        delete_by_ids(coll, [_id for _id, _ in deletes])
         written += [_id for _id, _ in deletes]
     return missed

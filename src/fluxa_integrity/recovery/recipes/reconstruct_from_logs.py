@@ -44,6 +44,7 @@ from typing import Any
 import bson
 from bson import ObjectId
 
+from ...mongo.by_id import find_by_ids
 from ...errors import FluxaError
 from ...policy.rules import DeletionsRule, ReferenceRule
 from ..counters import counter_changes, parent_collections
@@ -145,7 +146,7 @@ def build(ctx: RecipeContext, collection: str | None = None, user: str | None = 
     ids = [d["_id"] for d, _ in candidates.values()]
     live_ids: set[bytes] = set()
     for chunk in _chunks(ids):
-        live_ids.update(_key(d["_id"]) for d in db[coll].find({"_id": {"$in": chunk}}, {"_id": 1}))
+        live_ids.update(_key(d["_id"]) for d in find_by_ids(db[coll], chunk, {"_id": 1}))
     groups = sorted({_key(d.get(spec.group)): d.get(spec.group) for d, _ in candidates.values()}.items()) \
         if spec.group else []
     group_values = [v for _, v in groups]
@@ -229,7 +230,7 @@ def _leave_out_orphans(ctx, coll: str, missing: list, unresolved: list[str]) -> 
         there: set[bytes] = set()
         values = list(wanted.values())
         for chunk in _chunks(values):
-            there.update(_key(p["_id"]) for p in ctx.db[parent_coll].find({"_id": {"$in": chunk}}, {"_id": 1}))
+            there.update(_key(p["_id"]) for p in find_by_ids(ctx.db[parent_coll], chunk, {"_id": 1}))
         # a parent rebuilt by this same plan counts (a reply to a rebuilt message)
         there.update(_key(d["_id"]) for d, _ in missing if parent_coll == coll)
         keep = []

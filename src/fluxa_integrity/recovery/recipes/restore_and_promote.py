@@ -34,6 +34,7 @@ import bson
 from bson import json_util
 from bson.codec_options import CodecOptions
 
+from ...mongo.by_id import find_by_ids
 from ...errors import FluxaError
 from ...policy.rules import CountDropRule, DeletionsRule
 from ...restore.compare import id_key
@@ -69,7 +70,7 @@ def _id_list(ids) -> list | None:
 def _fetch(coll, ids: list) -> dict[bytes, dict]:
     out = {}
     for i in range(0, len(ids), 500):
-        for d in coll.find({"_id": {"$in": ids[i:i + 500]}}):
+        for d in find_by_ids(coll, ids[i:i + 500]):
             out[id_key(d["_id"])] = d
     return out
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ...mongo.by_id import find_by_ids
 from ...errors import FluxaError
 from ...policy.durations import parse_duration
 from ...policy.rules import DeletionsRule, ReferenceRule
@@ -174,7 +175,7 @@ def _hard(ctx, coll: str, since, wanted) -> tuple[list[Change], list[str], list[
     keys = list(deleted)
     for i in range(0, len(keys), CHUNK):
         chunk = [deleted[k]["_id"] for k in keys[i:i + CHUNK]]
-        for d in db[coll].find({"_id": {"$in": chunk}}, {"_id": 1}):
+        for d in find_by_ids(db[coll], chunk, {"_id": 1}):
             deleted.pop(id_key(d["_id"]), None)
     need = [d["_id"] for d in deleted.values() if d["before"] is None]
     found: dict[bytes, dict] = {}
