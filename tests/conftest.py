@@ -26,6 +26,9 @@ from fluxa_integrity.fluxa import model as m
 from fluxa_integrity.mongo.devserver import DevServer, build, free_port
 
 EXTERNAL_URI = os.environ.get("FLUXA_TEST_MONGODB_URI")
+# every dev server this run starts (fixtures, and the CLI in subprocesses) stops when the run is
+# gone: a run killed by a timeout or SIGKILL leaves no FerretDB behind (tools/ferretdb/main.go)
+os.environ["FLUXA_DEVDB_EXIT_WITH_PID"] = str(os.getpid())
 
 #: One busy loop; it exits on its own when pytest goes away (a killed session leaves no spinner).
 _BUSY_LOOP = "import os\np = os.getppid()\nwhile os.getppid() == p:\n    for _ in range(10**6): pass\n"

@@ -229,3 +229,24 @@ def test_by_default_guards_only_extend_the_oplog(tmp_path, ferretdb_binary):
         assert oplog.count_documents({}) == 100  # all read: the cap's worth stays
     finally:
         server.stop()
+
+
+@needs_own_server
+def test_a_server_tied_to_a_process_stops_when_that_process_is_killed(tmp_path, ferretdb_binary):
+    """What keeps a SIGKILLed test run from leaving its FerretDB behind: the server watches the
+    pid it was given and stops itself once that process is gone."""
+    import subprocess
+
+    owner = subprocess.Popen(["sleep", "600"])
+    server = DevServer(tmp_path / "tied-devdb")
+    status = server.start(port=free_port(), exit_with_pid=owner.pid, progress=lambda msg: None)
+    try:
+        pymongo.MongoClient(status.uri, serverSelectionTimeoutMS=3000).admin.command("ping")
+        assert server.status().running
+        owner.kill()
+        owner.wait()
+        wait_until(lambda: not server.status().running, "the server to stop after its owner was killed")
+        assert "is gone: stopping" in server.log_file.read_text()
+    finally:
+        owner.kill()
+        server.stop()

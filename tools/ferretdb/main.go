@@ -43,6 +43,9 @@ func main() {
 	keep := flag.Int64("oplog-keep", 0, "entries kept once every guard has passed them (0: the oplog's own max; a few thousand keep tails cheap)")
 	guardMax := flag.Int64("oplog-guard-max", 100_000, "guards hold at most this many entries; past it the cap applies (the archive records a gap)")
 	debugAddr := flag.String("debug-addr", "", "serve Go's /debug/pprof on this address (diagnosing hangs)")
+	// A test run's server must not outlive a killed test run (the server runs in a session of its
+	// own, so the signal that kills the run never reaches it): it stops once this process is gone.
+	exitWith := flag.Int("exit-with-pid", 0, "stop when the process with this pid no longer exists (0: never)")
 	flag.Parse()
 	if *debugAddr != "" {
 		go func() { fmt.Fprintln(os.Stderr, http.ListenAndServe(*debugAddr, nil)) }()
@@ -76,12 +79,27 @@ func main() {
 		defer close(done)
 		f.Run(ctx)
 	}()
+	if *exitWith > 0 {
+		go watchProcess(*exitWith, stop)
+	}
 	fmt.Printf("ready %s\n", f.MongoDBURI())
 	if *capEvery > 0 {
 		g := guardSettings{ttl: *guardTTL, max: *guardMax, keep: *keep, sqlite: "file:" + *dataDir + "/local.sqlite?_pragma=busy_timeout(10000)"}
 		go trimOplog(ctx, f.MongoDBURI(), *capEvery, trimNow, g)
 	}
 	<-done
+}
+
+// watchProcess calls stop once pid no longer exists (checked every second, kill -0).
+func watchProcess(pid int, stop func()) {
+	for {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			fmt.Fprintf(os.Stderr, "process %d is gone: stopping\n", pid)
+			stop()
+			return
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 func level(s string) slog.Level {

@@ -188,7 +188,11 @@ class DevServer:
     def start(self, port: int | None = None, oplog_mb: int = DEFAULT_OPLOG_MB,
               oplog_entries: int = DEFAULT_OPLOG_ENTRIES, oplog_trim_s: float = 1.0, progress=print,
               oplog_guard_ttl_s: float | None = None, oplog_guard_max: int | None = None,
-              oplog_keep: int | None = None) -> Status:
+              oplog_keep: int | None = None, exit_with_pid: int | None = None) -> Status:
+        """``exit_with_pid``: the server stops once that process is gone (test runs: a killed
+        run leaves no server behind; the CLI's server outlives the CLI on purpose). Defaults to
+        $FLUXA_DEVDB_EXIT_WITH_PID, which the test suite sets to its own pid."""
+        exit_with_pid = exit_with_pid or int(os.environ.get("FLUXA_DEVDB_EXIT_WITH_PID") or 0)
         current = self.status()
         if current.running:
             if port and port != current.port:
@@ -213,6 +217,7 @@ class DevServer:
             + (["-oplog-guard-ttl", f"{oplog_guard_ttl_s}s"] if oplog_guard_ttl_s is not None else [])
             + (["-oplog-guard-max", str(oplog_guard_max)] if oplog_guard_max is not None else [])
             + (["-oplog-keep", str(oplog_keep)] if oplog_keep is not None else [])
+            + (["-exit-with-pid", str(exit_with_pid)] if exit_with_pid else [])
             # diagnosing a hang: goroutine dumps at http://<addr>/debug/pprof/goroutine?debug=1
             + (["-debug-addr", os.environ["FLUXA_DEVDB_DEBUG_ADDR"]] if os.environ.get("FLUXA_DEVDB_DEBUG_ADDR") else []),
             stdout=log,
