@@ -243,9 +243,9 @@ def test_a_server_tied_to_a_process_stops_when_that_process_is_killed(tmp_path, 
     try:
         pymongo.MongoClient(status.uri, serverSelectionTimeoutMS=3000).admin.command("ping")
         assert server.status().running
-        owner.kill()
-        owner.wait()
+        owner.kill()  # not reaped: a zombie still answers kill -0, and must count as gone
         wait_until(lambda: not server.status().running, "the server to stop after its owner was killed")
+        owner.wait()
         assert "is gone: stopping" in server.log_file.read_text()
     finally:
         owner.kill()

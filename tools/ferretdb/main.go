@@ -90,16 +90,28 @@ func main() {
 	<-done
 }
 
-// watchProcess calls stop once pid no longer exists (checked every second, kill -0).
+// watchProcess calls stop once pid no longer exists or is a zombie (a killed child its parent
+// has not reaped yet still answers kill -0), checked every second.
 func watchProcess(pid int, stop func()) {
 	for {
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) || isZombie(pid) {
 			fmt.Fprintf(os.Stderr, "process %d is gone: stopping\n", pid)
 			stop()
 			return
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// isZombie reads the state letter of /proc/PID/stat (after the command in parentheses).
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
 }
 
 func level(s string) slog.Level {
