@@ -23,6 +23,7 @@ from .rpo_cmd import rpo_app, rto_app
 from .jobs_cmd import app as jobs_app
 from .monitor_cmd import app as monitor_app
 from .serve_cmd import serve
+from .token_cmd import app as token_app
 
 cli = typer.Typer(
     name="fluxa-integrity",
@@ -46,6 +47,7 @@ cli.add_typer(monitor_app, name="monitor")
 cli.command("serve")(serve)
 cli.add_typer(recover_app, name="recover")
 cli.command("drill")(drill_command)
+cli.add_typer(token_app, name="token")
 
 
 def _version(value: bool) -> None:
