@@ -83,21 +83,227 @@ def test_expired_and_revoked_tokens_are_refused(store):
 
 
 def test_token_cli_creates_lists_and_revokes(cli, store):
+    from typer.testing import CliRunner
+
+    from fluxa_integrity.cli.main import cli as commands
+
     made = cli("token", "create", "--role", "responder", "--name", "bob", "--expires", "30d", "--json")
     assert made.code == 0, made.stderr
     t = made.json()
     assert tokens.authenticate(store, t["token"]).name == "bob"
-    assert timedelta(days=29, hours=23) < (tokens.utc(__import__("datetime").datetime.fromisoformat(t["expires_at"]))
-                                           - tokens.now()) <= timedelta(days=30)
-    plain = cli("token", "create", "--role", "viewer")
-    assert plain.code == 0 and plain.stdout.strip().startswith("fxt_")  # the token alone on stdout
-    listed = cli("token", "list", "--json").json()
+    left = tokens.utc(__import__("datetime").datetime.fromisoformat(t["expires_at"])) - tokens.now()
+    assert timedelta(days=29, hours=23) < left <= timedelta(days=30)
+    bad = cli("token", "create", "--role", "root", "--json")  # errors as JSON on stdout, exit 2
+    assert bad.code == 2 and bad.json() == {"error": "unknown role 'root'", "hint": "one of: viewer, responder, admin"}
+    run = CliRunner().invoke
+    plain = run(commands, ["token", "create", "--role", "viewer"])
+    assert plain.exit_code == 0 and plain.stdout.strip().startswith("fxt_")  # the token alone on stdout
+    listed = __import__("json").loads(run(commands, ["token", "list", "--json"]).stdout)
     assert {r["name"] for r in listed} == {"bob", f"viewer-{plain.stdout.strip().split('_')[1]}"}
     assert all("token" not in r and "secret_sha256" not in r for r in listed)
-    assert cli("token", "revoke", t["id"], "--json").json()["state"] == "revoked"
-    again = cli("token", "revoke", t["id"], "--json")
-    assert again.code == 2 and "already revoked" in again.json()["error"]
-    bad = cli("token", "create", "--role", "root", "--json")
-    assert bad.code == 2 and bad.json()["hint"] == "one of: viewer, responder, admin"
+    assert __import__("json").loads(run(commands, ["token", "revoke", t["id"], "--json"]).stdout)["state"] == "revoked"
+    with pytest.raises(tokens.AccessDenied):
+        tokens.authenticate(store, t["token"])
     with store.session() as s:
         assert len(s.scalars(select(ApiToken)).all()) == 2
+
+
+# -- the API ------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def web(store):
+    """The app over the store of this test's $FLUXA_HOME, a TestClient, and one token per role
+    (the responder's is named alice: the actor its actions record)."""
+    from fastapi.testclient import TestClient
+
+    from fluxa_integrity.incidents.api import Incidents
+    from fluxa_integrity.policy import load_policy
+    from fluxa_integrity.web.app import create_app
+
+    api = Incidents(store, load_policy(None))
+    app = create_app(api)
+
+    class Web:
+        incidents = api
+        http = TestClient(app)
+        token = {role: tokens.create(store, role, name)[1]
+                 for role, name in (("viewer", "vera"), ("responder", "alice"), ("admin", "root-admin"))}
+
+        def call(self, method: str, path: str, role: str | None = None, **kw):
+            headers = {**kw.pop("headers", {}), **({"Authorization": f"Bearer {self.token[role]}"} if role else {})}
+            return self.http.request(method, path, headers=headers, **kw)
+
+    return Web()
+
+
+def _error(resp, status: int) -> dict:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) >= {"error", "hint"} and body["error"], body
+    return body
+
+
+def test_no_wrong_expired_or_revoked_token_is_a_401_saying_which(web, store):
+    t0 = tokens.now()
+    _, expired = tokens.create(store, "admin", "old", expires_at=t0 - timedelta(minutes=1), at=t0 - timedelta(hours=1))
+    revoked_row, revoked = tokens.create(store, "admin", "gone")
+    tokens.revoke(store, revoked_row["id"])
+    wrong = web.token["admin"][:-2] + ("xy" if not web.token["admin"].endswith("xy") else "zz")
+    cases = {None: "no API token", wrong: "invalid API token", "not-a-token": "malformed API token",
+             expired: "expired at", revoked: "was revoked at"}
+    for token, says in cases.items():
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        for method, path in (("GET", "/api/incidents"), ("POST", "/api/incidents/1/ack")):
+            resp = web.http.request(method, path, headers=headers)
+            assert says in _error(resp, 401)["error"], (token, path, resp.json())
+            assert resp.headers["www-authenticate"] == "Bearer"
+    assert web.call("GET", "/api/whoami", "viewer").json() == {"token_id": web.token["viewer"].split("_")[1],
+                                                               "name": "vera", "role": "viewer"}
+
+
+def test_each_role_is_refused_what_it_may_not_do_and_nothing_is_written(web):
+    inc = web.incidents.open("Duplicate emails", ["users"], actor="pager")
+    path, rows = f"/api/incidents/{inc['id']}", inc["timeline_rows"]
+    body = _error(web.call("POST", f"{path}/ack", "viewer"), 403)
+    assert body["error"].startswith("this needs the responder role") and "vera" in body["error"]
+    assert _error(web.call("POST", f"{path}/note", "viewer", json={"text": "hi"}), 403)
+    assert _error(web.call("POST", "/api/incidents", "viewer", json={"title": "x"}), 403)
+    assert web.incidents.get(inc["id"])["timeline_rows"] == rows  # the refusals wrote nothing
+    assert [i["id"] for i in web.incidents.list()] == [inc["id"]]
+    for role in ("viewer", "responder"):
+        assert "needs the admin role" in _error(web.call("GET", "/api/tokens", role), 403)["error"]
+        assert _error(web.call("POST", "/api/tokens", role, json={"role": "admin"}), 403)
+    # and each role may do what it may: read, act, manage tokens
+    assert web.call("GET", path, "viewer").status_code == 200
+    assert web.call("POST", f"{path}/ack", "responder").json()["status"] == "acknowledged"
+    made = web.call("POST", "/api/tokens", "admin", json={"role": "viewer", "name": "ext"})
+    assert made.status_code == 201 and tokens.authenticate(web.incidents.store, made.json()["token"]).name == "ext"
+    assert {t["name"] for t in web.call("GET", "/api/tokens", "admin").json()} == {"vera", "alice", "root-admin", "ext"}
+
+
+def test_unknown_ids_are_404_with_the_domains_message(web):
+    for method, path, json_body, says in (
+            ("GET", "/api/incidents/999", None, "no incident 999"),
+            ("GET", "/api/incidents/999/timeline", None, "no incident 999"),
+            ("POST", "/api/incidents/999/ack", None, "no incident 999"),
+            ("POST", "/api/incidents/999/note", {"text": "x"}, "no incident 999"),
+            ("GET", "/api/findings/424242", None, "no finding '424242'"),
+            ("GET", "/api/backups/nope", None, "no backup 'nope'"),
+            ("GET", "/api/recovery/plans/nope", None, "no recovery plan 'nope'"),
+            ("GET", "/api/no-such-route", None, "no route GET /api/no-such-route")):
+        assert says in _error(web.call(method, path, "responder", json=json_body), 404)["error"], path
+    assert "no token" in _error(web.call("POST", "/api/tokens/nope/revoke", "admin"), 404)["error"]
+
+
+def test_malformed_bodies_are_422_naming_the_field(web):
+    inc = web.incidents.open("Lost messages", ["messages"])
+    path = f"/api/incidents/{inc['id']}"
+    body = _error(web.call("POST", f"{path}/assign", "responder", json={"role": "CTO"}), 422)
+    assert "person: Field required" in body["error"] and body["details"][0]["loc"] == ["body", "person"]
+    assert "persn: Extra inputs are not permitted" in _error(
+        web.call("POST", f"{path}/assign", "responder", json={"role": "CTO", "person": "x", "persn": "y"}), 422)["error"]
+    assert "the body is not valid JSON" in _error(web.call("POST", f"{path}/note", "responder", content=b"{not json",
+                                                headers={"Content-Type": "application/json"}), 422)["error"]
+    assert "incident_id" in _error(web.call("GET", "/api/incidents/abc", "viewer"), 422)["error"]
+    assert "status" in _error(web.call("GET", "/api/incidents?status=sleeping", "viewer"), 422)["error"]
+    # a well-formed body the domain refuses: 400 with the domain's hint; a refused transition: 409
+    bad_role = _error(web.call("POST", f"{path}/assign", "responder", json={"role": "Janitor", "person": "x"}), 400)
+    assert bad_role["error"] == "unknown role 'Janitor'" and "Incident Commander" in bad_role["hint"]
+    assert "before it is acknowledged" in _error(web.call("POST", f"{path}/resolve", "responder", json={}), 409)["error"]
+    rows = web.incidents.get(inc["id"])["timeline_rows"]
+    web.call("POST", f"{path}/ack", "responder")
+    assert "already acknowledged" in _error(web.call("POST", f"{path}/ack", "responder"), 409)["error"]
+    assert web.incidents.get(inc["id"])["timeline_rows"] == rows + 1  # the acknowledgement only
+
+
+def test_viewers_see_emails_masked_and_responders_see_them(web):
+    inc = web.incidents.open("Bounce from jane.doe@example.com", ["users"],
+                             description="reported by support (ops@fluxa.example) for jane.doe@example.com")
+    web.incidents.assign(inc["id"], "Incident Commander", "sam.lee@fluxa.example", actor="pager")
+    seen = web.call("GET", f"/api/incidents/{inc['id']}", "viewer").json()
+    text = repr(seen)
+    assert "jane.doe@example.com" not in text and "sam.lee@" not in text and "ops@" not in text
+    assert seen["title"] == "Bounce from j***@example.com"
+    assert seen["roles"] == {"Incident Commander": "s***@fluxa.example"}
+    assert any(e["data"].get("person") == "s***@fluxa.example" for e in seen["timeline"])
+    assert web.call("GET", "/api/incidents", "viewer").json()[0]["description"] == \
+        "reported by support (o***@fluxa.example) for j***@example.com"
+    full = web.call("GET", f"/api/incidents/{inc['id']}", "responder").json()
+    assert full["roles"] == {"Incident Commander": "sam.lee@fluxa.example"} and full["title"].endswith("jane.doe@example.com")
+
+
+def test_masking_keeps_secrets_from_everyone():
+    from fluxa_integrity.web.masking import mask
+
+    data = {"uri": "mongodb://app:s3cret@db.example:27017/fluxa", "api_key": "abc", "routing_key": "R",
+            "note": "see mongodb://u:p@h/x and a@b.co", "n": 3, "password": None}
+    assert mask(data, emails=False) == {"uri": "mongodb://app:***@db.example:27017/fluxa", "api_key": "***",
+                                        "routing_key": "***", "note": "see mongodb://u:***@h/x and a@b.co", "n": 3,
+                                        "password": None}
+    assert mask(data, emails=True)["note"] == "see mongodb://u:***@h/x and a***@b.co"
+
+
+def _timeline(api, incident_id: int) -> list[tuple]:
+    """The entries as the comparison needs them: kind, actor, data (a publication's id aside)."""
+    return [(e["kind"], e["actor"], {k: v for k, v in e["data"].items() if k != "publication"})
+            for e in api.timeline(incident_id)]
+
+
+def test_an_incident_action_through_the_api_records_what_the_cli_records(web):
+    """Pairwise on the timeline: the same actions, by the CLI with --by alice on one incident and
+    through the API with alice's token on its twin, give the same entries in the same order."""
+    from typer.testing import CliRunner
+
+    from fluxa_integrity.cli.main import cli
+
+    by_cli = web.incidents.open("Twin", ["conversations"], actor="pager")
+    by_api = web.incidents.open("Twin", ["conversations"], actor="pager")
+    when = "2026-01-01T00:00:00Z"
+    steps = [  # (CLI args after the incident id, API path after the incident, API body)
+        (["ack"], "ack", None),
+        (["assign", "--role", "Incident Commander", "--person", "Sam"], "assign",
+         {"role": "Incident Commander", "person": "Sam"}),
+        (["note", "looking at conversations"], "note", {"text": "looking at conversations"}),
+        (["phase", "notify_on_call", "--done", "--note", "paged"], "checklist/notify_on_call",
+         {"done": True, "note": "paged"}),
+        (["phase", "read_only_mode", "--owner", "CTO"], "checklist/read_only_mode", {"owner": "CTO"}),
+        (["comms", "initial", "--publish", "--set", "SPECIFIC_ISSUES=missing chats", "--set", f"CURRENT_TIME={when}"],
+         "comms/initial", {"publish": True, "values": {"SPECIFIC_ISSUES": "missing chats", "CURRENT_TIME": when}}),
+        (["escalate", "--reason", "wider than thought", "--notify", "CTO"], "escalate",
+         {"reason": "wider than thought", "notify": "CTO"}),
+        (["status", "investigating", "--note", "cause unknown"], "status", {"to": "investigating", "note": "cause unknown"}),
+        (["resolve", "--resolution", "restored from backup"], "resolve", {"resolution": "restored from backup"}),
+        (["postmortem", "--root-cause", "a bad deploy", "--lesson", "canary"], "review",
+         {"root_cause": "a bad deploy", "lessons": ["canary"]}),
+        (["close"], "close", {}),
+    ]
+    runner = CliRunner()
+    for args, path, body in steps:
+        res = runner.invoke(cli, ["incident", args[0], str(by_cli["id"]), *args[1:], "--by", "alice", "--json"])
+        assert res.exit_code == 0, (args, res.output)
+        resp = web.call("POST", f"/api/incidents/{by_api['id']}/{path}", "responder", json=body)
+        assert resp.status_code == 200, (path, resp.text)
+    cli_tl, api_tl = _timeline(web.incidents, by_cli["id"]), _timeline(web.incidents, by_api["id"])
+    opened = by_cli["timeline_rows"]  # opening's own rows (opened, escalation to the policy's first roles)
+    assert len(cli_tl) >= opened + len(steps) and {e[1] for e in cli_tl[opened:]} == {"alice"}
+    assert api_tl == cli_tl
+    assert web.incidents.get(by_api["id"])["status"] == "closed"
+    assert [r["ok"] for r in web.incidents.verify_timeline(by_api["id"])] == [True]
+
+
+def test_reading_routes_answer_from_the_store(web, store):
+    from fluxa_integrity.service import history
+
+    inc = web.incidents.open("Read me", ["users"])
+    rid = history.claim(store, job="check-integrity", db="fluxa", scheduled_for=tokens.now(), attempt=1,
+                        trigger="manual", holder="test")
+    history.finish(store, rid, "ok", "nothing found")
+    got = {p: web.call("GET", p, "viewer") for p in ("/api/incidents", f"/api/incidents/{inc['id']}/checklist",
+                                                     f"/api/incidents/{inc['id']}/clocks", "/api/findings?status=all",
+                                                     "/api/check-runs", "/api/backups", "/api/recovery/plans",
+                                                     "/api/jobs", "/api/jobs/runs")}
+    assert {p: r.status_code for p, r in got.items()} == {p: 200 for p in got}
+    assert [i["id"] for i in got["/api/incidents"].json()] == [inc["id"]]
+    assert [(r["id"], r["outcome"], r["summary"]) for r in got["/api/jobs/runs"].json()] == [(rid, "ok", "nothing found")]
+    assert got["/api/findings?status=all"].json() == [] and got["/api/backups"].json() == []
+    assert [p["name"] for p in got[f"/api/incidents/{inc['id']}/checklist"].json()][:1] == ["Immediate Response"]

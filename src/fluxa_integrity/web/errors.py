@@ -1,0 +1,93 @@
+"""Every error the API answers is ``{"error": message, "hint": what to do}`` with a fitting status.
+
+- 401: no token, or a malformed, unknown, expired or revoked one (access/tokens.py says which),
+  with ``WWW-Authenticate: Bearer``.
+- 403: the token's role is below the route's (the message names both).
+- 404: an unknown id (the domain's own "no incident 7" message) or an unknown route.
+- 409: an incident action the incident's state refuses (acknowledge twice, close before resolve).
+- 400: any other FluxaError of the domain (unknown role or template, a placeholder left unfilled).
+- 422: a malformed body, path or query value: each problem as ``field: what is wrong``; ``details``
+  carries FastAPI's own list.
+- 500: a bug; the traceback goes to the server's log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Iterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import FluxaError
+
+log = logging.getLogger("fluxa_integrity.web")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, hint: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.hint, self.headers = status, message, hint, headers
+
+
+def error_body(message: str, hint: str | None = None, **extra) -> dict:
+    return {"error": message, "hint": hint, **extra}
+
+
+@contextmanager
+def refused(status: int = 400) -> Iterator[None]:
+    """A FluxaError raised by the domain inside becomes an API error with ``status``."""
+    try:
+        yield
+    except FluxaError as exc:
+        raise ApiError(status, exc.message, exc.hint) from exc
+
+
+def not_found() -> "contextmanager":
+    """For lookups: the domain's "no such id" FluxaError becomes a 404."""
+    return refused(404)
+
+
+def _problem(e: dict) -> str:
+    if e.get("type") == "json_invalid":  # loc is (body, character position)
+        why = (e.get("ctx") or {}).get("error")
+        return f"the body is not valid JSON ({why or 'cannot be decoded'}, at character {e.get('loc', ('', '?'))[-1]})"
+    return f"{_location(e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+
+
+def _location(loc) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) if parts else "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError):
+        return JSONResponse(error_body(exc.message, exc.hint), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        problems = [_problem(e) for e in exc.errors()]
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+        return JSONResponse(error_body("invalid request: " + "; ".join(problems),
+                                       f"see the schema of {request.method} {request.url.path} at /docs", details=details),
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            body = error_body(f"no route {request.method} {request.url.path}", "the API's routes are listed at /docs")
+        elif exc.status_code == 405:
+            body = error_body(f"{request.method} is not allowed on {request.url.path}", "see /docs for its methods")
+        else:
+            body = error_body(str(exc.detail))
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception):
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse(error_body("internal error", "the server's log has the details; please report it"),
+                            status_code=500)
