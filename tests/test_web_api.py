@@ -307,3 +307,39 @@ def test_reading_routes_answer_from_the_store(web, store):
     assert [(r["id"], r["outcome"], r["summary"]) for r in got["/api/jobs/runs"].json()] == [(rid, "ok", "nothing found")]
     assert got["/api/findings?status=all"].json() == [] and got["/api/backups"].json() == []
     assert [p["name"] for p in got[f"/api/incidents/{inc['id']}/checklist"].json()][:1] == ["Immediate Response"]
+
+
+def test_the_web_command_serves_the_api_until_sigterm(fluxa_home, store):
+    """`fluxa-integrity web` for real: readiness line, the schema, a token checked against the
+    store it opened, a clean stop on SIGTERM; a taken port is a clear error."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import httpx
+
+    from waiting import StderrWatch
+
+    _, viewer = tokens.create(store, "viewer", "vera")
+    env = {**os.environ, "FLUXA_HOME": str(fluxa_home)}
+    proc = subprocess.Popen([sys.executable, "-m", "fluxa_integrity", "web", "--port", "0", "--json"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watch = StderrWatch(proc)
+    try:
+        url = watch.wait_for(r"serving the API on (http://127\.0\.0\.1:\d+) ").group(1)
+        schema = httpx.get(f"{url}/openapi.json", timeout=30).json()
+        assert schema["info"]["title"] == "Fluxa Integrity API"
+        assert {"/api/incidents", "/api/incidents/{incident_id}/ack", "/api/tokens"} <= set(schema["paths"])
+        assert httpx.get(f"{url}/api/incidents", timeout=30).status_code == 401
+        assert httpx.get(f"{url}/api/whoami", headers={"Authorization": f"Bearer {viewer}"}, timeout=30).json()["name"] == "vera"
+        port = int(url.rsplit(":", 1)[1])
+        taken = subprocess.run([sys.executable, "-m", "fluxa_integrity", "web", "--port", str(port), "--json"],
+                               env=env, capture_output=True, text=True, timeout=120)
+        assert taken.returncode == 2 and re.match(rf"cannot listen on 127\.0\.0\.1:{port}: ", __import__("json").loads(
+            taken.stdout)["error"]), taken.stdout + taken.stderr
+    finally:
+        proc.terminate()  # SIGTERM to the process this test started
+    code, err = watch.finish()
+    assert code == 0 and "web: stopped" in err, err
+    assert __import__("json").loads(proc.stdout.read())["port"] == port

@@ -24,6 +24,7 @@ from .jobs_cmd import app as jobs_app
 from .monitor_cmd import app as monitor_app
 from .serve_cmd import serve
 from .token_cmd import app as token_app
+from .web_cmd import web as web_command
 
 cli = typer.Typer(
     name="fluxa-integrity",
@@ -48,6 +49,7 @@ cli.command("serve")(serve)
 cli.add_typer(recover_app, name="recover")
 cli.command("drill")(drill_command)
 cli.add_typer(token_app, name="token")
+cli.command("web")(web_command)
 
 
 def _version(value: bool) -> None:
