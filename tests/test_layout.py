@@ -13,7 +13,7 @@ import fluxa_integrity
 
 ROOT = Path(fluxa_integrity.__file__).parent
 LOW = ("mongo", "store", "policy")
-UPPER = ("cli", "checks", "backup", "restore", "incidents", "fluxa", "comms", "schema", "recovery")
+UPPER = ("cli", "web", "access", "checks", "backup", "restore", "incidents", "fluxa", "comms", "schema", "recovery")
 
 
 def _module(path: Path) -> str:

@@ -108,6 +108,41 @@ def test_token_cli_creates_lists_and_revokes(cli, store):
         assert len(s.scalars(select(ApiToken)).all()) == 2
 
 
+def test_tokens_on_postgresql(postgres_url, tmp_path):
+    """The migration and the expiry/revocation checks on PostgreSQL (aware datetimes) as on SQLite."""
+    from sqlalchemy import create_engine, text
+
+    name = f"t_tok_{tmp_path.name[-8:].lower().replace('-', '_')}"
+    with create_engine(postgres_url, isolation_level="AUTOCOMMIT").connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    pg = open_store(postgres_url.rsplit("/", 1)[0] + "/" + name)
+    try:
+        t0 = tokens.now()
+        row, secret = tokens.create(pg, "responder", "alice", expires_at=t0 + timedelta(days=1), at=t0)
+        assert tokens.authenticate(pg, secret, at=t0 + timedelta(hours=23)).name == "alice"
+        with pytest.raises(tokens.AccessDenied, match="expired"):
+            tokens.authenticate(pg, secret, at=t0 + timedelta(days=1, seconds=1))
+        tokens.revoke(pg, row["id"])
+        assert [t["state"] for t in tokens.list_tokens(pg)] == ["revoked"]
+    finally:
+        pg.dispose()
+
+
+def test_only_the_faces_import_the_web_and_the_web_never_imports_the_cli():
+    """web/ is a face like cli/: no domain package reaches up into it, and it does not go through
+    the CLI to reach the domain."""
+    from test_layout import import_graph
+
+    graph = import_graph()
+    into_web = sorted((m, d) for m, deps in graph.items() for d in deps
+                      if d.startswith("fluxa_integrity.web") and not m.startswith(("fluxa_integrity.web",
+                                                                                   "fluxa_integrity.cli")))
+    assert into_web == []
+    assert sorted((m, d) for m, deps in graph.items() if m.startswith("fluxa_integrity.web")
+                  for d in deps if d.startswith("fluxa_integrity.cli")) == []
+    assert "fluxa_integrity.web.app" in graph["fluxa_integrity.cli.web_cmd"]  # the walk sees the real modules
+
+
 # -- the API ------------------------------------------------------------------------------------
 
 @pytest.fixture()
