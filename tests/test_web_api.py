@@ -214,6 +214,10 @@ def test_each_role_is_refused_what_it_may_not_do_and_nothing_is_written(web):
     made = web.call("POST", "/api/tokens", "admin", json={"role": "viewer", "name": "ext"})
     assert made.status_code == 201 and tokens.authenticate(web.incidents.store, made.json()["token"]).name == "ext"
     assert {t["name"] for t in web.call("GET", "/api/tokens", "admin").json()} == {"vera", "alice", "root-admin", "ext"}
+    ext = made.json()["id"]
+    assert web.call("POST", f"/api/tokens/{ext}/revoke", "admin").json()["state"] == "revoked"
+    assert "already revoked" in _error(web.call("POST", f"/api/tokens/{ext}/revoke", "admin"), 409)["error"]
+    assert _error(web.call("GET", "/api/whoami", headers={"Authorization": f"Bearer {made.json()['token']}"}), 401)
 
 
 def test_unknown_ids_are_404_with_the_domains_message(web):

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..access import tokens
 from ..access.tokens import Principal
 from .auth import require
-from .errors import not_found, refused
+from .errors import ApiError, refused
 from .reading import store_of
 from .shown import jsonable
 
@@ -46,8 +46,7 @@ def create_token(request: Request, body: TokenBody, who: Principal = Depends(adm
 def revoke_token(request: Request, token_id: str, who: Principal = Depends(admin)):
     """Refuse a token from now on (`token revoke`)."""
     store = store_of(request)
-    with not_found():
-        if not any(t["id"] == token_id for t in tokens.list_tokens(store)):
-            tokens.revoke(store, token_id)  # raises the domain's "no token" message
-    with refused(409):
+    if token_id not in {t["id"] for t in tokens.list_tokens(store)}:
+        raise ApiError(404, f"no token {token_id!r}", "list them at GET /api/tokens")
+    with refused(409):  # already revoked
         return tokens.revoke(store, token_id)
