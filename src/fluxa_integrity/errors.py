@@ -16,3 +16,15 @@ class FluxaError(Exception):
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+    def __reduce__(self):
+        # raised in a worker process (check workers, a Dask cluster) and re-raised here: the
+        # default pickling rebuilds it from its message alone, dropping the hint and attributes
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls, args, state):
+    err = Exception.__new__(cls, *args)
+    err.args = args
+    err.__dict__.update(state)
+    return err

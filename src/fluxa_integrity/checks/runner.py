@@ -6,6 +6,8 @@ it (users -> conversations -> messages). With ``workers > 1`` the passes of one 
 parallel, and each collection is split into partitions (checks/partitions.py): segments of a
 backup's files, ``_id`` ranges on a server - except on FerretDB in ``auto`` mode, which does not
 push ``_id`` range filters down to SQLite, so each range would cost a full scan (docs/checks.md).
+With ``dask`` the same passes and partitions run on a Dask cluster instead of the run's own
+processes (checks/dask_pool.py: same interface as ``_Pool``, same merge, so the same findings).
 
 The documents come from a server (``uri``) or from a backup's files (``files``,
 checks/sources.py) - the same passes and rules either way. On files, rules that need what a
@@ -57,6 +59,9 @@ class RunOptions:
     # unless it is FerretDB), on, off (whole collections in parallel, as before issue 13)
     partitions: str = "auto"
     min_partition_docs: int = 20000
+    # run the passes and partitions on Dask (checks/dask_pool.py): "local" (a LocalCluster of
+    # ``workers`` processes for this run) or "tcp://HOST:PORT" (an existing scheduler)
+    dask: str | None = None
 
 
 @dataclass
@@ -157,6 +162,10 @@ def run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions |
                          "drop --incremental")
     if opts.partitions not in ("auto", "on", "off"):
         raise FluxaError(f"unknown partitions mode {opts.partitions!r}", "use auto, on or off")
+    if opts.dask is not None:
+        from .dask_pool import parse_address
+
+        parse_address(opts.dask)
     client = connect(uri) if files is None else None
     db = client[db_name] if client is not None else files.as_database()
     try:
@@ -254,21 +263,32 @@ def run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions |
                         sync_cutoffs=sync_cutoffs, max_samples=opts.max_samples, keep_ids=opts.keep_ids,
                         source=files.segment(coll) if files is not None else None)
 
-    partition = opts.workers > 1 and (opts.partitions == "on" or (
-        opts.partitions == "auto" and (files is not None or not is_ferretdb(client))))
-    pool = _Pool(opts.workers) if opts.workers > 1 else None
+    pool = None
     try:
+        if opts.dask is not None:
+            from .dask_pool import DaskPool
+
+            pool = DaskPool(opts.dask, opts.workers)
+        elif opts.workers > 1:
+            pool = _Pool(opts.workers)
+        parts = pool.workers if pool is not None else 1
+        partition = parts > 1 and (opts.partitions == "on" or (
+            opts.partitions == "auto" and (files is not None or not is_ferretdb(client))))
         for level in levels:
             specs = [spec_for(c) for c in level if c in existing]
             for s in specs:
                 progress.start(s.collection, files.count(s.collection) if files is not None else fast_count(db, s.collection))
-            splits = [split(s, opts.workers if partition else 1, opts.min_partition_docs,
+            splits = [split(s, parts if partition else 1, opts.min_partition_docs,
                             db if files is None else None) for s in specs]
             for res in (pool.run(splits, progress) if pool is not None else [run_pass(s, progress.advance) for s in specs]):
                 _collect(res, imports, results, progress)
             for c in level:  # a referenced collection that does not exist has no keys at all
                 for f in keys_needed.get(c, ()):
                     imports.setdefault(("keys", c, f), _empty_keyset())
+    except BaseException:
+        if client is not None:
+            client.close()
+        raise
     finally:
         if pool is not None:
             pool.close()
@@ -399,8 +419,9 @@ class _Pool:
                 jobs += [(i, k, p) for k, p in enumerate(sp.parts)]
                 if sp.uniques is not None:
                     jobs.append((i, "uniques", sp.uniques))
-        futures = {self.pool.submit(run_pass if kind == "whole" else run_partition, spec, _report):
-                   (i, kind) for i, kind, spec in jobs}
+        # the unique-only pass reads the collection a second time: not counted on its bar again
+        futures = {self.pool.submit(run_pass if kind == "whole" else run_partition, spec,
+                                    _report if kind != "uniques" else None): (i, kind) for i, kind, spec in jobs}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..checks.history import (baselines, get_finding, list_findings, list_runs, record_failed_run, record_run,
                               watermarks)
+from ..checks.dask_pool import ClusterLost, parse_address
 from ..checks.findings import fingerprint
 from ..checks.runner import ProgressSink, RunOptions, run_checks
 from ..checks.sources import BackupFiles, baselines_before
@@ -54,6 +55,9 @@ def run(
                                 "(backup file segments, _id ranges) evaluated in parallel and merged exactly."),
     partitions: str = typer.Option("auto", "--partitions", help="With --workers > 1: auto (split backup files "
                                    "always, a server unless it is FerretDB), on, or off (whole collections in parallel)."),
+    dask: Optional[str] = typer.Option(None, "--dask", help="Run the partitions on Dask: 'local' starts a cluster of "
+                                       "--workers processes for this run, tcp://HOST:PORT uses a running scheduler "
+                                       "(its workers need this package, and a backup's files at the same path)."),
     backup: Optional[str] = typer.Option(None, "--backup", help="Check this backup's files (id or unique prefix) "
                                          "instead of the live database; no server is used."),
     dump_dir: Optional[Path] = typer.Option(None, "--dump-dir", help="Check a plain mongodump directory (--db picks "
@@ -71,7 +75,8 @@ def run(
     store = open_store()
     opts = RunOptions(collections=csv_list(collections), rules=csv_list(rules), workers=workers,
                       since=since.replace(tzinfo=UTC) if since and since.tzinfo is None else since,
-                      max_samples=samples, incremental=incremental, partitions=partitions)
+                      max_samples=samples, incremental=incremental, partitions=partitions,
+                      dask=parse_address(dask) if dask is not None else None)
     started = datetime.now(UTC)
     files, label = _files_target(store, backup, dump_dir, db)
     if files is None:
@@ -91,7 +96,8 @@ def run(
         raise FluxaError(f"check run {run_id} failed: {first_line(exc)}",
                          "the run is recorded as failed and no finding changed; check the server and run again") from exc
     except FluxaError as exc:
-        if files is not None:  # a damaged backup file: the run is failed, never complete
+        # a damaged backup file, a Dask cluster lost mid-run: the run is failed, never complete
+        if files is not None or isinstance(exc, ClusterLost):
             record_failed_run(store, label, started, exc.message, opts.collections or [], opts.rules or [])
         raise
     summary = record_run(store, report)
