@@ -6,16 +6,24 @@ notification channels, as the CLI builds them) in ``app.state.incidents`` and it
 through the request; token_routes.py (admin) manages tokens. Tokens are checked against that store (auth.py). Errors are JSON
 ``{"error", "hint"}`` (errors.py). A failed notification delivery does not fail the request that
 caused it: it is logged, and queued for retry as with the CLI (`incident notify-retry`).
+The responder's console (console.py: HTML pages at /, /login, /incidents/ID, a session cookie and
+CSRF-checked forms) and the public status page (status_page.py: /status, /status/feed.atom) are
+routes of the same app over the same functions; their templates and CSS ship in web/templates
+and web/static (pages.py renders them).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
-from . import errors, incident_actions, reading, token_routes
+
+from . import console, errors, incident_actions, reading, status_page, token_routes
+from .pages import STATIC
 
 log = logging.getLogger("fluxa_integrity.web")
 
@@ -46,4 +54,9 @@ def create_app(incidents=None, policy=None) -> FastAPI:
     app.include_router(reading.router)
     app.include_router(incident_actions.router)
     app.include_router(token_routes.router)
+    app.state.csrf_key = secrets.token_bytes(32)  # the console's CSRF tokens are HMACs under it
+    console.install(app)
+    app.include_router(console.router)
+    app.include_router(status_page.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -1,0 +1,185 @@
+"""The responder's console and the public status page through FastAPI's TestClient (no browser):
+sessions, CSRF, roles on forms, the actions reaching the domain, the status page's states and
+that nothing internal leaks from it, the Atom feed. The browser walk is tests/test_web_browser.py.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from fluxa_integrity.access import tokens
+from fluxa_integrity.store import open_store
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+
+
+@pytest.fixture()
+def console(fluxa_home):
+    from fastapi.testclient import TestClient
+
+    from fluxa_integrity.incidents.api import Incidents
+    from fluxa_integrity.policy import load_policy
+    from fluxa_integrity.web.app import create_app
+
+    store = open_store()
+    api = Incidents(store, load_policy(None))
+
+    class Console:
+        incidents = api
+        app = create_app(api)
+        token = {role: tokens.create(store, role, name)[1]
+                 for role, name in (("viewer", "vera"), ("responder", "alice"))}
+
+        def browser(self, role: str | None = None):
+            """A client with its own cookie jar, signed in as ``role``."""
+            c = TestClient(self.app, follow_redirects=False)
+            if role:
+                r = c.post("/login", data={"token": self.token[role]})
+                assert r.status_code == 303 and r.headers["location"] == "/", r.text
+            return c
+
+    yield Console()
+    store.dispose()
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([0-9a-f]{64})"', html).group(1)
+
+
+def test_pages_need_a_session_and_a_bad_token_is_refused_at_login(console):
+    inc = console.incidents.open("Lost chats", ["conversations"], actor="pager")
+    anon = console.browser()
+    for path in ("/", f"/incidents/{inc['id']}"):
+        r = anon.get(path)
+        assert r.status_code == 303 and r.headers["location"] == "/login", path
+    bad = anon.post("/login", data={"token": console.token["responder"][:-3] + "xyz"})
+    assert bad.status_code == 401 and "invalid API token" in bad.text
+    assert "fluxa_session" not in bad.headers.get("set-cookie", "")
+    assert anon.post("/login", data={"token": "nonsense"}).status_code == 401
+    good = anon.post("/login", data={"token": console.token["responder"]})
+    cookie = good.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    assert anon.get("/").status_code == 200
+    # a token revoked mid-session ends it at the next page, saying why
+    tokens.revoke(console.incidents.store, console.token["responder"].split("_")[1])
+    r = anon.get("/")
+    assert r.status_code == 303 and r.headers["location"].startswith("/login?why=") and "revoked" in r.headers["location"]
+
+
+def test_a_post_without_the_sessions_csrf_token_is_refused_and_writes_nothing(console):
+    inc = console.incidents.open("Lost chats", ["conversations"], actor="pager")
+    alice = console.browser("responder")
+    page = alice.get(f"/incidents/{inc['id']}")
+    good = csrf_of(page.text)
+    rows = console.incidents.get(inc["id"])["timeline_rows"]
+    for data in ({}, {"csrf": ""}, {"csrf": "0" * 64}, {"csrf": csrf_of(console.browser("viewer").get("/").text)}):
+        r = alice.post(f"/incidents/{inc['id']}/ack", data=data)
+        assert r.status_code == 403 and "CSRF" in r.text, data
+    assert console.incidents.get(inc["id"])["timeline_rows"] == rows
+    assert console.incidents.get(inc["id"])["status"] == "open"
+    r = alice.post(f"/incidents/{inc['id']}/ack", data={"csrf": good})
+    assert r.status_code == 303 and console.incidents.get(inc["id"])["status"] == "acknowledged"
+    # the domain's refusal comes back on the page with its message
+    again = alice.post(f"/incidents/{inc['id']}/ack", data={"csrf": good})
+    assert again.status_code == 409 and "already acknowledged" in again.text
+
+
+def test_a_viewer_sees_no_forms_masked_emails_and_is_refused_a_post(console):
+    inc = console.incidents.open("Bounce from jane.doe@example.com", ["users"], actor="pager")
+    vera = console.browser("viewer")
+    html = vera.get(f"/incidents/{inc['id']}").text
+    assert "jane.doe@example.com" not in html and "j***@example.com" in html
+    assert re.findall(r"<form[^>]*>", html) == ['<form method="post" action="/logout" class="inline">']
+    rows = console.incidents.get(inc["id"])["timeline_rows"]
+    csrf = csrf_of(html)
+    for path, data in (("ack", {}), ("checklist/notify_on_call", {}), ("note", {"text": "hi"}),
+                       ("comms", {"template": "initial", "do": "publish", "value.SPECIFIC_ISSUES": "x"})):
+        r = vera.post(f"/incidents/{inc['id']}/{path}", data={"csrf": csrf, **data})
+        assert r.status_code == 403 and "needs the responder role" in r.text, path
+    assert console.incidents.get(inc["id"])["timeline_rows"] == rows
+    assert console.incidents.publications(inc["id"]) == []
+    responder_html = console.browser("responder").get(f"/incidents/{inc['id']}").text
+    assert "jane.doe@example.com" in responder_html and 'id="ack"' in responder_html
+
+
+def test_console_actions_write_what_the_api_writes(console):
+    """Tick, note, preview and publish through the forms: the domain records them with the
+    token's name as the actor; the dashboard shows the incident with its clocks."""
+    inc = console.incidents.open("Lost chats", ["conversations"], actor="pager")
+    iid = inc["id"]
+    alice = console.browser("responder")
+    csrf = csrf_of(alice.get("/").text)
+    dash = alice.get("/").text
+    assert f'id="incident-{iid}"' in dash and 'data-clock="acknowledge"' in dash
+    assert alice.post(f"/incidents/{iid}/checklist/notify_on_call", data={"csrf": csrf}).status_code == 303
+    assert alice.post(f"/incidents/{iid}/note", data={"csrf": csrf, "text": "looking"}).status_code == 303
+    preview = alice.post(f"/incidents/{iid}/comms", data={"csrf": csrf, "template": "initial", "do": "render",
+                                                         "value.SPECIFIC_ISSUES": "missing chats"})
+    assert preview.status_code == 200 and "Some users may experience missing chats" in preview.text
+    assert console.incidents.publications(iid) == []  # a preview publishes nothing
+    pub = alice.post(f"/incidents/{iid}/comms", data={"csrf": csrf, "template": "initial", "do": "publish",
+                                                     "value.SPECIFIC_ISSUES": "missing chats"})
+    assert pub.status_code == 303
+    tl = console.incidents.timeline(iid)
+    mine = [(e["kind"], e["actor"]) for e in tl if e["actor"] == "alice"]
+    assert [k for k, _ in mine] == ["checklist", "note", "communication"], tl
+    assert [p["template"] for p in console.incidents.publications(iid)] == ["initial"]
+    done = {i["id"]: i["done_by"] for ph in console.incidents.checklist(iid) for i in ph["items"] if i["done_at"]}
+    assert done.get("notify_on_call") == "alice"
+    bad = alice.post(f"/incidents/{iid}/checklist/no_such_item", data={"csrf": csrf})
+    assert bad.status_code == 400 and "no_such_item" in bad.text
+
+
+def test_status_page_states_follow_the_incidents_and_nothing_internal_leaks(console):
+    api = console.incidents
+    anon = console.browser()
+
+    def components() -> dict[str, str]:
+        html = anon.get("/status").text
+        return dict(re.findall(r'<tr class="state-[a-z-]+"><td>([^<]+)</td><td class="state">([^<]+)</td>', html))
+
+    titles = {d.name: d.title for d in api.policy.data_classes}
+    assert set(components().values()) == {"Operational"} and len(components()) == len(titles)
+    p1 = api.open("Secret internal title bob.smith@corp.example", ["users"], actor="pager",
+                  description="internal notes: mongodb://app:hunter2@db.internal/fluxa")
+    assert p1["severity"] == "P1"
+    p2 = api.open("Analytics gap", ["analytics"], actor="pager")
+    assert p2["data_classes"] == ["usage_analytics"] and p2["severity"] != "P1"
+    drill = api.open("Drill on chats", ["conversations"], actor="pager")
+    from fluxa_integrity.store.incident_models import Incident
+    with api.store.session() as s:  # a drill never shows on the public page
+        s.get(Incident, drill["id"]).drill = True
+        s.commit()
+    got = components()
+    assert got[titles["user_accounts"]] == "Major outage"
+    assert got[titles["usage_analytics"]] == "Partial outage"
+    assert got[titles["chat_history"]] == "Operational"
+    api.acknowledge(p1["id"], "alice")
+    api.set_status(p1["id"], "recovering", actor="alice")
+    assert components()[titles["user_accounts"]] == "Degraded performance"
+    api.publish(p1["id"], "initial", {"SPECIFIC_ISSUES": "login problems (ask bob.smith@corp.example)"}, actor="alice")
+    api.publish(p1["id"], "progress", {"ESTIMATED_TIME": "1 hour"}, actor="alice")
+    html = anon.get("/status").text
+    assert "Some users may experience login problems" in html and "b***@corp.example" in html
+    assert html.index(api.policy.templates.progress.title) < html.rindex(api.policy.templates.initial.title)
+    for leak in ("Secret internal title", "bob.smith@", "hunter2", "db.internal", "auditLog", "analytics",
+                 "conversations", "Drill on chats", "Analytics gap", "alice", "pager", f"#{p1['id']}", "user_accounts",
+                 "P1", "Critical"):
+        assert leak not in html, leak
+    assert not re.search(r'id="(incident|update)-\d+"', html)
+    feed = anon.get("/status/feed.atom")
+    assert feed.headers["content-type"].startswith("application/atom+xml")
+    root = ET.fromstring(feed.content)
+    entries = root.findall(f"{ATOM}entry")
+    assert root.tag == f"{ATOM}feed" and root.find(f"{ATOM}updated").text == entries[0].find(f"{ATOM}updated").text
+    assert [e.find(f"{ATOM}title").text for e in entries] == [api.policy.templates.progress.title,
+                                                              api.policy.templates.initial.title]
+    assert len({e.find(f"{ATOM}id").text for e in entries}) == 2
+    for leak in ("bob.smith@", "Secret internal", "alice", "hunter2", "auditLog", "P1"):
+        assert leak not in feed.text, leak
+    api.resolve(p1["id"], "restored", actor="alice")
+    assert components()[titles["user_accounts"]] == "Operational"
+    assert '<span class="badge">resolved</span>' in anon.get("/status").text
