@@ -7,8 +7,8 @@ Shape: ``local`` starts a ``LocalCluster`` of ``workers`` processes (one thread 
 dashboard) for the run and closes it at the end; ``tcp://HOST:PORT`` connects a client to a
 scheduler someone else runs (docs/scale.md) and leaves the cluster as it found it. A task is
 ``_remote(kind, spec, topic, names, *imports)``: the PassSpec without its imports, which travel
-as futures - the key sets and facts a level imports are scattered to the cluster once per level
-and fetched by the workers that need them, not pickled into every partition's task. A task
+as futures - the key sets and facts a level imports are scattered once per level to every
+worker (each runs partitions that read them), not pickled into every partition's task. A task
 returns a ``PassResult`` (a whole pass) or a ``Partial``; the partials are gathered here and
 merged by ``checks.partitions.merge``, so the findings are exactly those of the local executor.
 Progress: a task's ``progress(collection, n)`` becomes a worker event on a topic of this run's
@@ -19,9 +19,11 @@ its import (about a second).
 Failure behaviour: a bad ``--dask`` value, an unreachable scheduler (connect timeout
 ``CONNECT_TIMEOUT``), a cluster without workers or with workers lacking this package raise
 FluxaError before any task runs. Once tasks run, an error raised by a task (a server error, a
-damaged backup file, a backup path a worker cannot read) is re-raised here as itself; a worker
-that dies is replaced and its task rerun by Dask, and a task that killed ``allowed-failures``
-workers, a lost scheduler, or ``WORKER_WAIT`` seconds without any worker raise ``ClusterLost``.
+damaged backup file, a backup path a worker cannot read) is re-raised here as itself. A worker
+that dies is replaced (by its nanny) and its tasks rerun by Dask - the imports survive it, since
+every worker holds them, and a task only reads - so the run completes with the same findings.
+A task that killed ``distributed.scheduler.allowed-failures`` workers, a lost scheduler, inputs
+lost with every worker, or ``WORKER_WAIT`` seconds without any worker raise ``ClusterLost``.
 Either way the remaining tasks are cancelled, nothing is merged, and the run is not complete
 (the CLI records it as failed).
 """
@@ -34,6 +36,7 @@ import queue
 import re
 import time
 import uuid
+import warnings
 from dataclasses import replace
 from functools import partial
 
@@ -83,13 +86,17 @@ class DaskPool:
         self._quiet = _Quiet()
         try:
             if self.address == "local":
-                self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                        dashboard_address=None, silence_logs=logging.ERROR)
+                with warnings.catch_warnings():
+                    # no dashboard, but the scheduler's small HTTP server (health, metrics) takes
+                    # another port when 8787 is in use, and says so: nothing for the user to do
+                    warnings.filterwarnings("ignore", message="Port .* is already in use")
+                    self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                            dashboard_address=None, silence_logs=logging.ERROR)
                 self.client = distributed.Client(self.cluster, set_as_default=False)
                 self.where = f"a local Dask cluster of {workers} processes"
             else:
                 self.client = self._connect(distributed)
-                self.where = f"the Dask scheduler at {self.address}"
+                self.where = f"the Dask cluster at {self.address}"
         except BaseException:
             self._quiet.restore()
             if self.cluster is not None:
@@ -138,7 +145,9 @@ class DaskPool:
             names, values = [], []
             for name, obj in spec.imports.items():
                 if obj is not None and id(obj) not in scattered:
-                    scattered[id(obj)] = client.scatter([obj], hash=False)[0]
+                    # on every worker: they all run partitions that read it, and a worker's
+                    # death then loses no import (the only copy of scattered data cannot be rebuilt)
+                    scattered[id(obj)] = client.scatter([obj], hash=False, broadcast=True)[0]
                 names.append(name)
                 values.append(scattered[id(obj)] if obj is not None else None)
             return replace(spec, imports={}), names, values
@@ -209,12 +218,17 @@ class DaskPool:
                                   "run it again, with more memory per worker or more partitions") from exc
             self._task_error = exc  # a task's own error (a server error, a damaged file): raised as itself
             raise exc
-        self._lost(f"{what} was cancelled ({fut.status})")
+        try:
+            fut.result(timeout=CONNECT_TIMEOUT)
+            reason = fut.status
+        except Exception as exc:  # noqa: BLE001 - the cancellation's reason, whatever its type
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+        self._lost(f"{what} was cancelled ({reason})")
 
     def _watch(self) -> None:
         """Between task completions: the scheduler still there, and some worker to run the tasks."""
         if self.client.status != "running":
-            self._lost(f"the client's connection is {self.client.status}")
+            self._lost(f"the connection to the scheduler was lost (client {self.client.status})")
         if self.cluster is None:
             workers = self.client.scheduler_info()["workers"]
             if workers:
@@ -226,7 +240,7 @@ class DaskPool:
                                   "start workers and run the check again; the run is not complete")
 
     def _lost(self, why: str, cause: BaseException | None = None):
-        raise ClusterLost(f"lost {self.where} in the middle of the run: {why}",
+        raise ClusterLost(f"{self.where} failed in the middle of the run: {why}",
                           "the run is not complete; check the scheduler (and its logs) and run the check again") \
             from cause
 
