@@ -150,7 +150,11 @@ class DaskPool:
                     scattered[id(obj)] = client.scatter([obj], hash=False, broadcast=True)[0]
                 names.append(name)
                 values.append(scattered[id(obj)] if obj is not None else None)
-            return replace(spec, imports={}), names, values
+            bare = replace(spec, imports={})
+            if isinstance(spec.source, FileSegment) and not os.path.isabs(spec.source.path):
+                # a worker's working directory is not this one (--dump-dir ./dump)
+                bare = replace(bare, source=replace(spec.source, path=os.path.abspath(spec.source.path)))
+            return bare, names, values
 
         futures: dict = {}  # future -> (split index, "whole" | "uniques" | partition number)
         done_q: queue.Queue = queue.Queue()
