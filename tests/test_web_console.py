@@ -182,4 +182,4 @@ def test_status_page_states_follow_the_incidents_and_nothing_internal_leaks(cons
         assert leak not in feed.text, leak
     api.resolve(p1["id"], "restored", actor="alice")
     assert components()[titles["user_accounts"]] == "Operational"
-    assert '<span class="badge">resolved</span>' in anon.get("/status").text
+    assert '<span class="badge badge-resolved">resolved</span>' in anon.get("/status").text

@@ -1,0 +1,170 @@
+"""The console and the status page in a real Chromium (Debian's /usr/bin/chromium and
+chromedriver; never a downloaded browser), against `fluxa-integrity web --port 0` started as a
+subprocess over this test's $FLUXA_HOME, with an incident opened through the domain.
+
+One browser session for the whole walk: a responder signs in, acknowledges, ticks a checklist
+item, publishes the initial update and sees it on /status; a viewer sees no action forms and a
+POST made with the viewer's session is refused. Screenshots go to tests/artifacts/web/
+(gitignored); their paths are printed. Every wait is on a page element, never a sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).parent / "artifacts" / "web"
+
+pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+                                reason="needs Debian's chromium and chromium-driver (./dev test installs them)")
+
+
+@pytest.fixture()
+def server(fluxa_home):
+    """The web command for real, over a store with one P1 incident and two tokens."""
+    from waiting import StderrWatch
+
+    from fluxa_integrity.access import tokens
+    from fluxa_integrity.incidents.api import Incidents
+    from fluxa_integrity.policy import load_policy
+    from fluxa_integrity.store import open_store
+
+    store = open_store()
+    api = Incidents(store, load_policy(None))
+    inc = api.open("Duplicate accounts for jane.doe@example.com", ["users"], actor="pager",
+                   description="support ticket from jane.doe@example.com")
+    secrets = {role: tokens.create(store, role, name)[1] for role, name in (("responder", "alice"), ("viewer", "vera"))}
+    proc = subprocess.Popen([sys.executable, "-m", "fluxa_integrity", "web", "--port", "0"],
+                            env={**os.environ, "FLUXA_HOME": str(fluxa_home)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    watch = StderrWatch(proc)
+    try:
+        url = watch.wait_for(r"serving the API on (http://127\.0\.0\.1:\d+) ").group(1)
+        yield url, inc, secrets, api
+    finally:
+        proc.terminate()  # the server this fixture started
+        watch.finish()
+        store.dispose()
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,1600"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def test_a_responder_and_a_viewer_in_chromium(server, browser):
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, inc, secrets, api = server
+    iid = inc["id"]
+    wait = WebDriverWait(browser, 20)
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+
+    def shot(name: str) -> None:
+        path = ARTIFACTS / f"{name}.png"
+        browser.save_screenshot(str(path))
+        print(f"screenshot: {path}")
+
+    def submit(element) -> None:
+        """Click a submit button and wait until the next page has replaced this one."""
+        old = browser.find_element(By.TAG_NAME, "html")
+        element.click()
+
+        def replaced(_) -> bool:
+            try:
+                old.tag_name  # raises once the document it belonged to is gone
+                return False
+            except WebDriverException:  # stale, or "does not belong to the document"
+                return True
+
+        wait.until(replaced)
+
+    def sign_in(token: str) -> None:
+        browser.delete_all_cookies()
+        browser.get(f"{url}/login")
+        wait.until(EC.visibility_of_element_located((By.ID, "token"))).send_keys(token)
+        submit(browser.find_element(By.ID, "sign-in"))
+
+    # a wrong token is refused on the login page
+    sign_in(secrets["responder"][:-3] + "xyz")
+    assert "invalid API token" in wait.until(EC.visibility_of_element_located((By.ID, "login-error"))).text
+    shot("01-login-refused")
+
+    # the responder: dashboard with the incident and its running clocks
+    sign_in(secrets["responder"])
+    card = wait.until(EC.visibility_of_element_located((By.ID, f"incident-{iid}")))
+    assert "Duplicate accounts for jane.doe@example.com" in card.text and "ACKNOWLEDGE IN" in card.text.upper()
+    shot("02-dashboard-responder")
+    submit(card)
+    submit(wait.until(EC.element_to_be_clickable((By.ID, "ack"))))
+    assert wait.until(EC.visibility_of_element_located((By.ID, "status"))).text.lower() == "acknowledged"
+    assert api.get(iid)["status"] == "acknowledged"
+    submit(wait.until(EC.element_to_be_clickable((By.ID, "tick-notify_on_call"))))
+    row = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#item-notify_on_call.done")))
+    assert "alice" in row.text
+    # compose the initial update: preview, then publish
+    field = wait.until(EC.visibility_of_element_located((By.ID, "initial-SPECIFIC_ISSUES")))
+    field.send_keys("duplicate sign-in accounts")
+    submit(browser.find_element(By.ID, "render-initial"))
+    preview = wait.until(EC.visibility_of_element_located((By.ID, "preview-initial")))
+    assert "Some users may experience duplicate sign-in accounts" in preview.text
+    assert api.publications(iid) == []
+    shot("03-incident-preview")
+    submit(browser.find_element(By.ID, "publish-initial"))
+    wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "ol.pubs li")))
+    assert [p["template"] for p in api.publications(iid)] == ["initial"]
+    assert [e["actor"] for e in api.timeline(iid) if e["kind"] in ("status", "checklist", "communication")] \
+        == ["alice"] * 3
+    shot("04-incident-responder")
+
+    # the public status page shows the update, and nothing internal
+    browser.get(f"{url}/status")
+    text = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "article.update-group"))).text
+    assert "Some users may experience duplicate sign-in accounts" in text
+    page = browser.page_source
+    assert "Major outage" in browser.find_element(By.ID, "overall").text or "Major outage" in page
+    for leak in ("jane.doe", "Duplicate accounts", "alice", "users"):
+        assert leak not in browser.find_element(By.TAG_NAME, "body").text.replace("Some users", ""), leak
+    shot("05-status-page")
+
+    # the viewer: everything read-only, emails masked, and a POST with the viewer's session refused
+    sign_in(secrets["viewer"])
+    browser.get(f"{url}/incidents/{iid}")
+    wait.until(EC.visibility_of_element_located((By.ID, "status")))
+    assert "j***@example.com" in browser.find_element(By.TAG_NAME, "h1").text
+    assert "jane.doe" not in browser.page_source
+    forms = [f.get_attribute("action") for f in browser.find_elements(By.TAG_NAME, "form")]
+    assert forms == [f"{url}/logout"]
+    shot("06-incident-viewer")
+    rows = api.get(iid)["timeline_rows"]
+    # the viewer's own session and CSRF token, on a form the page does not offer
+    browser.execute_script("""
+        const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0];
+        const c = document.createElement('input'); c.name = 'csrf'; c.value = document.querySelector('input[name=csrf]').value;
+        f.appendChild(c); document.body.appendChild(f); f.submit();""", f"/incidents/{iid}/note")
+    refusal = wait.until(EC.visibility_of_element_located((By.ID, "refusal")))
+    assert "needs the responder role" in refusal.text
+    assert api.get(iid)["timeline_rows"] == rows
+    shot("07-viewer-refused")
