@@ -18,6 +18,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+import distributed  # a dependency of the package: missing, this file must fail, not skip
 import pytest
 from typer.testing import CliRunner
 
@@ -36,8 +37,6 @@ from fluxa_integrity.mongo.devserver import free_port
 from fluxa_integrity.policy import default_policy
 from fluxa_integrity.store import open_store
 from waiting import StderrWatch
-
-distributed = pytest.importorskip("distributed")
 
 
 def full(report, samples: bool = True) -> list:
