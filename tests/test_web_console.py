@@ -183,3 +183,25 @@ def test_status_page_states_follow_the_incidents_and_nothing_internal_leaks(cons
     api.resolve(p1["id"], "restored", actor="alice")
     assert components()[titles["user_accounts"]] == "Operational"
     assert '<span class="badge badge-resolved">resolved</span>' in anon.get("/status").text
+
+
+def test_the_dashboard_shows_a_breached_deadline_in_red_with_the_domains_numbers(console):
+    """An incident opened long ago: its acknowledge clock is overdue by what the engine's clocks
+    say, drawn as a breached clock; a fresh one runs."""
+    from datetime import timedelta
+
+    from fluxa_integrity.incidents.timeutil import now
+    from fluxa_integrity.web.pages import duration
+
+    old = console.incidents.open("Old one", ["users"], actor="pager", at=now() - timedelta(hours=3))
+    fresh = console.incidents.open("Fresh one", ["analytics"], actor="pager")
+    html = console.browser("viewer").get("/").text
+    cards = dict(re.findall(r'id="incident-(\d+)">(.*?)</a>', html, re.S))
+    ack = next(c for c in console.incidents.clocks(old["id"])["clocks"] if c["clock"] == "acknowledge")
+    assert ack["state"] == "overdue"
+    overdue = re.search(r'<div class="clock breached" data-clock="acknowledge">.*?clock-left">\+([^<]+)<',
+                        cards[str(old["id"])], re.S)
+    assert overdue and overdue.group(1) == duration(ack["left"].total_seconds() if hasattr(ack["left"], "total_seconds")
+                                                    else ack["left"])
+    assert 'class="clock ok" data-clock="acknowledge"' in cards[str(fresh["id"])]
+    assert "breached" not in cards[str(fresh["id"])]

@@ -48,8 +48,9 @@ def web(host: str = typer.Option("127.0.0.1", "--host", help="Address to listen 
                                  "printed on the readiness line)."),
         policy: Optional[Path] = PolicyOpt,
         json_out: bool = JsonOpt) -> None:
-    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs) until SIGTERM/SIGINT. Callers
-    need a token from `fluxa-integrity token create`."""
+    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs), the responder's console (/) and
+    the public status page (/status) until SIGTERM/SIGINT. The API and the console need a token
+    from `fluxa-integrity token create`."""
     import uvicorn
 
     from ..web.app import create_app

@@ -1,4 +1,4 @@
-"""The web face (issue 12): the HTTP API, and later the responder's console and the status page.
+"""The web face (issue 12): the HTTP API, the responder's console and the public status page.
 
 Like cli/, a thin face over the domain packages: every route calls the same function the CLI
 command calls (incidents.api.Incidents, checks.history, backup.catalog, recovery.engine,
