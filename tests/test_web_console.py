@@ -205,3 +205,18 @@ def test_the_dashboard_shows_a_breached_deadline_in_red_with_the_domains_numbers
                                                     else ack["left"])
     assert 'class="clock ok" data-clock="acknowledge"' in cards[str(fresh["id"])]
     assert "breached" not in cards[str(fresh["id"])]
+
+
+def test_the_dashboards_objectives_are_the_catalogs(console):
+    """RPO and RTO rows per data class say what backup/objectives.py says (an empty catalog: no
+    recoverable point, every RPO breached; no drill, every RTO unmeasured)."""
+    from fluxa_integrity.backup.objectives import rpo_status, rto_status
+
+    html = console.browser("viewer").get("/").text
+    rpo = rpo_status(console.incidents.store, console.incidents.policy, "fluxa")
+    rto = {r["data_class"]: r for r in rto_status(console.incidents.store, console.incidents.policy, "fluxa")}
+    assert len(rpo) == len(console.incidents.policy.data_classes)
+    for r in rpo:
+        row = re.search(rf'<tr id="rpo-{r["data_class"]}">(.*?)</tr>', html, re.S).group(1)
+        assert ("BREACHED" in row) == (r["status"] == "breached") and r["rpo"] in row
+        assert rto[r["data_class"]]["status"] in row and rto[r["data_class"]]["rto"] in row

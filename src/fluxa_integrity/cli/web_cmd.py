@@ -65,8 +65,8 @@ def web(host: str = typer.Option("127.0.0.1", "--host", help="Address to listen 
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets=sockets)
             if not self.should_exit:
-                _line(f"web: serving the API on {url} (OpenAPI {url}/openapi.json, docs {url}/docs); "
-                      "SIGTERM or SIGINT stops")
+                _line(f"web: serving the API on {url} (OpenAPI {url}/openapi.json, docs {url}/docs, console "
+                      f"{url}/, status page {url}/status); SIGTERM or SIGINT stops")
 
     server = Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
     # uvicorn stops on SIGTERM/SIGINT, then raises the signal again against the handlers it found:

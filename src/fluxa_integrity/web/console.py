@@ -131,18 +131,20 @@ def _class_titles(request: Request) -> dict[str, str]:
 
 
 def _rpo(request: Request, who: Principal) -> dict:
-    """RPO per data class (backup/objectives.py, as the service's rpo job checks it) for the
-    application database of the configuration; unavailable rather than a failed page."""
+    """RPO per data class (backup/objectives.py, as the service's rpo job checks it) with the RTO
+    the latest restore drill measured, for the application database of the configuration;
+    unavailable rather than a failed page."""
     import os
 
-    from ..backup.objectives import rpo_status
+    from ..backup.objectives import rpo_status, rto_status
     from ..config import DEFAULT_DB, load_config_file
     from .shown import shown
 
     db = os.environ.get("FLUXA_DB") or load_config_file().get("db") or DEFAULT_DB
+    store, policy = request.app.state.store, reading.incidents_of(request).policy
     try:
-        return {"db": db, "rows": shown(who, rpo_status(request.app.state.store, reading.incidents_of(request).policy,
-                                                        db))}
+        rto = {r["data_class"]: r for r in shown(who, rto_status(store, policy, db))}
+        return {"db": db, "rows": [{**r, "rto": rto.get(r["data_class"])} for r in shown(who, rpo_status(store, policy, db))]}
     except Exception as exc:  # a catalog problem must not hide the incidents
         return {"db": db, "rows": [], "error": str(exc)}
 
