@@ -63,6 +63,14 @@ def test_pages_need_a_session_and_a_bad_token_is_refused_at_login(console):
     cookie = good.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
     assert anon.get("/").status_code == 200
+    missing = anon.get("/incidents/999")
+    assert missing.status_code == 404 and "no incident 999" in missing.text
+    # signing out needs the CSRF token too, then the session is gone
+    assert anon.post("/logout", data={}).status_code == 403
+    assert anon.post("/logout", data={"csrf": csrf_of(anon.get("/").text)}).headers["location"] == "/login"
+    assert anon.get("/").status_code == 303
+    anon.post("/login", data={"token": console.token["responder"]})
+    assert anon.get("/").status_code == 200
     # a token revoked mid-session ends it at the next page, saying why
     tokens.revoke(console.incidents.store, console.token["responder"].split("_")[1])
     r = anon.get("/")
