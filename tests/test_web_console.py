@@ -228,3 +228,29 @@ def test_the_dashboards_objectives_are_the_catalogs(console):
         row = re.search(rf'<tr id="rpo-{r["data_class"]}">(.*?)</tr>', html, re.S).group(1)
         assert ("BREACHED" in row) == (r["status"] == "breached") and r["rpo"] in row
         assert rto[r["data_class"]]["status"] in row and rto[r["data_class"]]["rto"] in row
+
+
+def test_the_dashboards_batched_clocks_are_the_engines_clocks(console):
+    """clocks_of_live (one query for the dashboard) gives, for each live incident, exactly what
+    clocks(id) gives; resolved incidents are not in it."""
+    from datetime import timedelta
+
+    from fluxa_integrity.incidents.timeutil import now
+
+    api = console.incidents
+    t0 = now()
+    a = api.open("A", ["users"], actor="pager", at=t0 - timedelta(hours=2))
+    b = api.open("B", ["analytics"], actor="pager", at=t0 - timedelta(minutes=5))
+    c = api.open("C", ["conversations"], actor="pager", at=t0 - timedelta(minutes=1))
+    api.acknowledge(b["id"], "alice", at=t0 - timedelta(minutes=4))
+    for item in api.policy.phases[0].items:  # the first phase done on B: its clocks must say so
+        api.complete_item(b["id"], item.id, None, None, False, {}, {}, t0 - timedelta(minutes=3), "alice")
+    api.acknowledge(c["id"], "alice", at=t0)
+    api.resolve(c["id"], "fixed", t0, "alice")
+    at = t0 + timedelta(seconds=1)
+    batched = api.clocks_of_live(at)
+    assert set(batched) == {a["id"], b["id"]}
+    for iid in (a["id"], b["id"]):
+        assert batched[iid] == api.clocks(iid, at)
+    assert [p["done"] for p in batched[b["id"]]["phases"]][:2] == [True, False]
+    assert [p["done"] for p in batched[a["id"]]["phases"]][:1] == [False]

@@ -13,9 +13,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from ..errors import FluxaError
-from ..store.incident_models import Incident
+from ..store.incident_models import ChecklistState, Incident
 from . import clocks, notifications, timetravel
 from .change import SYSTEM, Change
+from .lifecycle import LIVE
 from .severity import rank
 from .timeutil import fmt_delta, iso, now, utc
 
@@ -68,6 +69,19 @@ class EscalationMixin:
             inc = self._get(s, incident_id, lock=False)
             done = {k: v.done_at is not None for k, v in self._states(s, inc.id).items()}
             return _jsonable({"incident": inc.id, **clocks.view(self.policy, inc, at, done)})
+
+    def clocks_of_live(self, at: datetime | None = None) -> dict[int, dict]:
+        """``clocks`` of every live incident at once (incident id -> the same view), in two
+        queries: for dashboards, where one query per incident would not scale."""
+        at = utc(at) or now()
+        with self.store.session() as s:
+            incs = list(s.scalars(select(Incident).where(Incident.status.in_(LIVE)).order_by(Incident.id)))
+            done: dict[int, dict[str, bool]] = {i.id: {} for i in incs}
+            ticked = select(ChecklistState.incident_id, ChecklistState.item_id).where(
+                ChecklistState.incident_id.in_(list(done)), ChecklistState.done_at.is_not(None))
+            for incident_id, item_id in s.execute(ticked):  # columns, not rows: 60 items an incident
+                done[incident_id][item_id] = True
+            return {i.id: _jsonable({"incident": i.id, **clocks.view(self.policy, i, at, done[i.id])}) for i in incs}
 
     def tick(self, at: datetime | None = None, simulate: bool = False) -> dict:
         """Evaluate every live incident's clocks at ``at``: warnings, breaches, escalation by
