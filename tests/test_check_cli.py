@@ -83,7 +83,7 @@ def test_server_killed_mid_check_records_a_failed_run(cli, private_server, fluxa
     import pymongo
 
     uri = private_server.status().uri
-    generate(pymongo.MongoClient(uri, tz_aware=True)["k"], GenerateOptions(users=600, seed=3))
+    generate(pymongo.MongoClient(uri, tz_aware=True)["k"], GenerateOptions(users=250, seed=3))
     first = cli("check", "run", "--uri", uri, "--db", "k", "--json")
     assert first.code == 0, first.stderr
 

@@ -31,7 +31,7 @@ def _run(mongo_uri, db, policy, **kw):
     return run_checks(mongo_uri, db.name, policy, RunOptions(keep_ids=True, **kw))
 
 
-@pytest.mark.parametrize("users,per_kind", [(120, 4), (700, 15)])
+@pytest.mark.parametrize("users,per_kind", [(120, 4), (400, 10)])
 def test_every_injected_fault_found_and_clean_data_is_clean(mongo_uri, db, policy, tmp_path, users, per_kind):
     generate(db, GenerateOptions(users=users, seed=users))
     clean = _run(mongo_uri, db, policy)
