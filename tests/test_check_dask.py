@@ -80,7 +80,7 @@ def reported_by_workers(cluster) -> Counter:
     return got
 
 
-@pytest.mark.parametrize("users,per_kind", [(40, 1), (120, 3)])
+@pytest.mark.parametrize("users,per_kind", [(30, 1), (80, 2)])
 def test_dask_finds_exactly_what_local_workers_find(mongo_uri, db, tmp_path, cluster, users, per_kind):
     """On a server: one process, three local workers and the Dask cluster (partitions as auto
     decides: on FerretDB whole collections in parallel). On the backup's files: one process and
