@@ -10,7 +10,6 @@ twentieth of a scan, not a millisecond); a real MongoDB, a longer list or other 
 
 from __future__ import annotations
 
-import weakref
 from typing import Iterable, Iterator
 
 from bson import ObjectId
@@ -24,19 +23,9 @@ from .unsupported import is_ferretdb
 PER_ID_READS = 1000
 PER_ID_WRITES = 16
 
-_FERRETDB: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # client -> is FerretDB
-
-
-def server_is_ferretdb(client) -> bool:
-    """``is_ferretdb`` asked once per client."""
-    if client not in _FERRETDB:
-        _FERRETDB[client] = is_ferretdb(client)
-    return _FERRETDB[client]
-
-
 def one_at_a_time(coll: Collection, ids: list, most: int = PER_ID_READS) -> bool:
     """True where each id is its own lookup and ``most`` of them are cheaper than one ``$in``."""
-    return (len(ids) <= most and server_is_ferretdb(coll.database.client)
+    return (len(ids) <= most and is_ferretdb(coll.database.client)
             and all(isinstance(i, (str, ObjectId)) for i in ids))
 
 

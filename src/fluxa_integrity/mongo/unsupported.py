@@ -19,6 +19,7 @@ Shape:
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,9 +49,15 @@ class Unsupported:
     drops_connection: bool  # FerretDB closes the connection (True) or answers a write error (False)
 
 
+_FERRETDB: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # client -> answer
+
+
 def is_ferretdb(client) -> bool:
-    """True when the server is FerretDB. Raises PyMongoError when it does not answer."""
-    return "ferretdbVersion" in client.admin.command("buildInfo")
+    """True when the server is FerretDB, asked once per client (hot paths ask it per batch).
+    Raises PyMongoError when it does not answer."""
+    if client not in _FERRETDB:
+        _FERRETDB[client] = "ferretdbVersion" in client.admin.command("buildInfo")
+    return _FERRETDB[client]
 
 
 def _join(path: str, key: Any) -> str:

@@ -33,13 +33,13 @@ import hashlib
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
-from ..mongo.by_id import delete_by_ids, server_is_ferretdb
-from ..mongo.unsupported import refused_values
+from ..mongo.by_id import delete_by_ids
+from ..mongo.unsupported import is_ferretdb, refused_values
 
 DUPLICATE_KEY = 11000
 def per_document_deletes(client) -> bool:
     """True where deletes go one ``find_one_and_delete`` at a time (not FerretDB)."""
-    return not server_is_ferretdb(client)
+    return not is_ferretdb(client)
 
 
 def write_batch(coll: Collection, inserts: list, replaces: list, deletes: list, written: list | None = None,
