@@ -121,7 +121,10 @@ def test_a_fault_opens_one_incident_notifies_and_a_second_joins_it(app, fluxa_ho
         opened = [b for b in hook.at("/hook") if b["event"] == "opened"]
         assert len(opened) == 1  # paged once, not per finding
 
-        # metrics, scraped and parsed while serving
+        # metrics, scraped and parsed while serving; the counters move after the incident-tick's commit,
+        # so wait for the attach to reach them rather than racing the tick that wrote it
+        wait_until(lambda: value(scrape(port), "fluxa_auto_incidents_total", action="attached") == 1,
+                   "the attach to reach the metrics")
         m = scrape(port)
         assert value(m, "fluxa_job_runs_total", job="check-schema", outcome="ok") >= 2
         assert value(m, "fluxa_check_duration_seconds_count", job="check-schema") >= 2
