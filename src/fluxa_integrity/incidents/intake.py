@@ -28,7 +28,9 @@ SYSTEM_EVENTS = {"failed_migration": "Failed database migration", "incomplete_im
                  "incomplete_export": "Incomplete data export", "storage_failure": "Storage system failure",
                  "replication_failure": "Replication failure", "sync_failure": "Synchronization failure",
                  # raised by `serve` when its jobs cannot reach the application database (issue 11)
-                 "database_unreachable": "Database unreachable"}
+                 "database_unreachable": "Database unreachable",
+                 # raised by `serve`'s rpo-monitor when a data class is past its RPO (service/rpo_breach.py)
+                 "rpo_breached": "Recovery point objective breached"}
 
 
 def last_run(s: Session, database: str | None = None) -> CheckRun | None:

@@ -10,7 +10,8 @@ failed and retries with backoff.
 
 Decisions (docs/service.md): check findings are an ``ok`` run whose summary counts them (the
 findings are in the store for `check findings` and the incident intake); an RPO breach is a
-``failed`` rpo-monitor run naming each class past its target.
+``failed`` rpo-monitor run naming each class past its target, and an ``rpo_breached`` incident
+(service/rpo_breach.py: one per database while live, noted on as classes breach or are met again).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class TaskContext:
     check_backups: bool = True  # check every full backup on its files right after it is taken (S4)
     # continuous validation calls it with each batch of recorded violations (metrics, automatic incidents)
     on_validation_record: Callable[[list], None] | None = None
+    # when this service started: an RPO with no recoverable point is an incident only after one RPO of uptime
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
 @dataclass
@@ -168,11 +171,14 @@ def rpo(ctx: TaskContext, job: JobDef) -> TaskResult:
     from ..backup.archive_catalog import coverage
     from ..backup.objectives import rpo_status
 
+    from .rpo_breach import RpoBreach
+
     rows = rpo_status(ctx.store, ctx.policy, ctx.db)
     _, gaps = coverage(ctx.store)
     breached = [r for r in rows if r["status"] == "breached"]
     details = {"data_classes": [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
-                                for r in rows], "oplog_gaps": gaps}
+                                for r in rows], "oplog_gaps": gaps,
+               "incident": RpoBreach(ctx.store, ctx.policy, ctx.db, ctx.log, ctx.started_at).judge(rows)}
     if breached or gaps:
         why = [f"{r['data_class']}: " + (f"newest recoverable point {r['age_seconds']:.0f}s old, RPO {r['rpo']}"
                                          if r["age_seconds"] is not None else f"no recoverable point (RPO {r['rpo']})")
