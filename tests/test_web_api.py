@@ -382,3 +382,132 @@ def test_the_web_command_serves_the_api_until_sigterm(fluxa_home, store):
     code, err = watch.finish()
     assert code == 0 and "web: stopped" in err, err
     assert __import__("json").loads(proc.stdout.read())["port"] == port
+
+
+# -- every incident command has its route: pairwise on two state stores --------------------------
+
+def _seed(store, database: str, opened_at) -> None:
+    """The same starting state in a store: a complete check run on ``database`` with two open
+    findings (for intake) and an incident opened at ``opened_at`` (its clocks are due: for tick)."""
+    from fluxa_integrity.incidents.api import Incidents
+    from fluxa_integrity.policy import load_policy
+    from fluxa_integrity.store.models import CheckRun, Finding
+
+    with store.session() as s:
+        run = CheckRun(database=database, started_at=opened_at, finished_at=opened_at, status="complete",
+                       rules=["users.email_unique", "messages.orphans"], collections=["users", "messages"], stats={})
+        s.add(run)
+        s.flush()
+        for i, (rule, coll, dc) in enumerate((("users.email_unique", "users", "user_accounts"),
+                                              ("messages.orphans", "messages", None))):
+            s.add(Finding(database=database, fingerprint=f"{i:064x}", rule_id=rule, variant="", collection=coll,
+                          category="uniqueness", data_class=dc, criticality=None, status="open",
+                          message=f"{rule} broken", count=3 + i, affected_users=2, samples=[],
+                          opened_at=opened_at, first_run_id=run.id, last_run_id=run.id))
+    Incidents(store, load_policy(None)).open("Clocks running", ["conversations"], at=opened_at, actor="pager")
+
+
+def _comparable(api) -> list[tuple]:
+    """Every incident's timeline: kind, actor and details, with times and publication ids left out."""
+    import re
+
+    iso_time = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+
+    def plain(v):
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items() if k not in ("publication", "updated_at", "at")}
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return "<time>" if isinstance(v, str) and iso_time.match(v) else v
+
+    return [(i["id"], i["status"], [(e["kind"], e["actor"], plain(e["data"])) for e in api.timeline(i["id"])])
+            for i in sorted(api.list(), key=lambda i: i["id"])]
+
+
+def test_every_incident_command_has_a_route_that_records_the_same(tmp_path, monkeypatch, mongo_uri, db):
+    """The commands that change incidents and are not in the test above (report, event, merge,
+    intake, contain, lift, a checklist item's --run, postmortem, tick, notify-retry): run by the
+    CLI on one state store and through the API on another seeded the same, then every timeline
+    compared (kind, actor, details; times aside) and the notification queues. Two stores, because
+    intake, tick and notify-retry act on every incident."""
+    import json
+    from datetime import datetime, timezone
+
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from fluxa_integrity.cli.main import cli
+    from fluxa_integrity.incidents.api import Incidents
+    from fluxa_integrity.web.app import create_app
+
+    app_db, t0 = db.name, datetime.now(timezone.utc) - timedelta(minutes=150)
+    homes = {face: tmp_path / face for face in ("cli", "api")}
+    stores = {}
+    for face, home in homes.items():  # a webhook nobody listens on: deliveries fail and queue for retry
+        home.mkdir()
+        (home / "config.yaml").write_text(json.dumps({
+            "notifications": [{"type": "webhook", "name": "hook", "url": "http://127.0.0.1:9/nobody"}],
+            "notify_retry": {"attempts": 1, "backoff_seconds": 0}}))
+        monkeypatch.setenv("FLUXA_HOME", str(home))
+        stores[face] = open_store()
+        _seed(stores[face], app_db, t0)
+    monkeypatch.setenv("FLUXA_MONGODB_URI", mongo_uri)
+    stay, dup, ev = 2, 4, 3  # ids: 1 is the seeded one; then the report, the event, the duplicate
+    steps = [  # (CLI args, API method path, API body)
+        (["report", "support", "--title", "Users cannot log in", "--collections", "users", "--by", "alice"],
+         "", {"source": "report", "kind": "support", "title": "Users cannot log in", "collections": ["users"]}),
+        (["event", "failed_migration", "--title", "Migration 42 failed", "--collections", "messages"],
+         "", {"source": "event", "kind": "failed_migration", "title": "Migration 42 failed",
+              "collections": ["messages"]}),
+        (["open", "--title", "Login broken", "--collections", "users", "--by", "alice"],
+         "", {"title": "Login broken", "collections": ["users"]}),
+        (["merge", str(stay), str(dup), "--reason", "same outage", "--by", "alice"],
+         f"/{stay}/merge", {"duplicates": [dup], "reason": "same outage"}),
+        (["intake", "--db", app_db], "/intake", {"db": app_db}),
+        (["contain", str(ev), "--read-only", "--collections", "messages", "--pause", "exports", "--db", app_db,
+          "--by", "alice"], f"/{ev}/contain",
+         {"read_only": True, "collections": ["messages"], "pause": ["exports"], "db": app_db}),
+        (["lift", str(ev), "--feature", "exports", "--db", app_db, "--by", "alice"], f"/{ev}/lift",
+         {"features": ["exports"], "db": app_db}),
+        (["lift", str(ev), "--db", app_db, "--by", "alice"], f"/{ev}/lift", {"db": app_db}),
+        (["phase", str(ev), "read_only_mode", "--run", "--param", f"db={app_db}", "--by", "alice"],
+         f"/{ev}/checklist/read_only_mode", {"run": True, "params": {"db": app_db}}),
+        (["postmortem", str(stay), "--root-cause", "an expired certificate", "--lesson", "watch expiries", "--by",
+          "alice"], f"/{stay}/postmortem", {"root_cause": "an expired certificate", "lessons": ["watch expiries"]}),
+        (["tick"], "/tick", None),
+        (["notify-retry"], "/notify-retry", {}),
+    ]
+    results = {"cli": [], "api": []}
+    monkeypatch.setenv("FLUXA_HOME", str(homes["cli"]))
+    runner = CliRunner()
+    for args, _, _ in steps:
+        res = runner.invoke(cli, ["incident", *args, "--json"])
+        assert res.exit_code == (1 if args[0] == "notify-retry" else 0), (args, res.output, res.exception)
+        results["cli"].append(json.loads(res.stdout))
+    monkeypatch.setenv("FLUXA_HOME", str(homes["api"]))
+    app = create_app(Incidents.from_environment())
+    _, alice = tokens.create(stores["api"], "responder", "alice")
+    http = TestClient(app)
+    for args, path, body in steps:
+        resp = http.post(f"/api/incidents{path}", json=body, headers={"Authorization": f"Bearer {alice}"})
+        assert resp.status_code in (200, 201), (path, resp.text)
+        results["api"].append(resp.json())
+    apis = {face: Incidents(stores[face], app.state.incidents.policy) for face in stores}
+    cli_view, api_view = _comparable(apis["cli"]), _comparable(apis["api"])
+    assert api_view == cli_view
+    # what each step changed is there, on both (not two equally empty timelines)
+    kinds = {k for _, _, tl in cli_view for k, _, _ in tl}
+    assert {"opened", "merged", "findings_linked", "contained", "lifted", "action", "review",
+            "clock_breached"} <= kinds, kinds
+    by_id = {i: tl for i, _, tl in cli_view}
+    assert [s for i, s, _ in cli_view if i == dup] == ["closed"]
+    assert [d["root_cause"] for k, _, d in by_id[stay] if k == "review"] == ["an expired certificate"]
+    intake = results["cli"][4]  # both findings join live incidents: users the report, messages the event
+    assert intake["attached"] == {str(stay): [1], str(ev): [2]} and results["api"][4] == intake
+    assert results["api"][-1]["failed"] == results["cli"][-1]["failed"] > 0  # the retry, failing the same
+    assert all("an expired certificate" in results[face][9]["markdown"] for face in results)
+    queued = {face: [(n["kind"], n["status"], n["attempts"]) for i in apis[face].list()
+                     for n in apis[face].notifications(i["id"])] for face in apis}
+    assert queued["api"] == queued["cli"] and queued["cli"]
+    for s in stores.values():
+        s.dispose()
