@@ -163,7 +163,7 @@ def incident_page(request: Request, incident_id: int, template: str | None = Non
 def _incident(request: Request, who: Principal, csrf: str, inc: dict, status: int = 200, flash: dict | None = None,
               draft: dict | None = None):
     checklist = reading.incident_checklist(request, inc["id"], who)
-    plans = [p for p in reading.list_plans(request, None, 200, who) if p.get("incident") == inc["id"]]
+    plans = [p for p in reading.list_plans(request, None, 200, who) if p.get("incident_id") == inc["id"]]
     policy = reading.incidents_of(request).policy
     fields = {t: [p for p in placeholders(getattr(policy.templates, t).text)] for t in TEMPLATES}
     return page("incident.html", status, who=who, csrf=csrf, inc=inc, checklist=checklist, flash=flash, draft=draft,
