@@ -232,3 +232,17 @@ def _key(text: str | None) -> tuple[int, int]:
         return (0, 0)
     t, i = text.split(":")
     return (int(t), int(i))
+
+
+def slice_lags(store: Store, since: datetime, until: datetime) -> list[dict]:
+    """The archiver's lag as each slice closed, oldest first: ``{at: the slice's catalog time,
+    lag_seconds: that time minus the wall time of its newest entry, entries, repo, path}`` for the
+    slices cataloged from ``since`` to ``until`` (of every repository). A slice closes when it is
+    full or the archiver's flush interval has passed, so the lag is how far behind the live oplog
+    the archive was at that moment; between slices it only grows (`backup oplog-status` and the
+    service's ``fluxa_archiver_lag_seconds`` gauge say the present value)."""
+    with store.session() as s:
+        rows = list(s.scalars(select(OplogSlice).where(OplogSlice.created_at >= since, OplogSlice.created_at <= until)
+                              .order_by(OplogSlice.created_at, OplogSlice.id)))
+    return [{"at": aware(r.created_at), "lag_seconds": round((aware(r.created_at) - aware(r.last_wall)).total_seconds(), 3),
+             "entries": r.count, "repo": r.repo, "path": r.path} for r in rows if r.last_wall is not None]

@@ -70,3 +70,83 @@ def rto_status(store: Store, policy: Policy, db: str | None = None) -> list[dict
                     "verified_at": aware(last.verified_at) if last else None,
                     "status": "unmeasured" if secs is None else ("breached" if secs > dc.rto_delta.total_seconds() else "ok")})
     return out
+
+
+
+def recovery_points(store: Store, policy: Policy, db: str) -> dict[str, list[tuple[datetime, datetime, str]]]:
+    """When each recoverable point became restorable, per data class: ``[(known_at, point, source)]``
+    sorted by ``known_at``, over the catalog as it stands (the backups and slices ``rpo_status``
+    counts). A full backup's point is its start, known once it finished. An archived slice's point
+    is its newest entry's wall time, known once it and the slices before it in its window were
+    closed (the archiver closes them in order) and a backup whose oplog start the window covers,
+    started before the slice's end, had finished. The archiver's proof of being caught up counts
+    from its own time. So ``rpo_status(now)``'s point is the newest one known by ``now``.
+    Linear in backups + slices per class."""
+    from bson.timestamp import Timestamp
+
+    from .archive_catalog import caught_up, coverage, last_ts
+
+    backups = [b for b in list_backups(store, db, "full") if b.status in ("complete", "verified")]
+    windows, _ = coverage(store)
+    proofs = caught_up(store)
+    out: dict[str, list[tuple[datetime, datetime, str]]] = {}
+    for dc in policy.data_classes:
+        need = {c.collection for c in dc.covers}
+        mine = [b for b in backups if need <= set(b.collections)]
+        events = [(aware(b.finished_at or b.started_at), aware(b.started_at), "snapshot start") for b in mine]
+        starts = sorted((Timestamp(b.oplog_start_t, b.oplog_start_i), aware(b.finished_at or b.started_at))
+                        for b in mine if b.oplog_start_t is not None)
+        for w in windows:
+            covered = [(st, done) for st, done in starts if w.covers_from(st)]
+            if not covered:
+                continue
+            k, first_done, closed = 0, None, None  # sweep: backups started by this slice's end
+            for row in w.slices:
+                closed = max(filter(None, (closed, aware(row.created_at))))
+                while k < len(covered) and covered[k][0] <= last_ts(row):
+                    first_done = min(filter(None, (first_done, covered[k][1])))
+                    k += 1
+                if first_done is None or row.last_wall is None:
+                    continue
+                wall = aware(row.last_wall)
+                events.append((max(closed, first_done, wall), wall, "oplog archive"))
+            proof = proofs.get(w.last)
+            if proof is not None and first_done is not None:
+                events.append((max(closed, first_done, proof), proof, "oplog archive"))
+        out[dc.name] = sorted(events, key=lambda e: (e[0], e[1]))
+    return out
+
+
+def rpo_series(store: Store, policy: Policy, db: str, since: datetime, until: datetime) -> list[dict]:
+    """The age of the newest recoverable point per data class from ``since`` to ``until``. The age
+    grows a second a second and drops when a newer point becomes restorable, so the series is exact
+    at its breakpoints: ``since``, just before and at each such moment, ``until`` (``None`` while no
+    point exists). Per class: ``{data_class, rpo, rpo_seconds, points: [(t, age seconds or None)],
+    latest}``; ``latest`` is ``rpo_status(now=until)``'s age."""
+    known = recovery_points(store, policy, db)
+
+    def age(t: datetime, point: datetime | None) -> float | None:
+        return round((t - point).total_seconds(), 1) if point is not None else None
+
+    out = []
+    for dc in policy.data_classes:
+        events = [e for e in known[dc.name] if e[0] <= until]
+        point = None
+        k = 0
+        while k < len(events) and events[k][0] <= since:
+            point = max(filter(None, (point, events[k][1])))
+            k += 1
+        points = [(since, age(since, point))]
+        while k < len(events):
+            at, newer = events[k][0], point
+            while k < len(events) and events[k][0] == at:
+                newer = max(filter(None, (newer, events[k][1])))
+                k += 1
+            if newer != point:
+                points += [(at, age(at, point)), (at, age(at, newer))]
+                point = newer
+        if points[-1][0] != until:
+            points.append((until, age(until, point)))
+        out.append({"data_class": dc.name, "rpo": dc.rpo, "rpo_seconds": dc.rpo_delta.total_seconds(),
+                    "points": points, "latest": points[-1][1]})
+    return out

@@ -138,3 +138,33 @@ def get_finding(store: Store, ref: str) -> tuple[Finding, list[Sighting]] | None
         if row is None:
             return None
         return row, list(row.sightings)
+
+
+def findings_per_run(store: Store, database: str, since: datetime, until: datetime,
+                     monitor: bool = False) -> list[dict]:
+    """What each complete run of ``database`` started from ``since`` to ``until`` saw, oldest
+    first: ``{run_id, started_at, incremental, by_category: {category: {"findings": n,
+    "documents": n}}, findings, documents}`` - the findings it sighted (open after it) and the
+    documents they counted, from its sightings. ``monitor`` picks the monitor runs instead of the
+    check runs (they share the table; ``stats.monitor`` tells them apart)."""
+    with store.session() as s:
+        runs = [r for r in s.scalars(select(CheckRun).where(CheckRun.database == database, CheckRun.status == "complete",
+                                                            CheckRun.started_at >= since, CheckRun.started_at <= until)
+                                     .order_by(CheckRun.started_at, CheckRun.id))
+                if bool((r.stats or {}).get("monitor")) == monitor]
+        ids = [r.id for r in runs]
+        counts: dict[int, dict[str, dict[str, int]]] = {i: {} for i in ids}
+        for k in range(0, len(ids), 500):
+            q = (select(Sighting.run_id, Finding.category, func.count(Sighting.id), func.sum(Sighting.count))
+                 .join(Finding, Finding.id == Sighting.finding_id).where(Sighting.run_id.in_(ids[k:k + 500]))
+                 .group_by(Sighting.run_id, Finding.category))
+            for run_id, category, n, docs in s.execute(q):
+                counts[run_id][category] = {"findings": int(n), "documents": int(docs or 0)}
+    out = []
+    for r in runs:
+        by = dict(sorted(counts[r.id].items()))
+        started = r.started_at if r.started_at.tzinfo else r.started_at.replace(tzinfo=UTC)
+        out.append({"run_id": r.id, "started_at": started, "incremental": bool((r.stats or {}).get("incremental")),
+                    "by_category": by, "findings": sum(v["findings"] for v in by.values()),
+                    "documents": sum(v["documents"] for v in by.values())})
+    return out

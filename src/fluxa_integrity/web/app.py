@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 
 from . import console, errors, incident_actions, reading, recovery_routes, status_page, token_routes
+from . import trends  # the console's plots (/console/trends)
 from .pages import STATIC
 
 log = logging.getLogger("fluxa_integrity.web")
@@ -58,6 +59,7 @@ def create_app(incidents=None, policy=None) -> FastAPI:
     app.state.csrf_key = secrets.token_bytes(32)  # the console's CSRF tokens are HMACs under it
     console.install(app)
     app.include_router(console.router)
+    app.include_router(trends.router)
     app.include_router(recovery_routes.pages)  # the console's plan pages
     app.include_router(status_page.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
