@@ -250,3 +250,37 @@ def test_a_server_tied_to_a_process_stops_when_that_process_is_killed(tmp_path, 
     finally:
         owner.kill()
         server.stop()
+
+
+def test_the_oplog_shows_entries_in_commit_order_under_concurrent_writers(client, db):
+    """FerretDB stamps an oplog entry's ts and record id before it takes SQLite's write lock, so
+    concurrent writers used to commit batches out of order: a batch with lower ts landed after a
+    newer one, and a tailable cursor or a ``ts > position`` reader (the archiver, continuous
+    validation) never saw it - the archive lost whole insert batches of a `fluxa generate` under
+    `serve` (benchmarks/soak_serve_pitr.py). The server's trigger re-stamps each entry at commit."""
+    import threading
+
+    uri = client.address
+    errors: list = []
+
+    def writer(k: int) -> None:
+        c = pymongo.MongoClient(*uri)
+        try:
+            for b in range(10):
+                c[db.name].c.insert_many([{"_id": f"{k}-{b}-{i}", "k": k} for i in range(100)])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    entries = list(client.local["oplog.rs"].find({"ns": f"{db.name}.c"}, {"ts": 1, "o._id": 1}))  # record order
+    assert len(entries) == 8000 and {e["o"]["_id"] for e in entries} == {f"{k}-{b}-{i}" for k in range(8)
+                                                                          for b in range(10) for i in range(100)}
+    behind = [(a["ts"], b["ts"]) for a, b in zip(entries, entries[1:]) if b["ts"] <= a["ts"]]
+    assert behind == [], f"{len(behind)} entries follow a newer one in record order, e.g. {behind[:3]}"

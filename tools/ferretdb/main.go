@@ -83,6 +83,7 @@ func main() {
 		go watchProcess(*exitWith, stop)
 	}
 	fmt.Printf("ready %s\n", f.MongoDBURI())
+	go orderOplog(ctx, *dataDir+"/local.sqlite")
 	if *capEvery > 0 {
 		g := guardSettings{ttl: *guardTTL, max: *guardMax, keep: *keep, sqlite: "file:" + *dataDir + "/local.sqlite?_pragma=busy_timeout(10000)"}
 		go trimOplog(ctx, f.MongoDBURI(), *capEvery, trimNow, g)
@@ -342,4 +343,71 @@ func trimToGuards(ctx context.Context, guards *mongo.Collection, db *sql.DB, g g
 	}
 	return true, fmt.Sprintf("oplog trim (requested): guards hold the oplog from %d:%d; %d older entries deleted, %d kept",
 		floor>>32, floor&0xffffffff, deleted, n), nil
+}
+
+// orderTrigger makes local.oplog.rs visible in the order its entries commit. FerretDB gives an
+// oplog entry its ts (and its record id) before the SQLite write lock is taken, so two concurrent
+// writers commit out of order: a batch with lower ts and record ids lands after a newer one that a
+// tailable cursor already returned, and the cursor - which resumes after the last record id it
+// returned - never sees it (nor does any `ts > position` reader); the archive lost whole insert
+// batches of a `fluxa generate` this way. A BEFORE INSERT trigger, which runs under the write lock,
+// re-inserts each row with the next record id and a ts above the newest entry's (its own ts when
+// that is higher already), and drops the original row: record order = ts order = commit order, as
+// a MongoDB oplog shows it to readers. `wall` is left as FerretDB wrote it. (SQLite's
+// recursive_triggers is off, so the re-insert does not fire the trigger again.)
+const orderTrigger = "fluxa_oplog_commit_order"
+
+func orderTriggerSQL(table string) string {
+	return fmt.Sprintf(`CREATE TRIGGER IF NOT EXISTS %[2]q BEFORE INSERT ON %[1]q BEGIN
+  INSERT INTO %[1]q (_ferretdb_record_id, _ferretdb_sjson) VALUES (
+    coalesce((SELECT max(_ferretdb_record_id) FROM %[1]q), 0) + 1,
+    json_set(NEW._ferretdb_sjson, '$.ts', max(json_extract(NEW._ferretdb_sjson, '$.ts'),
+      coalesce((SELECT json_extract(_ferretdb_sjson, '$.ts') + 1 FROM %[1]q ORDER BY _ferretdb_record_id DESC LIMIT 1), 0))));
+  SELECT RAISE(IGNORE);
+END`, table, orderTrigger)
+}
+
+// orderOplog installs the trigger on local.oplog.rs as soon as the oplog exists (it is created
+// after the server starts), and again if the oplog is recreated: checked every 50 ms until the
+// first install, then every second.
+func orderOplog(ctx context.Context, path string) {
+	for { // never create the file ourselves: FerretDB creates it with the database "local"
+		if _, err := os.Stat(path); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "oplog commit order not enforced: %v\n", err)
+		return
+	}
+	defer db.Close()
+	every := 50 * time.Millisecond
+	for {
+		table, err := oplogTable(ctx, db)
+		if err == nil && table != "" {
+			var n int
+			err = db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = ? AND tbl_name = ?`,
+				orderTrigger, table).Scan(&n)
+			if err == nil && n == 0 {
+				_, err = db.ExecContext(ctx, orderTriggerSQL(table))
+			}
+			if err == nil {
+				every = time.Second
+			}
+		}
+		if err != nil && ctx.Err() == nil && !strings.Contains(err.Error(), "no such table") {
+			fmt.Fprintf(os.Stderr, "oplog commit order: %v\n", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
 }
