@@ -19,6 +19,7 @@ from fluxa_integrity.drill.scenarios import SCENARIOS, Scenario, Step
 from fluxa_integrity.fluxa import model as m
 from fluxa_integrity.fluxa.generator import GenerateOptions, generate
 from fluxa_integrity.fluxa.manifest import Manifest
+from fluxa_integrity.incidents.api import Incidents
 from fluxa_integrity.policy import load_policy
 from fluxa_integrity.recovery.model import content_hash
 from fluxa_integrity.recovery.provenance import content_hash_without, provenance_field
@@ -42,6 +43,7 @@ def test_drill_all_brings_every_document_back(cli, client, mongo_uri, scratch, f
     assert out["ok"] is True
     assert [x["scenario"] for x in out["scenarios"]] == list(SCENARIOS)
     assert out["total"]["documents_lost"] == 0 and out["total"]["checks_clean"] is True
+    incidents = Incidents.from_environment()  # the store the CLI wrote ($FLUXA_HOME of this test)
     for x in out["scenarios"]:
         cmp = x["comparison"]
         assert x["ok"] and x["documents_lost"] == 0 and x["checks_after"] == [], x["scenario"]
@@ -53,8 +55,9 @@ def test_drill_all_brings_every_document_back(cli, client, mongo_uri, scratch, f
         assert x["rto"]["achieved_seconds"] is not None and x["rto"]["met"] is True
         assert x["time_to_detect_seconds"] > 0 and x["time_to_recover_seconds"] > 0
         assert all(s.get("verified") in (True, None) and s["status"] != "missing" for s in x["steps"])
-        # the incident is a closed drill with the recovery on its timeline
-        inc = cli("incident", "show", str(x["incident"]), "--json").json()
+        # the incident is a closed drill (read in-process: a CLI subprocess per scenario costs its
+        # import each time, and `incident show` has its own CLI tests in test_incidents.py)
+        inc = incidents.get(x["incident"])
         assert inc["status"] == "closed" and inc["drill"] is True, inc
 
     # independent ground truth: the last scenario's documents as the generator makes them
@@ -99,8 +102,6 @@ def test_a_database_the_generator_did_not_make_is_never_dropped(cli, client, mon
 def test_a_missing_recipe_is_said_and_fails(client, mongo_uri, scratch, monkeypatch):
     """Never pretend: a scenario whose recipe is not installed fails in the recover phase, says
     which recipe, and leaves no live drill incident behind."""
-    from fluxa_integrity.incidents.api import Incidents
-
     fake = Scenario(name="corruption", title="Database Corruption", faults=SCENARIOS["corruption"].faults[:1],
                     steps=(Step("no-such-recipe", lambda f: {}, "a recipe nobody wrote"),),
                     compare=(m.USERS,), root_cause="test", contain=(m.USERS,))
@@ -114,3 +115,26 @@ def test_a_missing_recipe_is_said_and_fails(client, mongo_uri, scratch, monkeypa
     assert res.steps[0]["status"] == "missing"
     assert incidents.get(res.incident_id)["status"] == "closed"
     assert incidents.containment(scratch) == {}
+
+
+def test_a_drill_killed_midway_leaves_nothing_that_swallows_the_next_one(client, mongo_uri, scratch, monkeypatch):
+    """A drill whose process died left its incident open and its collections read-only; the next
+    drill on that scratch database closes and lifts it (said in the notes), opens its own, and
+    never touches an incident that is not a drill's."""
+    fake = Scenario(name="corruption", title="Database Corruption", faults=SCENARIOS["corruption"].faults[:1],
+                    steps=(Step("no-such-recipe", lambda f: {}, "a recipe nobody wrote"),),
+                    compare=(m.USERS,), root_cause="test", contain=(m.USERS,))
+    monkeypatch.setitem(SCENARIOS, "corruption", fake)
+    incidents = Incidents.from_environment()
+    left = incidents.open("drill left behind", [m.USERS], database=scratch, drill=True)["id"]
+    incidents.contain(left, client[scratch], read_only=True, collections=[m.USERS])
+    real = incidents.open("a real incident on the same database", [m.USERS], database=scratch)["id"]
+    assert incidents.containment(scratch) != {}
+
+    res = runner.run_scenario(mongo_uri, client, scratch, "corruption", incidents.policy, incidents.store, incidents,
+                              runner.DrillOptions(users=10))
+    assert incidents.get(left)["status"] == "closed"
+    assert any(f"closed drill incident {left}" in n for n in res.notes)
+    assert res.incident_id not in (None, left, real)
+    assert incidents.get(real)["status"] == "open"
+    assert incidents.containment(scratch) == {}  # the leftover's read-only was lifted, and this drill's too

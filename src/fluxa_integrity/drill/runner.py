@@ -177,6 +177,7 @@ class Drill:
         from ..checks.history import record_run
         from ..fluxa.generator import GenerateOptions, generate
 
+        self._close_leftovers()
         gen = generate(self.db, GenerateOptions(users=self.opts.users, seed=self.opts.seed), drop=True,
                        on_batch=lambda name, n: None)
         self.res.dataset = {"users": self.opts.users, "seed": self.opts.seed, "counts": gen.counts,
@@ -525,28 +526,44 @@ class Drill:
             self.incidents.lift(self.res.incident_id, self.db, actor=ACTOR)
             self.contained = False
 
+    def _close_leftovers(self) -> None:
+        """A drill killed midway (its process gone) could not close its incident; the regenerated
+        scratch data has the same findings, which would join that incident instead of opening
+        this drill's. Drill incidents of this scratch database still open are closed first, said
+        in the notes (only ``drill`` incidents of this database: nothing real is touched)."""
+        for old in self.incidents.list():
+            if old.get("drill") and old.get("database") == self.db_name and old["status"] != "closed":
+                if old.get("read_only") or old.get("paused_features") or old.get("containment"):
+                    self.incidents.lift(old["id"], self.db, actor=ACTOR)
+                self._close(old["id"], "an earlier drill on this scratch database was interrupted before it "
+                                       "closed its incident; superseded by a new drill run")
+                self.res.notes.append(f"closed drill incident {old['id']} left open by an interrupted drill")
+
     def _abandon(self, why: str) -> None:
         """A failed drill leaves no live drill incident and no contained collection behind: the
         incident is closed with the failure as its root cause (its timeline keeps everything)."""
         iid = self.res.incident_id
         if iid is None:
             return
-        inc = self.incidents
         try:
             self._lift()
-            inc.note(iid, f"drill failed: {why}", actor=ACTOR)
-            status = inc.get(iid)["status"]
-            if status == "open":
-                inc.acknowledge(iid, by=ACTOR)
-                status = "acknowledged"
-            if status not in ("resolved", "closed"):
-                inc.resolve(iid, resolution=f"drill failed: {why}"[:500], actor=ACTOR)
-            if status != "closed":
-                inc.review(iid, root_cause=f"Drill failed: {why}"[:2000], actor=ACTOR)
-                inc.close(iid, actor=ACTOR)
+            self._close(iid, f"drill failed: {why}")
             self._postmortem()
         except Exception as exc:  # noqa: BLE001 - keep the first failure as the story
             self.res.notes.append(f"could not close drill incident {iid}: {exc}")
+
+    def _close(self, iid: int, why: str) -> None:
+        inc = self.incidents
+        inc.note(iid, why, actor=ACTOR)
+        status = inc.get(iid)["status"]
+        if status == "open":
+            inc.acknowledge(iid, by=ACTOR)
+            status = "acknowledged"
+        if status not in ("resolved", "closed"):
+            inc.resolve(iid, resolution=why[:500], actor=ACTOR)
+        if status != "closed":
+            inc.review(iid, root_cause=why[:2000], actor=ACTOR)
+            inc.close(iid, actor=ACTOR)
 
 
 class Manifest_only:
