@@ -21,7 +21,23 @@ import pymongo
 from bson.timestamp import Timestamp
 from pymongo.errors import OperationFailure
 
+from ..mongo.unsupported import is_ferretdb
+
 MODES = ("exact", "clock")
+
+
+def oldest_oplog_entry(client: pymongo.MongoClient) -> dict | None:
+    """The oldest entry of ``local.oplog.rs`` (``{_id, ts}``), None when it is empty.
+
+    On MongoDB a natural-order ``limit(1)``. FerretDB 1.24 pushes the limit down only without a
+    sort, and a find with no sort on a capped collection is already ordered by record id there
+    (its handler adds ``$natural: 1`` itself): so no sort is asked for. With one, it read and
+    ordered the whole oplog for one entry (measured: 25 s against 0.05 s for a 20k-entry oplog
+    on a loaded 2-core machine)."""
+    cursor = client.local["oplog.rs"].find({}, {"ts": 1})
+    if not is_ferretdb(client):
+        cursor = cursor.sort("$natural", 1)
+    return next(iter(cursor.limit(1)), None)
 
 
 def newest_oplog_ts(client: pymongo.MongoClient, mode: str = "exact", end: bool = False

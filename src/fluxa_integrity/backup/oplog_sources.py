@@ -23,6 +23,7 @@ from ..store import Store
 from . import archive_catalog as ac
 from .files import iter_raw_documents
 from .manifest import read_manifest
+from .oplog import oldest_oplog_entry
 from .repository import backup_dir
 from .archive_catalog import just_before
 from .slices import read_slice
@@ -73,9 +74,10 @@ def _read_incremental(b) -> Iterator[bytes]:
 
 
 def live_source(client, after: Timestamp, bound: Timestamp | None) -> tuple[Source | None, Timestamp | None]:
-    """(the live oplog as a source, its oldest entry's ts). Two reads; each a full scan on FerretDB."""
+    """(the live oplog as a source, its oldest entry's ts). The oldest entry is one read (also on
+    FerretDB: backup/oplog.py); the entries after ``after`` are read in chunks, each a full scan there."""
     oplog = client.local.get_collection("oplog.rs", codec_options=RAW)
-    oldest = next(iter(oplog.find({}, {"ts": 1}).sort("$natural", 1).limit(1)), None)
+    oldest = oldest_oplog_entry(client)
     if oldest is None:
         return None, None
 

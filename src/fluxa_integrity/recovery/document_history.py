@@ -49,6 +49,7 @@ from bson.timestamp import Timestamp
 from ..backup import archive_catalog as ac
 from ..backup.files import iter_raw_documents
 from ..backup.manifest import read_manifest, require_intact
+from ..backup.oplog import oldest_oplog_entry
 from ..backup.oplog_apply import Command, Delete, Insert, Modify, Upsert, entry_touches, plan_entry
 from ..backup.oplog_sources import archive_sources, plan_chain, read_chain
 from ..backup.repository import backup_dir
@@ -125,7 +126,7 @@ def _entry_time(entry) -> datetime:
 def _oldest(store, client, db_name: str) -> Timestamp | None:
     """Just before the oldest entry any source holds (archive or live oplog)."""
     los = [s.lo for s in archive_sources(store, db_name)] if store is not None else []
-    first = next(iter(client.local["oplog.rs"].find({}, {"ts": 1}).sort("$natural", 1).limit(1)), None)
+    first = oldest_oplog_entry(client)
     if first is not None:
         los.append(ac.just_before(first["ts"]))
     return min(los) if los else None
