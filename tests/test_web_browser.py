@@ -168,3 +168,151 @@ def test_a_responder_and_a_viewer_in_chromium(server, browser):
     assert "needs the responder role" in refusal.text
     assert api.get(iid)["timeline_rows"] == rows
     shot("07-viewer-refused")
+
+
+# -- recovery plans (web/recovery_routes.py) ----------------------------------------------------------
+
+PLAN_ARTIFACTS = Path(__file__).parent / "artifacts" / "web-plans"
+
+
+@pytest.fixture()
+def plan_server(fluxa_home, db, mongo_uri, tmp_path):
+    """The web command over a database with five users soft-deleted by the fault injector, an
+    `undelete` plan made through the engine, an acknowledged incident, an admin and a viewer."""
+    from datetime import datetime, timedelta, timezone
+
+    from waiting import StderrWatch
+
+    from fluxa_integrity.access import tokens
+    from fluxa_integrity.fluxa import model as m
+    from fluxa_integrity.fluxa.faults import inject
+    from fluxa_integrity.fluxa.generator import GenerateOptions, generate
+    from fluxa_integrity.fluxa.manifest import Manifest
+    from fluxa_integrity.incidents.api import Incidents
+    from fluxa_integrity.policy import load_policy
+    from fluxa_integrity.recovery import engine
+    from fluxa_integrity.recovery.model import RecipeContext, content_hash
+    from fluxa_integrity.store import open_store
+
+    def hashes() -> dict:
+        return {d["_id"]: content_hash(d) for d in db[m.USERS].find({})}
+
+    generate(db, GenerateOptions(users=30, seed=7, conversations_per_user=1, messages_per_conversation=2))
+    truth = hashes()
+    (inj,) = inject(db, Manifest(tmp_path / "m.json", db.name), "soft-deleted-users", 4, seed=7)
+    store = open_store()
+    policy = load_policy(None)
+    api = Incidents(store, policy)
+    inc = api.open("Users missing after the cleanup job", [m.USERS], actor="pager")
+    api.acknowledge(inc["id"], "alice")
+    ctx = RecipeContext(db=db, policy=policy, store=store, now=datetime.now(timezone.utc))
+    plan = engine.make_plan(ctx, "undelete", {"collection": m.USERS, "since": inj.time - timedelta(seconds=1),
+                                              "soft": True}, actor="alice")
+    secrets = {role: tokens.create(store, role, name)[1] for role, name in (("admin", "root-admin"), ("viewer", "vera"))}
+    proc = subprocess.Popen([sys.executable, "-m", "fluxa_integrity", "web", "--port", "0"],
+                            env={**os.environ, "FLUXA_HOME": str(fluxa_home), "FLUXA_MONGODB_URI": mongo_uri,
+                                 "FLUXA_DB": db.name},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    watch = StderrWatch(proc)
+    try:
+        url = watch.wait_for(r"serving the API on (http://127\.0\.0\.1:\d+) ").group(1)
+        yield url, inc["id"], plan.id, secrets, api, hashes, truth, db, inj
+    finally:
+        proc.terminate()  # the server this fixture started
+        watch.finish()
+        store.dispose()
+
+
+def test_an_admin_applies_a_plan_and_sees_its_verification_a_viewer_cannot(plan_server, browser):
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    url, iid, pid, secrets, api, hashes, truth, db, inj = plan_server
+    wait = WebDriverWait(browser, 20)
+    shutil.rmtree(PLAN_ARTIFACTS, ignore_errors=True)
+    PLAN_ARTIFACTS.mkdir(parents=True)
+    after_fault = hashes()
+    assert after_fault != truth
+
+    def shot(name: str) -> None:
+        path = PLAN_ARTIFACTS / f"{name}.png"
+        browser.save_screenshot(str(path))
+        print(f"screenshot: {path}")
+
+    def submit(element) -> None:
+        old = browser.find_element(By.TAG_NAME, "html")
+        element.click()
+
+        def replaced(_) -> bool:
+            try:
+                old.tag_name
+                return False
+            except WebDriverException:
+                return True
+
+        wait.until(replaced)
+
+    def sign_in(token: str) -> None:
+        browser.delete_all_cookies()
+        browser.get(f"{url}/login")
+        wait.until(EC.visibility_of_element_located((By.ID, "token"))).send_keys(token)
+        submit(browser.find_element(By.ID, "sign-in"))
+
+    # the admin: from the incident to its plans, the plan's diff, then approve and apply
+    sign_in(secrets["admin"])
+    browser.get(f"{url}/incidents/{iid}")
+    submit(wait.until(EC.element_to_be_clickable((By.ID, "plans-link"))))
+    submit(wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, f"#plan-{pid} a"))))
+    assert wait.until(EC.visibility_of_element_located((By.ID, "plan-status"))).text.lower() == "planned"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#diff .doc")) == 4
+    assert browser.find_elements(By.CSS_SELECTOR, "#diff tr.changed td.field")[0].text == "deletedAt"
+    assert "NOT RUN" in browser.find_element(By.ID, "verify-result").text.upper()
+    assert Select(browser.find_element(By.ID, "incident")).first_selected_option.get_attribute("value") == str(iid)
+    shot("01-plan-admin")
+    browser.find_element(By.ID, "confirm").send_keys(pid)
+    submit(browser.find_element(By.ID, "apply"))
+    verdict = wait.until(EC.visibility_of_element_located((By.ID, "verify-result")))
+    assert "CLOSED" in verdict.text.upper() and "users.deletions" in verdict.text
+    assert browser.find_element(By.ID, "plan-status").text.lower() == "applied"
+    assert "verification: closed" in browser.find_element(By.ID, "flash").text
+    assert hashes() == truth  # the users are back as they were before the fault
+    actions = [(e["actor"], e["data"]["action"]) for e in api.timeline(iid) if e["kind"] == "recovery_action"]
+    assert actions == [("root-admin", "recipe"), ("root-admin", "verify")]
+    assert "root-admin" in browser.find_element(By.ID, "plan-history").text
+    shot("02-plan-applied-verified")
+    rows = api.get(iid)["timeline_rows"]
+    browser.back()  # the apply form again: a second submission is refused, nothing written twice
+    confirm = wait.until(EC.visibility_of_element_located((By.ID, "confirm")))
+    confirm.clear()  # the browser may restore what was typed
+    confirm.send_keys(pid)
+    submit(browser.find_element(By.ID, "apply"))
+    assert "already applied" in wait.until(EC.visibility_of_element_located((By.ID, "flash"))).text
+    assert api.get(iid)["timeline_rows"] == rows and hashes() == truth
+    shot("03-plan-double-apply-refused")
+
+    # the app writes one of the users again: the plan's dry run now shows it as a conflict
+    db.users.update_one({"_id": inj.ids[0]}, {"$set": {"name": "Renamed By The App"}})
+    now = hashes()
+
+    # the viewer: the plan without any action form, and a POST with its own session refused
+    sign_in(secrets["viewer"])
+    browser.get(f"{url}/plans/{pid}")
+    wait.until(EC.visibility_of_element_located((By.ID, "plan-status")))
+    conflict = browser.find_element(By.CSS_SELECTOR, "#conflicts .doc.conflict")
+    assert str(inj.ids[0]) in conflict.text and "changed in live after the apply wrote it" in conflict.text
+    assert "Renamed By The App" in conflict.find_element(By.CSS_SELECTOR, "tr.changed").text
+    forms = [f.get_attribute("action") for f in browser.find_elements(By.TAG_NAME, "form")]
+    assert forms == [f"{url}/logout"]
+    assert "@" in browser.find_element(By.ID, "diff").text and "***@" in browser.find_element(By.ID, "diff").text
+    shot("04-plan-viewer")
+    browser.execute_script("""
+        const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0];
+        for (const [k, v] of [['csrf', document.querySelector('input[name=csrf]').value], ['incident', arguments[1]],
+                              ['confirm', arguments[2]]]) {
+          const i = document.createElement('input'); i.name = k; i.value = v; f.appendChild(i); }
+        document.body.appendChild(f); f.submit();""", f"/plans/{pid}/undo", str(iid), pid)
+    assert "needs the admin role" in wait.until(EC.visibility_of_element_located((By.ID, "refusal"))).text
+    assert api.get(iid)["timeline_rows"] == rows and hashes() == now
+    shot("05-plan-viewer-refused")

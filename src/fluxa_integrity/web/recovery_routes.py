@@ -356,7 +356,17 @@ def promote(request: Request, body: PromoteBody, who: Principal = Depends(respon
 # -- the console: plan pages -----------------------------------------------------------------------
 
 def _text(value) -> str:
-    """A BSON value as a responder reads it: strings bare, the rest relaxed Extended JSON."""
+    """A BSON value as a responder reads it: strings bare, an ObjectId as its hex, a date as
+    ISO 8601 UTC to the millisecond (BSON's precision), the rest relaxed Extended JSON."""
+    from datetime import datetime, timezone
+
+    from bson import ObjectId
+
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, datetime):
+        t = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
     v = jsonable(value)
     return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
 
@@ -385,10 +395,15 @@ def _documents(who: Principal, plan, dry) -> list[dict]:
     return shown(who, out)
 
 
-def _conflicts(who: Principal, dry) -> list[dict]:
+def _conflicts(who: Principal, dry, status: str) -> list[dict]:
+    """The dry run's conflicts, each with why in words and its fields (plan read -> live now;
+    None: absent)."""
     out = []
     for c in dry.conflicts:
-        if c.get("held"):
+        if status in ("applied", "undoing"):
+            why = ("changed in live after the apply wrote it: undo refuses to overwrite it unless forced (the newer "
+                   "document is then kept in the plan's journal)")
+        elif c.get("held"):
             why = f"held by the recipe: {c['held']}"
         elif c["op"] == "insert":
             why = "its _id is taken in live by a different document: inserting would overwrite it"
@@ -397,7 +412,8 @@ def _conflicts(who: Principal, dry) -> list[dict]:
         else:
             why = "changed in live since the plan read it: applying would overwrite that newer write"
         out.append({"collection": c["collection"], "op": c["op"], "id": _text(c["id"]), "why": why,
-                    "fields": [{"field": k, "planned": _text(v[0]), "live": _text(v[1])}
+                    "fields": [{"field": k, "planned": None if v[0] is None else _text(v[0]),
+                                "live": None if v[1] is None else _text(v[1])}
                                for k, v in c["fields"].items()]})
     return shown(who, out)
 
@@ -442,8 +458,11 @@ def _plan_page(request: Request, who: Principal, csrf: str, plan_id: str, incide
         flash["hint"] = hint
     live = reading.list_incidents(request, "live", who) if who.may("admin") else []
     chosen = incident or row.get("incident_id")
-    return page("plan.html", status, who=who, csrf=csrf, row=shown(who, row), dry=shown(who, dry.as_dict()),
-                docs=_documents(who, plan, dry), conflicts=_conflicts(who, dry),
+    from bson import json_util
+
+    params = shown(who, {k: _text(json_util.loads(json.dumps(v))) for k, v in (row.get("params") or {}).items()})
+    return page("plan.html", status, who=who, csrf=csrf, row=shown(who, row), params=params, dry=shown(who, dry.as_dict()),
+                docs=_documents(who, plan, dry), conflicts=_conflicts(who, dry, row["status"]),
                 history=_history(who, request, row, chosen), history_incident=chosen,
                 live=live, chosen=chosen, flash=flash, can_apply=who.may("admin"), can_verify=who.may("responder"),
                 result=shown(who, row.get("result") or {}))
@@ -492,9 +511,11 @@ async def apply_form(request: Request, plan_id: str):
         if row["status"] == "planned":
             approve(request, plan_id, ApproveBody(incident=iid, confirm=data.get("confirm", "")), who)
         out = apply(request, plan_id, ApplyBody(incident=iid, confirm=data.get("confirm", "")), who)
-        ver = out["verify"]
-        return (f"applied ({out['apply']['status']})" + ("" if ver is None else
-                "; verification: closed" if ver["closed"] else "; verification: still open"))
+        res, ver = out["apply"], out["verify"]
+        c = {k: sum(per.get(k, 0) for per in res["counts"].values()) for k in ("written", "already", "conflicts")}
+        return (("applied" if res["status"] == "applied" else "applied with conflicts left unwritten")
+                + f": {c['written']} written, {c['already']} already done, {c['conflicts']} conflicts skipped"
+                + ("" if ver is None else "; verification: closed" if ver["closed"] else "; verification: still open"))
 
     return await _plan_action(request, plan_id, "admin", run)
 
@@ -512,6 +533,8 @@ async def verify_form(request: Request, plan_id: str):
 async def undo_form(request: Request, plan_id: str):
     def run(who, data, iid):
         out = undo(request, plan_id, UndoBody(incident=_need_incident(iid), confirm=data.get("confirm", "")), who)
-        return "undone" + ("" if out["finished"] else " (not finished: rerun)")
+        back = sum(c.get("restored", 0) + c.get("deleted", 0) for c in out["counts"].values())
+        return f"undone: {back} document(s) put back as before the apply" + ("" if out["finished"] else
+                                                                             " (not finished: submit again)")
 
     return await _plan_action(request, plan_id, "admin", run)
