@@ -221,3 +221,36 @@ def test_the_console_plan_page_masks_for_viewers_and_refuses_their_forms(web):
             assert forged.status_code == 403 and "CSRF" in forged.text
     assert _hashes(web.database) == web.after_fault
     assert web.call("GET", f"/api/recovery/plans/{pid}", "admin").json()["status"] == "planned"
+
+
+def test_a_second_apply_while_the_first_is_writing_is_a_409(web, fluxa_home, tmp_path, monkeypatch):
+    """The first apply is held right after its first journal file (apply.py's test-only pause);
+    the second POST arrives then: refused naming the writer, and the first completes alone."""
+    import threading
+
+    from waiting import wait_until
+
+    pid = web.make_plan().json()["plan_id"]
+    body = {"incident": web.iid, "confirm": pid, "verify": False}
+    paused = tmp_path / "paused"
+    monkeypatch.setenv("FLUXA_TEST_PAUSE_APPLY", f"1:{paused}")
+    first: dict = {}
+    t = threading.Thread(target=lambda: first.update(
+        r=web.call("POST", f"/api/recovery/plans/{pid}/apply", "admin", json=body)))
+    t.start()
+    try:
+        wait_until(paused.exists, "the first apply to journal its first batch")
+        assert web.call("GET", f"/api/recovery/plans/{pid}", "admin").json()["status"] == "applying"
+        second = _error(web.call("POST", f"/api/recovery/plans/{pid}/apply", "admin", json=body), 409,
+                        "another recovery apply, undo or promotion is writing")
+        assert second["hint"]
+        _error(web.call("POST", f"/api/recovery/plans/{pid}/undo", "admin", json={"incident": web.iid, "confirm": pid}),
+               409, "another recovery apply")
+    finally:
+        (tmp_path / "paused.go").touch()
+        t.join(60)
+    assert first["r"].status_code == 200, first["r"].text
+    assert first["r"].json()["apply"]["counts"][m.USERS]["written"] == 5
+    assert _hashes(web.database) == web.before_fault
+    assert [d["action"] for k, _, d in web.timeline() if k == "recovery_action"] == ["recipe"]  # recorded once
+    assert len([f for f in _plan_files(fluxa_home, pid) if f.startswith("journal/apply-")]) == 1
