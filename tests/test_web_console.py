@@ -254,3 +254,66 @@ def test_the_dashboards_batched_clocks_are_the_engines_clocks(console):
         assert batched[iid] == api.clocks(iid, at)
     assert [p["done"] for p in batched[b["id"]]["phases"]][:2] == [True, False]
     assert [p["done"] for p in batched[a["id"]]["phases"]][:1] == [False]
+
+
+def test_the_dashboards_board_is_the_engines_clocks_most_urgent_first_and_counts_from_the_store(console,
+                                                                                                 monkeypatch):
+    """incidents/board.py, what the dashboard reads: each card's clocks and next escalation are
+    clocks(id)'s; the cards come by earliest running deadline (acknowledge until acknowledged,
+    then resolve), computed here from the engine's own clocks; the counts by severity and status
+    and the open findings by class are those of the full listings; past the cap the page draws
+    the most urgent and says how many there are, ?all=1 draws every one."""
+    from collections import Counter
+    from datetime import timedelta
+
+    from fluxa_integrity.checks.history import list_findings
+    from fluxa_integrity.incidents import board
+    from fluxa_integrity.incidents.timeutil import now
+    from fluxa_integrity.store.models import CheckRun, Finding
+    from fluxa_integrity.web import console as console_module
+
+    api = console.incidents
+    t0 = now()
+    made = [api.open(f"I{n}", [coll], actor="pager", at=t0 - timedelta(minutes=m))
+            for n, (coll, m) in enumerate((("users", 200), ("analytics", 3), ("conversations", 40),
+                                           ("messages", 90), ("users.preferences", 10)))]
+    api.acknowledge(made[0]["id"], "alice", at=t0 - timedelta(minutes=190))  # acked: its resolve clock counts
+    api.acknowledge(made[3]["id"], "alice", at=t0 - timedelta(minutes=80))
+    api.acknowledge(made[4]["id"], "alice", at=t0)
+    api.resolve(made[4]["id"], "fixed", t0, "alice")  # not live
+    with api.store.session() as s:
+        run = CheckRun(database="fluxa", started_at=t0, finished_at=t0, status="complete", rules=[], collections=[],
+                       stats={})
+        s.add(run)
+        s.flush()
+        for n, (dc, status) in enumerate((("user_accounts", "open"), ("user_accounts", "open"), (None, "open"),
+                                          ("messages", "closed"), ("messages", "open"))):
+            s.add(Finding(database="fluxa", fingerprint=f"{n:064x}", rule_id="r", variant="", collection="users",
+                          category="schema", data_class=dc, criticality=None, status=status, message="m", count=1,
+                          affected_users=0, samples=[], opened_at=t0, first_run_id=run.id, last_run_id=run.id))
+    at = t0 + timedelta(seconds=1)
+    got = board.live_board(api.store, api.policy, at)
+    live = [i for i in api.list("live")]
+    assert got["total"] == len(live) == 4
+    assert got["by_severity"] == dict(Counter(i["severity"] for i in live))
+    assert got["by_status"] == dict(Counter(i["status"] for i in live))
+
+    def running_deadline(iid):
+        return min(c["deadline"] for c in api.clocks(iid, at)["clocks"] if c["stopped_at"] is None)
+
+    assert [c["id"] for c in got["incidents"]] == sorted((i["id"] for i in live), key=running_deadline)
+    for card in got["incidents"]:
+        engine = api.clocks(card["id"], at)
+        assert (card["clocks"], card["next_escalation"]) == (engine["clocks"], engine["next_escalation"])
+    assert [c["id"] for c in board.live_board(api.store, api.policy, at, limit=2)["incidents"]] == \
+        [c["id"] for c in got["incidents"][:2]]
+    opened = Counter(f.data_class for f in list_findings(api.store, None, "open"))
+    assert board.open_findings_by_class(api.store) == dict(opened) == {"user_accounts": 2, None: 1, "messages": 1}
+    # the page: the cap, the count, the link to all of them
+    monkeypatch.setattr(console_module, "CARDS", 2)
+    browser = console.browser("viewer")
+    html = browser.get("/").text
+    assert re.findall(r'id="incident-(\d+)"', html) == [str(c["id"]) for c in got["incidents"][:2]]
+    assert "The 2 most urgent of 4 live" in html and 'href="/?all=1"' in html
+    assert len(re.findall(r'id="incident-(\d+)"', browser.get("/?all=1").text)) == 4
+    assert re.search(r"Open findings <span class=\"count\">4</span>", html)

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ..access.tokens import AccessDenied, Principal, authenticate
@@ -113,19 +113,24 @@ async def logout(request: Request):
 
 # -- pages --------------------------------------------------------------------------------------
 
+CARDS = 50  # the most urgent live incidents drawn on the dashboard; ?all=1 draws every one
+
+
 @router.get("/")
-def dashboard(request: Request):
+def dashboard(request: Request, all_: bool = Query(False, alias="all")):
+    """Live incidents most urgent first (at most CARDS cards unless ?all=1, with the count of
+    every one by severity and status), open findings counted by class in the store, RPO/RTO,
+    the latest check runs: incidents/board.py, a handful of queries whatever the store holds."""
+    from ..incidents.board import live_board, open_findings_by_class
+
     who, csrf = session(request)
-    live = reading.list_incidents(request, "live", who)
-    clocks = shown(who, reading.incidents_of(request).clocks_of_live())  # one query, not one per incident
-    clocks = {int(k): v for k, v in clocks.items()}
-    findings = reading.list_findings(request, "open", None, who)
-    by_class: dict[str, int] = {}
-    for f in findings:
-        by_class[f.get("data_class") or "(unclassified)"] = by_class.get(f.get("data_class") or "(unclassified)", 0) + 1
+    api = reading.incidents_of(request)
+    board = shown(who, live_board(api.store, api.policy, limit=None if all_ else CARDS))
+    by_class = {dc or "(unclassified)": n for dc, n in open_findings_by_class(api.store).items()}
     runs = reading.list_check_runs(request, None, 8, who)
-    return page("dashboard.html", who=who, csrf=csrf, live=live, clocks=clocks, findings=by_class,
-                finding_total=len(findings), runs=runs, rpo=_rpo(request, who), classes=_class_titles(request))
+    return page("dashboard.html", who=who, csrf=csrf, board=board, live=board["incidents"], findings=by_class,
+                finding_total=sum(by_class.values()), runs=runs, rpo=_rpo(request, who),
+                classes=_class_titles(request))
 
 
 def _class_titles(request: Request) -> dict[str, str]:
