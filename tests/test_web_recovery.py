@@ -47,7 +47,7 @@ def web(db, mongo_uri, fluxa_home, tmp_path, monkeypatch):
     monkeypatch.setenv("FLUXA_MONGODB_URI", mongo_uri)
     monkeypatch.setenv("FLUXA_DB", db.name)
     generate(db, GenerateOptions(users=40, seed=12, **SMALL))
-    pre = _hashes(db)
+    pre, users_before = _hashes(db), list(db[m.USERS].find({}))
     (inj,) = inject(db, Manifest(tmp_path / "m.json", db.name), "soft-deleted-users", 5, seed=12)
     store = open_store()
     api = Incidents(store, load_policy(None))
@@ -58,7 +58,7 @@ def web(db, mongo_uri, fluxa_home, tmp_path, monkeypatch):
         http = TestClient(app)
         token = {role: tokens.create(store, role, name)[1]
                  for role, name in (("viewer", "vera"), ("responder", "alice"), ("admin", "root-admin"))}
-        before_fault, after_fault, injection = pre, _hashes(db), inj
+        before_fault, after_fault, injection, users = pre, _hashes(db), inj, users_before
         iid = api.open("Users vanished", [m.USERS], actor="pager")["id"]
 
         def call(self, method: str, path: str, role: str | None = None, **kw):
@@ -254,3 +254,38 @@ def test_a_second_apply_while_the_first_is_writing_is_a_409(web, fluxa_home, tmp
     assert _hashes(web.database) == web.before_fault
     assert [d["action"] for k, _, d in web.timeline() if k == "recovery_action"] == ["recipe"]  # recorded once
     assert len([f for f in _plan_files(fluxa_home, pid) if f.startswith("journal/apply-")]) == 1
+
+
+def test_promote_from_a_restored_copy_needs_an_admin_and_the_live_name_and_undoes(web, client):
+    """`restore promote` through the API: a copy of users from before the fault (made by hand,
+    as the recipe allows), the dry run for a responder, the apply for an admin with the live
+    database's name typed back, the undo through the plan route."""
+    db = web.database
+    copy = f"{db.name}_restored"
+    client[copy][m.USERS].insert_many(web.users)
+    try:
+        body = {"from_db": copy, "collections": [m.USERS]}
+        dry = web.call("POST", "/api/recovery/promote", "responder", json=body)
+        assert dry.status_code == 200, dry.text
+        assert dry.json()["counts"] == {m.USERS: {"replace": 5}} and dry.json()["dry_run"] is True
+        _error(web.call("POST", "/api/recovery/promote", "viewer", json=body), 403, "needs the responder role")
+        write = {**body, "apply": True, "incident": web.iid, "confirm": db.name}
+        _error(web.call("POST", "/api/recovery/promote", "responder", json=write), 403, "needs the admin role")
+        _error(web.call("POST", "/api/recovery/promote", "admin", json={**write, "confirm": copy}), 400,
+               "type the live database's name")
+        _error(web.call("POST", "/api/recovery/promote", "admin", json={**write, "incident": None}), 400,
+               "needs incident")
+        assert _hashes(db) == web.after_fault and web.call("GET", "/api/recovery/plans", "admin").json() == []
+        done = web.call("POST", "/api/recovery/promote", "admin", json=write)
+        assert done.status_code == 200, done.text
+        pid = done.json()["promotion_id"]
+        assert done.json()["counts"][m.USERS]["written"] == 5 and _hashes(db) == web.before_fault
+        assert [(a, d["action"], d["ref"]) for k, a, d in web.timeline() if k == "recovery_action"] == \
+            [("root-admin", "promote", pid)]
+        undone = web.call("POST", f"/api/recovery/plans/{pid}/undo", "admin",
+                          json={"incident": web.iid, "confirm": pid})
+        assert undone.status_code == 200, undone.text
+        assert _hashes(db) == web.after_fault
+        assert web.timeline()[-1][2]["action"] == "undo"
+    finally:
+        client.drop_database(copy)
