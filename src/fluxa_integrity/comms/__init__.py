@@ -2,7 +2,8 @@
 
 ``templates.render`` fills a template and refuses one with a placeholder left; ``notify``
 delivers messages to the channels configured under ``notifications:`` in config.yaml (Slack,
-email, PagerDuty Events API v2, JSON webhook, any apprise URL). The incident engine records
+the incident's Slack Block Kit channel - ``slack_blocks`` - email, PagerDuty Events API v2 -
+``pagerduty``, one alert per incident and clock - JSON webhook, any apprise URL). The incident engine records
 every publication and every delivery in the incident's timeline.
 """
 

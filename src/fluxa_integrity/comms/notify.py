@@ -1,34 +1,32 @@
 """Notification channels from config.yaml's ``notifications:`` list.
 
-Everything goes through apprise except PagerDuty: apprise's PagerDuty plugin posts only to
-PagerDuty's own hosts (US/EU region), so a test or a proxy cannot receive its events; the
-Events API v2 is one JSON POST, done here with urllib to a configurable ``events_url``.
-Slack incoming webhooks go through apprise's JSON plugin with its payload remapped to Slack's
+Everything goes through apprise except the channels that need a JSON body of their own, sent
+with urllib (json_post.py): PagerDuty, because apprise's PagerDuty plugin posts only to
+PagerDuty's own hosts (US/EU region), so a test or a proxy cannot receive its events, and the
+Events API v2 is one JSON POST to a configurable ``events_url`` (pagerduty.py builds it); and
+``slack-channel``, the incident's channel in Slack Block Kit (slack_blocks.py builds it), because
+apprise sends a title and a body, never a ``blocks`` list. Plain Slack incoming webhooks
+(``slack``) go through apprise's JSON plugin with its payload remapped to Slack's
 ``{"text": ...}`` (apprise's Slack plugin is bound to hooks.slack.com, so the same reason).
 
 A channel's ``send`` raises ChannelError on failure; retries and bookkeeping are the caller's
-(incidents/notifications.py), so a failing channel never stops an incident.
+(incidents/notifications.py), so a failing channel never stops an incident. A channel with
+``needs_incident`` gets the incident's state (severity, phase, clocks ...) in
+``msg.extra["incident"]``, taken when the message was queued.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode, urlsplit
 
 from ..home import load_config_file
 from ..errors import FluxaError
-
-PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
-DEFAULT_PD_SEVERITY = {"P1": "critical", "P2": "error"}
-
-
-class ChannelError(Exception):
-    """A delivery failed; the message names the channel, where it sent (host:port) and why."""
+from . import pagerduty, slack_blocks
+from .json_post import ChannelError, post_json
+from .pagerduty import PAGERDUTY_EVENTS_URL, DEFAULT_SEVERITY as DEFAULT_PD_SEVERITY  # noqa: F401
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "json": 80, "jsons": 443, "mailto": 25, "mailtos": 587}
@@ -71,6 +69,7 @@ class Message:
 
 class Channel:
     type = "?"
+    needs_incident = False  # True: enqueue puts the incident's state in msg.extra["incident"]
 
     def __init__(self, name: str, events: list[str] | None = None):
         self.name = name
@@ -165,9 +164,12 @@ class EmailChannel(AppriseChannel):
 
 
 class PagerDutyChannel(Channel):
-    """PagerDuty Events API v2: trigger on open, acknowledge, resolve; dedup_key = incident id."""
+    """PagerDuty Events API v2: one alert per incident and clock (pagerduty.py). Pages on opening
+    and on escalations (trigger), acknowledges and resolves every alert the incident paged; the
+    key of each message is chosen when it is queued (``msg.extra["pagerduty"]``)."""
 
     type = "pagerduty"
+    needs_incident = True
 
     def __init__(self, name: str, routing_key: str, events_url: str = PAGERDUTY_EVENTS_URL,
                  severity_map: dict | None = None, source: str = "fluxa-integrity", timeout: float = 10.0):
@@ -179,27 +181,40 @@ class PagerDutyChannel(Channel):
         return msg.pagerduty_action is not None
 
     def event(self, msg: Message) -> dict:
-        ev = {"routing_key": self.routing_key, "event_action": msg.pagerduty_action,
-              "dedup_key": f"fluxa-incident-{msg.incident_id}"}
-        if msg.pagerduty_action == "trigger":
-            ev["payload"] = {"summary": msg.subject[:1024], "source": self.source,
-                             "severity": self.severity_map.get(msg.severity, "warning"),
-                             "custom_details": {"incident_id": msg.incident_id, "body": msg.body}}
-        return ev
+        key = (msg.extra.get("pagerduty") or {}).get("dedup_key") or pagerduty.legacy_key(msg.incident_id)
+        payload = (pagerduty.trigger_payload(msg, self.source, self.severity_map)
+                   if msg.pagerduty_action == "trigger" else None)
+        return pagerduty.event(self.routing_key, msg.pagerduty_action, key, payload)
 
     def send(self, msg: Message) -> None:
-        req = urllib.request.Request(self.events_url, data=json.dumps(self.event(msg)).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                resp.read()
-        except urllib.error.HTTPError as exc:
-            raise ChannelError(f"{self._where()}: PagerDuty answered {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            raise ChannelError(f"{self._where()}: {getattr(exc, 'reason', exc)}") from exc
+        post_json(self.events_url, self.event(msg), self._where(), self.timeout, "PagerDuty")
 
     def _where(self) -> str:
         return f"{self.name} ({self.type} to {endpoint(self.events_url)})"
+
+
+class SlackBlocksChannel(Channel):
+    """The incident's channel: Block Kit messages POSTed as JSON to a Slack incoming webhook (or
+    any receiver), each naming the incident's channel (slack_blocks.py)."""
+
+    type = "slack-channel"
+    needs_incident = True
+
+    def __init__(self, name: str, webhook_url: str, channel: str = slack_blocks.DEFAULT_CHANNEL,
+                 events: list[str] | None = None, timeout: float = 10.0):
+        super().__init__(name, list(events) if events is not None else list(slack_blocks.KINDS))
+        self.webhook_url, self.channel_template, self.timeout = webhook_url, channel, timeout
+
+    def payload(self, msg: Message) -> dict:
+        inc = msg.extra.get("incident") or {"id": msg.incident_id, "title": ""}
+        return slack_blocks.message(msg, slack_blocks.channel_name(self.channel_template, inc))
+
+    def send(self, msg: Message) -> None:
+        post_json(self.webhook_url, self.payload(msg), f"{self.name} ({self.type} to {endpoint(self.webhook_url)})",
+                  self.timeout, "Slack")
+
+
+_CHECKED = {"pagerduty": pagerduty.config_problems, "slack-channel": slack_blocks.config_problems}
 
 
 def channel_from_config(c: dict, index: int) -> Channel:
@@ -208,6 +223,11 @@ def channel_from_config(c: dict, index: int) -> Channel:
     kind = c.get("type")
     name = c.get("name") or f"{kind}-{index}"
     events = c.get("events")
+    if kind in _CHECKED:
+        problems = _CHECKED[kind](c)
+        if problems:
+            raise FluxaError(f"notification channel {name!r} ({kind}): " + "; ".join(problems),
+                             "see docs/incidents.md, The incident channel: Slack and PagerDuty")
     try:
         if kind == "slack":
             return SlackChannel(name, c["webhook_url"], events)
@@ -217,13 +237,18 @@ def channel_from_config(c: dict, index: int) -> Channel:
             return EmailChannel.from_config(name, c, events)
         if kind == "pagerduty":
             return PagerDutyChannel(name, c["routing_key"], c.get("events_url", PAGERDUTY_EVENTS_URL),
-                                    c.get("severity_map"), c.get("source", "fluxa-integrity"))
+                                    c.get("severity_map"), c.get("source", "fluxa-integrity"),
+                                    float(c.get("timeout", 10)))
+        if kind == "slack-channel":
+            return SlackBlocksChannel(name, c["webhook_url"], c.get("channel", slack_blocks.DEFAULT_CHANNEL),
+                                      events, float(c.get("timeout", 10)))
         if kind == "apprise":
             return AppriseChannel(name, c["url"], events)
     except KeyError as exc:
         raise FluxaError(f"notification channel {name!r} ({kind}) needs {exc.args[0]!r}",
                          "see docs/incidents.md, Notifications") from exc
-    raise FluxaError(f"notifications[{index}]: unknown type {kind!r}", "slack, email, pagerduty, webhook or apprise")
+    raise FluxaError(f"notifications[{index}]: unknown type {kind!r}",
+                     "slack, slack-channel, email, pagerduty, webhook or apprise")
 
 
 def load_channels(config: dict | None = None) -> list[Channel]:

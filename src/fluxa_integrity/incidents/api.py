@@ -110,14 +110,17 @@ class Incidents(PublishingMixin, ChecklistMixin, EscalationMixin, ReviewMixin, R
                 self.on_delivery_failure(f)
         return res
 
-    def _notify(self, ch: Change, kind: str, subject: str, body: str = "", pagerduty: str | None = None) -> None:
+    def _notify(self, ch: Change, kind: str, subject: str, body: str = "", pagerduty: str | None = None,
+                **extra) -> None:
+        """Queue a message for every channel that wants it; ``extra`` travels with it (``clock``:
+        the SLA clock a PagerDuty trigger pages)."""
         inc = ch.inc
         text = body or subject
         drill = "[DRILL] " if inc.drill else ""  # recipients must never mistake a drill for the real thing
         msg = Message(inc.id, kind, f"{drill}[{inc.severity}] Incident {inc.id}: {subject}",
                       f"{text}\n\nIncident {inc.id} \"{inc.title}\" - status {inc.status}, severity {inc.severity}, "
-                      f"data classes {', '.join(inc.data_classes or []) or '-'}.", inc.severity, pagerduty)
-        ch.outbox += notifications.enqueue(ch.s, self.channels, msg, ch.at)
+                      f"data classes {', '.join(inc.data_classes or []) or '-'}.", inc.severity, pagerduty, extra)
+        ch.outbox += notifications.enqueue(ch.s, self.channels, msg, ch.at, self.policy)
 
     def _record(self, ch: Change, kind: str, **data) -> None:
         timeline.append(ch.s, ch.inc, kind, ch.at, ch.actor, **data)

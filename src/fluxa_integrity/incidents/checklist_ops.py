@@ -67,8 +67,12 @@ class ChecklistMixin:
                 self._record(ch, "action", phase=phase.id, item=item_id, action=item.action, result=result)
                 if result.get("status") != "done":  # the item stays open: nothing was carried out
                     return {**self.get_in(ch.s, inc), "action_result": result}
+            newly = st.done_at is None
             st.done_at, st.done_by, st.note = ch.at, ch.actor, note
             self._record(ch, "checklist", phase=phase.id, item=item_id, text=item.text, note=note)
+            states = self._states(ch.s, inc.id)
+            if newly and all(states[i.id].done_at is not None for i in phase.items):  # its last item: a phase change
+                self._notify(ch, "phase", f"phase {phase.name} done", f"Every item of phase {phase.name} is ticked.")
         out = self.get(incident_id)
         if result is not None:
             out["action_result"] = result

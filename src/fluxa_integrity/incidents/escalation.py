@@ -1,9 +1,11 @@
 """Escalation for ``Incidents``, by hand and by the clocks: ``escalate`` changes severity and/or
 notifies a role on the policy's escalation path; ``tick`` evaluates every live incident's SLA
-clocks (warnings, breaches, overdue phases, each recorded once), escalates on a breach by the
-policy's triggers and then retries the notifications that are due. A mixin: ``Incidents`` in
-api.py supplies ``store``, ``policy``, ``_change``, ``_deliver``, ``_record``, ``_notify``, ``get``,
-and ``_states`` comes from the checklist mixin.
+clocks (warnings, breaches, overdue phases, each recorded once and notified), escalates on a
+breach by the policy's triggers and then retries the notifications that are due. An escalation
+other than the opening's is paged (PagerDuty trigger) on the clock it is about (the keys:
+incidents/notifications.py). A mixin: ``Incidents`` in api.py supplies ``store``, ``policy``,
+``_change``, ``_deliver``, ``_record``, ``_notify``, ``get``, and ``_states`` comes from the
+checklist mixin.
 """
 
 from __future__ import annotations
@@ -57,7 +59,12 @@ class EscalationMixin:
             inc.escalated_to = [*(inc.escalated_to or []), role]
         person = (inc.roles or {}).get(role)
         self._record(ch, "escalation", role=role, person=person, reason=reason, trigger=trigger)
-        self._notify(ch, "escalation", f"escalated to {role}" + (f" ({person})" if person else ""), f"Reason: {reason}")
+        # paged on the clock it is about (a missed target's, else the running one); not at opening,
+        # whose own page (on the acknowledge clock) already carries the first roles
+        page = trigger != "opened" and inc.status in LIVE
+        clock = trigger[:-len("_missed")] if trigger and trigger.endswith("_missed") else None
+        self._notify(ch, "escalation", f"escalated to {role}" + (f" ({person})" if person else ""), f"Reason: {reason}",
+                     pagerduty="trigger" if page else None, clock=clock)
 
     # -- clocks -----------------------------------------------------------------------------
 
@@ -117,6 +124,11 @@ class EscalationMixin:
                     elif ev.kind == "clock_breached":
                         self._notify(ch, "clock", f"{ev.clock} target missed (due {ev.due_at:%H:%M} UTC)")
                         self._escalate_by_trigger(ch, ev.escalate_when, reason=f"{ev.clock} target missed")
+                    elif ev.kind == "phase_overdue":
+                        name = next((p.name for p in self.policy.phases if p.id == ev.clock), ev.clock)
+                        self._notify(ch, "phase", f"phase {name} overdue (window ended {ev.due_at:%H:%M} UTC)",
+                                     "Its window ended with checklist items still open: "
+                                     f"`fluxa-integrity incident phase {iid}`.")
         due = notifications.pending_ids(self.store, due_at=at, incident_ids=ids if future else None)
         retried = self._deliver(due, at)
         return {"at": iso(at), "simulated": future, "events": fired, "notifications_retried": retried,

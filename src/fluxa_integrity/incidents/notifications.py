@@ -9,38 +9,78 @@ own change is delivering it); ``incident notify-retry`` retries all now.
 ``deliver`` returns counts and one ``failures`` entry per message that did not go out (channel,
 where and why: the CLI prints them, so a failed channel is never silent while the command
 itself still succeeds).
+
+Queuing also decides what needs the incident: a channel with ``needs_incident`` (the Slack
+incident channel, PagerDuty) gets its state (channel_context.py) in ``extra["incident"]``; a
+PagerDuty message becomes one row per alert key - a trigger pages the clock it names
+(``extra["clock"]``, else the running one: acknowledge until acknowledged, then resolve), an
+acknowledge or resolve goes to every key this incident paged on that channel so far.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..comms.notify import Channel, ChannelError, Message
+from ..comms import pagerduty
+from ..comms.notify import Channel, ChannelError, Message, PagerDutyChannel
+from ..policy.models import Policy
 from ..store import Store
 from ..store.incident_models import Incident, Notification
-from . import timeline
+from . import channel_context, timeline
 from .timeutil import iso, utc
 
 
 FRESH_GRACE = timedelta(minutes=2)
 
 
-def enqueue(s: Session, channels: list[Channel], msg: Message, at: datetime) -> list[int]:
+def enqueue(s: Session, channels: list[Channel], msg: Message, at: datetime, policy: Policy | None = None) -> list[int]:
+    wanted = [ch for ch in channels if ch.wants(msg)]
+    inc = s.get(Incident, msg.incident_id) if wanted else None
+    if inc is not None and policy is not None and any(ch.needs_incident for ch in wanted):
+        msg = replace(msg, extra={**msg.extra, "incident": channel_context.snapshot(s, policy, inc, at)})
     rows = []
-    for ch in channels:
-        if ch.wants(msg):
-            row = Notification(incident_id=msg.incident_id, channel=ch.name, kind=msg.kind, subject=msg.subject,
-                               body=msg.body, data={"severity": msg.severity, "pagerduty_action": msg.pagerduty_action,
-                                                    "extra": msg.extra},
+    for ch in wanted:
+        for m in (_pages(s, ch, inc, msg) if isinstance(ch, PagerDutyChannel) and inc is not None else [msg]):
+            row = Notification(incident_id=m.incident_id, channel=ch.name, kind=m.kind, subject=m.subject,
+                               body=m.body, data={"severity": m.severity, "pagerduty_action": m.pagerduty_action,
+                                                  "extra": m.extra},
                                status="pending", attempts=0, created_at=at, next_attempt_at=at)
             s.add(row)
             rows.append(row)
-    s.flush()
+        s.flush()  # a trigger queued just now is a key the next acknowledge or resolve must reach
     return [r.id for r in rows]
+
+
+def running_clock(inc: Incident) -> str:
+    return "acknowledge" if inc.acknowledged_at is None else "resolve"
+
+
+def _pages(s: Session, ch: Channel, inc: Incident, msg: Message) -> list[Message]:
+    if msg.pagerduty_action == "trigger":
+        clock = msg.extra.get("clock") or running_clock(inc)
+        return [replace(msg, extra={**msg.extra, "pagerduty": {"dedup_key": pagerduty.dedup_key(inc.database, inc.id,
+                                                                                                 clock),
+                                                                "clock": clock}})]
+    return [replace(msg, extra={**msg.extra, "pagerduty": {"dedup_key": key, "clock": clock}})
+            for key, clock in paged_keys(s, inc.id, ch.name)]
+
+
+def paged_keys(s: Session, incident_id: int, channel: str) -> list[tuple[str, str | None]]:
+    """(dedup key, clock) of every alert this incident triggered on ``channel``, in order."""
+    rows = s.scalars(select(Notification).where(Notification.incident_id == incident_id,
+                                                Notification.channel == channel).order_by(Notification.id))
+    out: dict[str, str | None] = {}
+    for r in rows:
+        d = r.data or {}
+        if d.get("pagerduty_action") == "trigger":
+            page = (d.get("extra") or {}).get("pagerduty") or {}
+            out.setdefault(page.get("dedup_key") or pagerduty.legacy_key(incident_id), page.get("clock"))
+    return list(out.items())
 
 
 def _message(row: Notification) -> Message:
