@@ -131,6 +131,7 @@ def test_an_incidents_life_on_its_channel_and_its_pages(tmp_path, http):
     # a drill: its clock can be driven ahead to the resolve target (tick --simulate)
     a = api.open(TITLE, collections=["users"], database="fluxa", at=t0, drill=True)["id"]
     other = api.open("Counters off", collections=["conversations"], database="fluxa", at=t0, drill=True)["id"]
+    api.escalate(other, "a VIP is affected", notify="CTO", at=t0 + 5 * M)  # by hand: pages its running clock
     api.acknowledge(a, by="alice", at=t0 + 10 * M)
     phase1 = next(p for p in api.checklist(a, t0) if p["id"] == policy.phases[0].id)
     for item in phase1["items"]:
@@ -161,6 +162,8 @@ def test_an_incidents_life_on_its_channel_and_its_pages(tmp_path, http):
     # the channel shows every attention-worthy timeline event, in order
     kinds = [event_of(m) for m in mine]
     assert kinds == expected_stream(api, a)
+    assert [event_of(m) for p, m in zip(http.at("/slack"), msgs) if p["channel"].startswith(f"#inc-{other}-")] \
+        == expected_stream(api, other)
     for wanted in ("opened", "escalation", "status", "phase", "communication", "recovery", "clock"):
         assert wanted in kinds
 
@@ -194,12 +197,12 @@ def test_an_incidents_life_on_its_channel_and_its_pages(tmp_path, http):
     assert page["severity"] == "critical" and page["group"] == "fluxa" and page["component"] == "users"
     assert page["custom_details"]["clock"] == "resolve" and page["custom_details"]["escalated_to"][-1] == "CTO"
     assert page["summary"].startswith(f"[DRILL] [P1] Incident {a}: escalated to CTO")
-    # the other incident, never acknowledged: its missed acknowledgement pages on the same
-    # acknowledge alert as its opening (PagerDuty folds it into the open alert), its missed resolve
-    # target is a second alert
+    # the other incident, never acknowledged: the escalation by hand and the missed acknowledgement
+    # page on the same acknowledge alert as its opening (PagerDuty folds them into the open alert),
+    # its missed resolve target is a second alert
     ko, kor = f"fluxa-fluxa-{other}-acknowledge", f"fluxa-fluxa-{other}-resolve"
     assert [(e["event_action"], e["dedup_key"]) for e in pages if e["dedup_key"] in (ko, kor)] == [
-        ("trigger", ko), ("trigger", ko), ("trigger", kor)]
+        ("trigger", ko), ("trigger", ko), ("trigger", ko), ("trigger", kor)]
     assert next(e for e in pages if e["dedup_key"] == ko)["payload"]["severity"] == "error"  # P2
     for key in {e["dedup_key"] for e in pages}:  # no alert is acknowledged or resolved before it was triggered
         assert [e["event_action"] for e in pages if e["dedup_key"] == key][0] == "trigger"
