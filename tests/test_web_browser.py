@@ -197,7 +197,7 @@ def plan_server(fluxa_home, db, mongo_uri, tmp_path):
     def hashes() -> dict:
         return {d["_id"]: content_hash(d) for d in db[m.USERS].find({})}
 
-    generate(db, GenerateOptions(users=30, seed=7, conversations_per_user=1, messages_per_conversation=2))
+    generate(db, GenerateOptions(users=20, seed=7, conversations_per_user=1, messages_per_conversation=2))
     truth = hashes()
     (inj,) = inject(db, Manifest(tmp_path / "m.json", db.name), "soft-deleted-users", 4, seed=7)
     store = open_store()
@@ -264,7 +264,10 @@ def test_an_admin_applies_a_plan_and_sees_its_verification_a_viewer_cannot(plan_
     sign_in(secrets["admin"])
     browser.get(f"{url}/incidents/{iid}")
     submit(wait.until(EC.element_to_be_clickable((By.ID, "plans-link"))))
-    submit(wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, f"#plan-{pid} a"))))
+    listed = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, f"#plan-{pid} a")))
+    assert "PLANNED" in browser.find_element(By.ID, f"plan-{pid}").text.upper()
+    shot("00-plans-of-the-incident")
+    submit(listed)
     assert wait.until(EC.visibility_of_element_located((By.ID, "plan-status"))).text.lower() == "planned"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#diff .doc")) == 4
     assert browser.find_elements(By.CSS_SELECTOR, "#diff tr.changed td.field")[0].text == "deletedAt"

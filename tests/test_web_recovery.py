@@ -1,6 +1,6 @@
 """Recovery plans through the web (issue 12): web/recovery_routes.py over recovery/engine.py.
 
-A real plan from a real recipe on an injected fault: 40 generated users, five of them
+A real plan from a real recipe on an injected fault: 20 generated users, five of them
 soft-deleted by the fault injector (`soft-deleted-users`); the `undelete` plan must bring the
 users collection back to its pre-fault copy, document for document (content hashes). Through
 FastAPI's TestClient against the session's FerretDB, the live database resolved as the CLI
@@ -46,7 +46,7 @@ def web(db, mongo_uri, fluxa_home, tmp_path, monkeypatch):
 
     monkeypatch.setenv("FLUXA_MONGODB_URI", mongo_uri)
     monkeypatch.setenv("FLUXA_DB", db.name)
-    generate(db, GenerateOptions(users=40, seed=12, **SMALL))
+    generate(db, GenerateOptions(users=20, seed=12, **SMALL))
     pre, users_before = _hashes(db), list(db[m.USERS].find({}))
     (inj,) = inject(db, Manifest(tmp_path / "m.json", db.name), "soft-deleted-users", 5, seed=12)
     store = open_store()

@@ -43,7 +43,7 @@ from ..errors import FluxaError
 from . import console, reading
 from .auth import require
 from .errors import ApiError, not_found, refused
-from .pages import page
+from .pages import page, when
 from .shown import jsonable, shown
 
 router = APIRouter(prefix="/api/recovery", tags=["recovery"])
@@ -148,8 +148,8 @@ def _live_incident(request: Request, incident_id: int) -> dict:
 def _apply_refusal(row: dict, force_ids) -> ApiError | None:
     pid, status = row["id"], row["status"]
     if status == "applied" and not force_ids:
-        return ApiError(409, f"recovery plan {pid} is already applied (by {row['actor'] or '?'} at "
-                        f"{jsonable(row['applied_at'])}, incident {row['incident_id']}): nothing was written again",
+        return ApiError(409, f"recovery plan {pid} is already applied (by {row['actor'] or '?'}, "
+                        f"{when(row['applied_at'])}, incident {row['incident_id']}): nothing was written again",
                         "reload the plan to see its result; undo it first or make a new plan; force_ids writes a "
                         "conflict the apply skipped")
     if status in FINISHED:
