@@ -149,17 +149,23 @@ def _server_second(client) -> int:
     return int(client.admin.command("hello")["localTime"].timestamp())
 
 
+def _newest_second(client) -> int:
+    """The second of the newest oplog entry, or a later one: a replica set's lastWrite, else the
+    server's clock now (oplog ``ts`` seconds come from it). Not the newest entry itself: on
+    FerretDB that read sorts the whole oplog (backup/oplog.py), seconds each on a full one."""
+    ts, _, _ = newest_oplog_ts(client, mode="clock")
+    return ts.time if isinstance(ts, Timestamp) else _server_second(client)
+
+
 def _fresh_window(client) -> int:
     """A second after every oplog entry so far, once the server's clock has reached it."""
-    ts, _, _ = newest_oplog_ts(client)
-    start = (ts.time if isinstance(ts, Timestamp) else _server_second(client)) + 1
+    start = _newest_second(client) + 1
     wait_until(lambda: _server_second(client) >= start, "the server clock to pass the window start")
     return start
 
 
 def _close_window(client) -> int:
-    ts, _, _ = newest_oplog_ts(client)
-    end = ts.time + 1
+    end = _newest_second(client) + 1
     wait_until(lambda: _server_second(client) >= end, "the server clock to pass the window end")
     return end
 
