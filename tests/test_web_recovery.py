@@ -222,6 +222,27 @@ def test_the_console_plan_page_masks_for_viewers_and_refuses_their_forms(web):
     assert _hashes(web.database) == web.after_fault
     assert web.call("GET", f"/api/recovery/plans/{pid}", "admin").json()["status"] == "planned"
 
+    # the console's forms: an admin approves and applies, a responder verifies, the admin undoes
+    def post(role: str, action: str, **fields):
+        web.http.cookies.clear()
+        web.http.post("/login", data={"token": web.token[role]})
+        csrf = web.http.get(f"/plans/{pid}").text.split('name="csrf" value="')[1].split('"')[0]
+        return web.http.post(f"/plans/{pid}/{action}", data={"csrf": csrf, **fields}, follow_redirects=False)
+
+    wrong = post("admin", "apply", incident=str(web.iid), confirm="nope")
+    assert wrong.status_code == 400 and "the confirmation does not match" in wrong.text
+    assert not [e for e in web.timeline() if pid in str(e[2])]  # refused before the approval is recorded
+    done = post("admin", "apply", incident=str(web.iid), confirm=pid)
+    assert done.status_code == 303 and "verification%3A%20closed" in done.headers["location"]
+    assert _hashes(web.database) == web.before_fault
+    assert post("responder", "verify").status_code == 303
+    undone = post("admin", "undo", incident=str(web.iid), confirm=pid)
+    assert undone.status_code == 303 and _hashes(web.database) == web.after_fault
+    assert [(k, a, d.get("action") or d.get("to")) for k, a, d in web.timeline() if pid in str(d)] == [
+        ("status", "root-admin", "recovering"), ("recovery_action", "root-admin", "recipe"),
+        ("recovery_action", "root-admin", "verify"), ("recovery_action", "alice", "verify"),
+        ("recovery_action", "root-admin", "recipe-undo")]
+
 
 def test_a_second_apply_while_the_first_is_writing_is_a_409(web, fluxa_home, tmp_path, monkeypatch):
     """The first apply is held right after its first journal file (apply.py's test-only pause);
