@@ -3,7 +3,8 @@
 Shape: the app holds one ``Incidents`` (incidents/api.py: the store, the policy and the
 notification channels, as the CLI builds them) in ``app.state.incidents`` and its store in
 ``app.state.store``; routes in reading.py (viewer) and incident_actions.py (responder) reach them
-through the request; token_routes.py (admin) manages tokens. Tokens are checked against that store (auth.py). Errors are JSON
+through the request; token_routes.py (admin) manages tokens; recovery_routes.py serves recovery plans (dry runs for
+responders; approve, apply, undo and promote for admins) and the console's plan pages. Tokens are checked against that store (auth.py). Errors are JSON
 ``{"error", "hint"}`` (errors.py). A failed notification delivery does not fail the request that
 caused it: it is logged, and queued for retry as with the CLI (`incident notify-retry`).
 The responder's console (console.py: HTML pages at /, /login, /incidents/ID, a session cookie and
@@ -33,7 +34,7 @@ DESCRIPTION = """The HTTP API of Fluxa Integrity, over the same domain code as t
 Every route but this schema and the docs needs `Authorization: Bearer TOKEN`, a token from
 `fluxa-integrity token create --role viewer|responder|admin`. Viewers read (emails masked);
 responders also act on incidents (the token's name is the actor on the timeline); admins also
-get what comes later (recovery apply and undo, restores into production, tokens).
+approve, apply and undo recovery plans, promote restored data and manage tokens.
 Errors are `{"error": "...", "hint": "..."}`."""
 
 

@@ -14,8 +14,8 @@ resolve, close, attach, merge, link, checklist (tick, reassign, or run the item'
 lift, comms, review and postmortem. Containment and the checklist's containment actions reach the
 application database the server is configured with (FLUXA_MONGODB_URI, config.yaml, the dev
 server) - a body may name the database, never a URI: a token holder cannot point the server
-at another MongoDB. Not here yet: the recovery and restore actions (admin) come with the plans'
-routes.
+at another MongoDB. The recovery actions (plans: dry run, approve, apply, verify, undo; restore
+promote) are in recovery_routes.py.
 """
 
 from __future__ import annotations
