@@ -252,3 +252,31 @@ def test_time_ticks_are_round_and_few():
     assert 4 <= len(ticks) <= 8 and all(t.minute == 0 and t.hour % 3 == 0 for t in ticks)
     ticks = time_ticks(t0, t0 + timedelta(minutes=30))
     assert all(t.minute % 5 == 0 and t.second == 0 for t in ticks) and len(ticks) <= 8
+
+
+def test_the_plotted_baseline_is_the_judges_own_at_every_interval():
+    """monitors/series.py hands ``learn`` only the points it can use; the baseline must be the one
+    ``Judge`` learns from the whole training window, seasonal or not, for every interval."""
+    from fluxa_integrity.monitors.runner import Judge
+    from fluxa_integrity.monitors.series import _baselines
+    from fluxa_integrity.monitors.synthetic import clean_series
+
+    series = clean_series(150, 12, timedelta(hours=1), seed=5, diurnal=0.6, skip_days=2,
+                          collections=(fm.MESSAGES, fm.USERS))
+    get = lambda mt: mt.get("inserts", 0)  # noqa: E731
+    for recent in (48, 5):  # 5 < min_history: the history-length test must still agree
+        policy = default_policy()
+        policy.monitors.training_window = "7d"
+        policy.monitors.min_history = 6  # the same hour of 7 days can then hold enough for a seasonal baseline
+        policy.monitors.recent_history = recent
+        judge_ = Judge(policy, "d", {})
+        kinds = set()
+        for rows in series.rows.values():
+            base_of = _baselines(rows, get, policy.monitors)
+            for r in rows:
+                want, got = judge_._baseline(rows, r.start, get), base_of(r.start)
+                assert (want is None) == (got is None), r.start
+                if want is not None:
+                    assert (got.n, got.median, got.scale, got.seasonal) == (want.n, want.median, want.scale, want.seasonal)
+                kinds.add(None if want is None else want.seasonal)
+        assert kinds == {None, True, False}  # learning, seasonal and recent baselines were all compared

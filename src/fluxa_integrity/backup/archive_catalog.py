@@ -241,8 +241,9 @@ def slice_lags(store: Store, since: datetime, until: datetime) -> list[dict]:
     full or the archiver's flush interval has passed, so the lag is how far behind the live oplog
     the archive was at that moment; between slices it only grows (`backup oplog-status` and the
     service's ``fluxa_archiver_lag_seconds`` gauge say the present value)."""
+    cols = (OplogSlice.created_at, OplogSlice.last_wall, OplogSlice.count, OplogSlice.repo, OplogSlice.path)
     with store.session() as s:
-        rows = list(s.scalars(select(OplogSlice).where(OplogSlice.created_at >= since, OplogSlice.created_at <= until)
-                              .order_by(OplogSlice.created_at, OplogSlice.id)))
-    return [{"at": aware(r.created_at), "lag_seconds": round((aware(r.created_at) - aware(r.last_wall)).total_seconds(), 3),
-             "entries": r.count, "repo": r.repo, "path": r.path} for r in rows if r.last_wall is not None]
+        rows = s.execute(select(*cols).where(OplogSlice.created_at >= since, OplogSlice.created_at <= until)
+                         .order_by(OplogSlice.created_at, OplogSlice.id)).all()
+    return [{"at": aware(at), "lag_seconds": round((aware(at) - aware(wall)).total_seconds(), 3), "entries": n,
+             "repo": repo, "path": path} for at, wall, n, repo, path in rows if wall is not None]

@@ -72,7 +72,6 @@ def rto_status(store: Store, policy: Policy, db: str | None = None) -> list[dict
     return out
 
 
-
 def recovery_points(store: Store, policy: Policy, db: str) -> dict[str, list[tuple[datetime, datetime, str]]]:
     """When each recoverable point became restorable, per data class: ``[(known_at, point, source)]``
     sorted by ``known_at``, over the catalog as it stands (the backups and slices ``rpo_status``
@@ -84,11 +83,13 @@ def recovery_points(store: Store, policy: Policy, db: str) -> dict[str, list[tup
     Linear in backups + slices per class."""
     from bson.timestamp import Timestamp
 
-    from .archive_catalog import caught_up, coverage, last_ts
+    from .archive_catalog import caught_up, coverage
 
     backups = [b for b in list_backups(store, db, "full") if b.status in ("complete", "verified")]
     windows, _ = coverage(store)
     proofs = caught_up(store)
+    # per window, its slices as plain tuples once: ((last t, i), closed at, newest entry's wall time)
+    chains = [(w, [((r.last_t, r.last_i), aware(r.created_at), aware(r.last_wall)) for r in w.slices]) for w in windows]
     out: dict[str, list[tuple[datetime, datetime, str]]] = {}
     for dc in policy.data_classes:
         need = {c.collection for c in dc.covers}
@@ -96,24 +97,23 @@ def recovery_points(store: Store, policy: Policy, db: str) -> dict[str, list[tup
         events = [(aware(b.finished_at or b.started_at), aware(b.started_at), "snapshot start") for b in mine]
         starts = sorted((Timestamp(b.oplog_start_t, b.oplog_start_i), aware(b.finished_at or b.started_at))
                         for b in mine if b.oplog_start_t is not None)
-        for w in windows:
-            covered = [(st, done) for st, done in starts if w.covers_from(st)]
+        for w, chain in chains:
+            covered = [((st.time, st.inc), done) for st, done in starts if w.covers_from(st)]
             if not covered:
                 continue
             k, first_done, closed = 0, None, None  # sweep: backups started by this slice's end
-            for row in w.slices:
-                closed = max(filter(None, (closed, aware(row.created_at))))
-                while k < len(covered) and covered[k][0] <= last_ts(row):
-                    first_done = min(filter(None, (first_done, covered[k][1])))
+            for last, created, wall in chain:
+                closed = created if closed is None or created > closed else closed
+                while k < len(covered) and covered[k][0] <= last:
+                    first_done = covered[k][1] if first_done is None else min(first_done, covered[k][1])
                     k += 1
-                if first_done is None or row.last_wall is None:
-                    continue
-                wall = aware(row.last_wall)
-                events.append((max(closed, first_done, wall), wall, "oplog archive"))
+                if first_done is not None and wall is not None:
+                    events.append((max(closed, first_done, wall), wall, "oplog archive"))
             proof = proofs.get(w.last)
             if proof is not None and first_done is not None:
                 events.append((max(closed, first_done, proof), proof, "oplog archive"))
-        out[dc.name] = sorted(events, key=lambda e: (e[0], e[1]))
+        events.sort()
+        out[dc.name] = events
     return out
 
 

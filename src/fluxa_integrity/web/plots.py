@@ -5,9 +5,11 @@ per series, drawn by the browser like any image and kept in the page.
 Shape: ``time_chart(...)`` and ``bar_chart(...)`` return ``Markup`` (a ``<svg>`` element ready for
 a Jinja2 template). Each chart carries a ``<title>`` and a ``<desc>`` (what it shows, in words, and
 the latest value) referenced by ``aria-labelledby``, so a screen reader reads a sentence, not
-coordinates; the page puts a small table beside it for the same reason. Every drawn point is a
+coordinates; the page puts a small table beside it for the same reason. Every dot is a
 ``<circle>`` with ``data-t`` (ISO time) and ``data-v`` (the value) and a tooltip ``<title>``; the
-target line carries ``data-v`` too, so the tests can read the values back from the SVG.
+target line carries ``data-v`` too, so the tests can read the values back from the SVG. A line of
+more than ``DENSE`` points (a day of 1-minute slices) is drawn as its polyline only, with dots on
+its marked points (over target, out of band) and its latest one: the page stays small.
 
 Time axes: ticks at round steps (1 minute to 7 days, aligned on the UTC clock) chosen so that at
 most ``MAX_TICKS`` fit, labelled ``HH:MM`` with the date under the first tick and under each
@@ -29,6 +31,7 @@ from .pages import duration
 
 UTC = timezone.utc
 MAX_TICKS = 8
+DENSE = 120  # a line with more points than this draws dots only where marked, and on its latest point
 TIME_STEPS = [timedelta(seconds=s) for s in (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
                                              172800, 604800)]
 DURATION_STEPS = [1, 5, 10, 15, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800,
@@ -156,12 +159,13 @@ def time_chart(*, title: str, desc: str, lines: Sequence[Line], t0: datetime, t1
         for seg in _segments(list(ln.points), lambda p: p[1] is not None):
             if len(seg) > 1:
                 body.append(f'<polyline class="line {ln.css}" points="{" ".join(f"{x(p[0])},{y(p[1])}" for p in seg)}"/>')
-        dense = len(ln.points) > 80
-        for p in ln.points:
-            if p[1] is None:
-                continue
+        dense = len(ln.points) > DENSE
+        known = [p for p in ln.points if p[1] is not None]
+        for p in known:
             extra = p[2] if len(p) > 2 and p[2] else ""
-            r = 4 if extra else (1.6 if dense else 2.6)
+            if dense and not extra and p is not known[-1]:
+                continue  # a dense line is its polyline; marked points and the latest keep their dot
+            r = 4 if extra else 2.6
             body.append(f'<circle class="pt {ln.css} {extra}" cx="{x(p[0])}" cy="{y(p[1])}" r="{r}" data-t="{_iso(p[0])}" '
                         f'data-v="{p[1]:g}"><title>{escape(ln.name)}: {escape(fmt_value(p[1], y_format))} at '
                         f'{_label(p[0])}</title></circle>')
