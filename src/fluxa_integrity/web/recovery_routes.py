@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..access.tokens import Principal
@@ -483,7 +484,9 @@ async def _plan_action(request: Request, plan_id: str, role: str, action):
     except ValueError:
         iid = None
     try:
-        text = action(who, data, iid)
+        # off the event loop: an apply or a verify takes as long as the plan, and the rest of the
+        # console (and the API) keeps answering meanwhile
+        text = await run_in_threadpool(action, who, data, iid)
     except ApiError as exc:
         return _plan_page(request, who, csrf, plan_id, iid, {"kind": "error", "text": exc.message}, exc.status,
                           exc.hint)
