@@ -319,3 +319,105 @@ def test_an_admin_applies_a_plan_and_sees_its_verification_a_viewer_cannot(plan_
     assert "needs the admin role" in wait.until(EC.visibility_of_element_located((By.ID, "refusal"))).text
     assert api.get(iid)["timeline_rows"] == rows and hashes() == now
     shot("05-plan-viewer-refused")
+
+
+# -- the trends page (web/trends.py) -------------------------------------------------------------------
+
+TREND_ARTIFACTS = Path(__file__).parent / "artifacts" / "web-trends"
+
+
+def _seed_a_day(store, repo: Path) -> None:
+    """A day of history through the catalog's and the runs' own writers: a full backup every 6 h,
+    an oplog slice every 10 minutes but for a 3-hour archiver outage (its backlog archived at once
+    when it came back), a check run every 2 hours (orphans growing, then fixed), 5-minute monitor
+    rows of messages with a burst and a stop."""
+    import math
+    from datetime import datetime, timedelta, timezone
+
+    from bson.timestamp import Timestamp
+
+    from fluxa_integrity.backup import catalog
+    from fluxa_integrity.checks.findings import FindingResult
+    from fluxa_integrity.checks.history import record_run
+    from fluxa_integrity.checks.runner import RunReport
+    from fluxa_integrity.monitors.runner import Row, save_rows
+    from fluxa_integrity.store.backup_models import OplogSlice
+
+    utc = timezone.utc
+    now = datetime.now(utc).replace(microsecond=0)
+    t0 = now - timedelta(hours=24)
+    colls = ["users", "conversations", "messages", "logs", "auditLog", "analytics", "preferences"]
+    for h in range(2, 24, 6):
+        at = t0 + timedelta(hours=h)
+        bid = f"{at:%Y%m%dT%H%M%SZ}-trend"
+        catalog.start_backup(store, bid, "full", "fluxa", repo, colls, at, Timestamp(int(at.timestamp()), 1))
+        catalog.finish_backup(store, bid, size=1, file_count=1, finished_at=at + timedelta(minutes=4),
+                              oplog_end=None, manifest_sha256="0" * 64)
+    (repo / "oplog").mkdir(parents=True, exist_ok=True)
+    outage = (t0 + timedelta(hours=9), t0 + timedelta(hours=12))
+    prev, rows = None, []
+    t = t0 + timedelta(hours=1)  # the archive reaches back before the first backup's start
+    while t + timedelta(minutes=10) < now:
+        first, last = int(t.timestamp()) + 1, int(t.timestamp()) + 600
+        closed = max(datetime.fromtimestamp(last, utc) + timedelta(seconds=20), outage[1]) \
+            if outage[0] <= datetime.fromtimestamp(last, utc) < outage[1] else datetime.fromtimestamp(last + 20, utc)
+        path = repo / "oplog" / f"{first}.1-{last}.1.bson.zst"
+        path.touch()
+        rows.append(OplogSlice(repo=str(repo), path=str(path.relative_to(repo)), first_t=first, first_i=1, last_t=last,
+                               last_i=1, prev_t=prev, prev_i=1 if prev else None,
+                               first_wall=datetime.fromtimestamp(first, utc), last_wall=datetime.fromtimestamp(last, utc),
+                               count=500, size=0, raw_bytes=1, sha256="0" * 64, created_at=closed))
+        prev, t = last, t + timedelta(minutes=10)
+    with store.session() as s:
+        s.add_all(rows)
+    for k in range(12):
+        orphans = [3, 3, 5, 8, 8, 13, 21, 21, 0, 0, 0, 0][k]
+        found = [FindingResult("references.messages.conversationId", "dangling", "messages", "referential",
+                               "messages pointing at no conversation", count=orphans)] if orphans else []
+        found += [FindingResult("schema.users.createdAt", "type", "users", "schema", "createdAt is a string", count=4)]
+        record_run(store, RunReport(database="fluxa", started_at=t0 + timedelta(hours=2 * k, minutes=7), seconds=1.0,
+                                    collections=colls, rules=["references.messages.conversationId",
+                                                              "schema.users.createdAt"], docs={}, findings=found))
+    step, monitor = timedelta(minutes=5), []
+    start = t0 - timedelta(hours=6)
+    burst, stop = now - timedelta(hours=5), now - timedelta(hours=2)
+    while start + step <= now:
+        n = int(30 + 12 * math.sin(start.hour / 24 * 2 * math.pi) + (start.minute % 3))
+        if burst <= start < burst + step:
+            n = 140  # a burst
+        if stop <= start < stop + 2 * step:
+            n = 0  # the application stopped writing
+        monitor.append((Row("messages", start, True, {"inserts": n, "updates": n // 3, "deletes": 0, "sampled": 0,
+                                                      "fields": {}}), start + step, []))
+        start += step
+    save_rows(store, "fluxa", monitor, None)
+
+
+def test_the_trends_page_in_chromium(server, browser):
+    """A screenshot of /console/trends over a seeded day, for a viewer: the SVG charts render (they
+    have a size on the page) and say what they show."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from fluxa_integrity.store import open_store
+
+    url, _, secrets, _ = server
+    store = open_store()
+    _seed_a_day(store, Path(os.environ["FLUXA_HOME"]) / "repo")
+    store.dispose()
+    wait = WebDriverWait(browser, 30)
+    shutil.rmtree(TREND_ARTIFACTS, ignore_errors=True)
+    TREND_ARTIFACTS.mkdir(parents=True)
+    browser.get(f"{url}/login")
+    wait.until(EC.visibility_of_element_located((By.ID, "token"))).send_keys(secrets["viewer"])
+    browser.find_element(By.ID, "sign-in").click()
+    wait.until(EC.visibility_of_element_located((By.LINK_TEXT, "Trends"))).click()
+    chart = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#rpo-user_accounts svg.chart")))
+    assert chart.size["width"] > 300 and chart.size["height"] > 100
+    assert "Over the RPO for" in browser.find_element(By.ID, "rpo-user_accounts").text  # the outage
+    assert "a spike" in browser.page_source or "a drop" in browser.page_source or "out of the band" in browser.page_source
+    browser.set_window_size(1280, browser.execute_script("return document.body.scrollHeight") + 40)
+    path = TREND_ARTIFACTS / "trends.png"
+    browser.save_screenshot(str(path))
+    print(f"screenshot: {path}")

@@ -92,7 +92,7 @@ def _lag_chart(store, since: datetime, until: datetime) -> dict:
         last = rows[-1]
         worst = max(rows, key=lambda r: r["lag_seconds"])
         text = (f"Archiver lag as each oplog slice closed (its close time minus its newest entry's time), "
-                f"{len(rows)} slices in the last {span}. Latest {fmt_value(last['lag_seconds'], 'duration')} at "
+                f"{_n(len(rows), 'slice')} in the last {span}. Latest {fmt_value(last['lag_seconds'], 'duration')} at "
                 f"{last['at']:%H:%M} UTC; the worst {fmt_value(worst['lag_seconds'], 'duration')} at {worst['at']:%H:%M} UTC.")
     else:
         text = f"No oplog slice was archived in the last {span}: the archiver is not running, or nothing was written."
@@ -110,9 +110,9 @@ def _runs_chart(store, db: str, since: datetime, until: datetime) -> dict:
     if runs:
         last = runs[-1]
         parts = ", ".join(f"{c} {v['findings']}" for c, v in last["by_category"].items()) or "none"
-        text = (f"Open findings per check run by category, {len(runs)} runs of {db} in the last {span}. The latest, "
-                f"run {last['run_id']} at {last['started_at']:%H:%M} UTC, saw {last['findings']} findings over "
-                f"{last['documents']} documents ({parts}).")
+        text = (f"Open findings per check run by category, {_n(len(runs), 'run')} of {db} in the last {span}. The latest, "
+                f"run {last['run_id']} at {last['started_at']:%H:%M} UTC, saw {_n(last['findings'], 'finding')} over "
+                f"{_n(last['documents'], 'document')} ({parts}).")
     else:
         text = f"No complete check run of {db} in the last {span}."
     bars = [(r["started_at"], f"#{r['run_id']}", {c: v["findings"] for c, v in r["by_category"].items()}) for r in runs]
@@ -133,11 +133,11 @@ def _anomaly_charts(store, policy, db: str, since: datetime, until: datetime, me
         band = (f"expected {fmt_value(last['median'])}, band {fmt_value(low(last['low']))} to {fmt_value(last['high'])}"
                 if last["median"] is not None else "no baseline yet (too little history)" if last["complete"]
                 else "the interval was incomplete and not judged")
-        text = (f"{s['collection']}: {what} per {policy.monitors.interval} interval, {len(pts)} interval{'s' if len(pts) != 1 else ''} in the last "
-                f"{span_text(since, until)}, with the baseline band each was judged against. Latest "
+        text = (f"{s['collection']}: {what} per {policy.monitors.interval} interval, {_n(len(pts), 'interval')} in the "
+                f"last {span_text(since, until)}, with the baseline band each was judged against. Latest "
                 f"({last['start']:%H:%M} UTC): {fmt_value(last['value'])}, {band}"
                 f"{', a ' + last['direction'] if last['direction'] else ''}. "
-                f"{len(flagged)} interval{'s' if len(flagged) != 1 else ''} out of the band.")
+                f"{_n(len(flagged), 'interval')} out of the band.")
         svg = time_chart(
             title=f"{s['collection']} {what}", desc=text, t0=since, t1=until,
             lines=[Line(what, [(p["start"], p["value"], ANOMALY if p["direction"] else "") for p in pts], "s2")],
@@ -147,6 +147,10 @@ def _anomaly_charts(store, policy, db: str, since: datetime, until: datetime, me
                     "banded": sum(p["median"] is not None for p in pts)})
     # the collections with intervals out of their band first, then those with a baseline at all
     return sorted(out, key=lambda c: (-c["flagged"], -c["banded"], c["collection"]))
+
+
+def _n(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _section(errors: list, name: str, build):
