@@ -9,8 +9,10 @@ the stored position, a trimmed-away position is a reported gap, and the serve jo
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
@@ -25,6 +27,7 @@ from fluxa_integrity.fluxa.expectations import EXPECTED
 from fluxa_integrity.fluxa.faults import inject
 from fluxa_integrity.fluxa.generator import GenerateOptions, generate
 from fluxa_integrity.fluxa.manifest import Manifest
+from fluxa_integrity.mongo.devserver import DevServer, free_port
 from fluxa_integrity.policy import load_policy
 from fluxa_integrity.service.validation import WatchOptions, Watcher, load_position, watch
 from fluxa_integrity.store import open_store
@@ -54,11 +57,37 @@ def policy():
     return load_policy(None)
 
 
-@pytest.fixture()
-def fluxa_db(db):
+def _generated(db):
     generate(db, GenerateOptions(users=20, secondary=False, conversations_per_user=3, messages_per_conversation=4),
              drop=True)
     return db
+
+
+@pytest.fixture()
+def fluxa_db(db):
+    return _generated(db)
+
+
+@pytest.fixture()
+def quiet(mongo_uri, client, tmp_path, ferretdb_binary):
+    """(uri, Fluxa database) on a server whose oplog holds only this test's writes. On the dev
+    server a FerretDB of the test's own: the watcher's every poll there is a full read of the
+    oplog, and a suite run leaves the session server's at its 20k-entry cap - seconds a poll on a
+    loaded machine, near the latency bound. Against FLUXA_TEST_MONGODB_URI (change streams, no
+    oplog reads) the session's server."""
+    if os.environ.get("FLUXA_TEST_MONGODB_URI"):
+        db = client[f"t_{uuid.uuid4().hex[:10]}"]
+        yield mongo_uri, _generated(db)
+        client.drop_database(db.name)
+        return
+    server = DevServer(tmp_path / "own-devdb")
+    uri = server.start(port=free_port(), progress=lambda msg: None).uri
+    c = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+    try:
+        yield uri, _generated(c["quiet"])
+    finally:
+        c.close()
+        server.stop()
 
 
 @contextmanager
@@ -109,7 +138,8 @@ def expected_by_finding(manifest: Manifest) -> dict[tuple[str, str | None], set[
     return out
 
 
-def test_each_bad_write_becomes_its_rules_finding_within_seconds(mongo_uri, fluxa_db, policy, tmp_path):
+def test_each_bad_write_becomes_its_rules_finding_within_seconds(quiet, policy, tmp_path):
+    mongo_uri, fluxa_db = quiet
     store = open_store()
     manifest = Manifest(tmp_path / "manifest.json", fluxa_db.name)
     with watching(mongo_uri, fluxa_db.name, policy) as w:
