@@ -350,19 +350,25 @@ func trimToGuards(ctx context.Context, guards *mongo.Collection, db *sql.DB, g g
 // writers commit out of order: a batch with lower ts and record ids lands after a newer one that a
 // tailable cursor already returned, and the cursor - which resumes after the last record id it
 // returned - never sees it (nor does any `ts > position` reader); the archive lost whole insert
-// batches of a `fluxa generate` this way. A BEFORE INSERT trigger, which runs under the write lock,
-// re-inserts each row with the next record id and a ts above the newest entry's (its own ts when
-// that is higher already), and drops the original row: record order = ts order = commit order, as
-// a MongoDB oplog shows it to readers. `wall` is left as FerretDB wrote it. (SQLite's
-// recursive_triggers is off, so the re-insert does not fire the trigger again.)
+// batches of a `fluxa generate` this way. A BEFORE INSERT trigger runs under the write lock: an
+// entry whose record id or ts is not above the newest entry's is re-inserted with the next record
+// id and a ts above the newest one (each kept where it is already higher), and FerretDB's row is
+// dropped (RAISE(IGNORE)); an entry already in order goes in untouched (no JSON rewritten). Record
+// order = ts order = commit order, as a MongoDB oplog shows it to readers. No collision: a value
+// the trigger hands out that FerretDB later assigns to another entry is not above the newest, so
+// that entry is re-stamped too. `wall` is left as FerretDB wrote it. (SQLite's recursive_triggers
+// is off, so the re-insert does not fire the trigger again.)
 const orderTrigger = "fluxa_oplog_commit_order"
 
 func orderTriggerSQL(table string) string {
-	return fmt.Sprintf(`CREATE TRIGGER IF NOT EXISTS %[2]q BEFORE INSERT ON %[1]q BEGIN
+	return fmt.Sprintf(`CREATE TRIGGER %[2]q BEFORE INSERT ON %[1]q
+WHEN NEW._ferretdb_record_id <= (SELECT max(_ferretdb_record_id) FROM %[1]q)
+  OR json_extract(NEW._ferretdb_sjson, '$.ts') <= (SELECT json_extract(_ferretdb_sjson, '$.ts') FROM %[1]q ORDER BY _ferretdb_record_id DESC LIMIT 1)
+BEGIN
   INSERT INTO %[1]q (_ferretdb_record_id, _ferretdb_sjson) VALUES (
-    coalesce((SELECT max(_ferretdb_record_id) FROM %[1]q), 0) + 1,
+    max(NEW._ferretdb_record_id, (SELECT max(_ferretdb_record_id) FROM %[1]q) + 1),
     json_set(NEW._ferretdb_sjson, '$.ts', max(json_extract(NEW._ferretdb_sjson, '$.ts'),
-      coalesce((SELECT json_extract(_ferretdb_sjson, '$.ts') + 1 FROM %[1]q ORDER BY _ferretdb_record_id DESC LIMIT 1), 0))));
+      (SELECT json_extract(_ferretdb_sjson, '$.ts') + 1 FROM %[1]q ORDER BY _ferretdb_record_id DESC LIMIT 1))));
   SELECT RAISE(IGNORE);
 END`, table, orderTrigger)
 }
@@ -391,11 +397,12 @@ func orderOplog(ctx context.Context, path string) {
 	for {
 		table, err := oplogTable(ctx, db)
 		if err == nil && table != "" {
-			var n int
-			err = db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = ? AND tbl_name = ?`,
-				orderTrigger, table).Scan(&n)
-			if err == nil && n == 0 {
-				_, err = db.ExecContext(ctx, orderTriggerSQL(table))
+			want := orderTriggerSQL(table)
+			var have string // the installed definition; replaced when an older version differs
+			err = db.QueryRowContext(ctx, `SELECT coalesce(max(sql), '') FROM sqlite_master WHERE type = 'trigger' AND name = ? AND tbl_name = ?`,
+				orderTrigger, table).Scan(&have)
+			if err == nil && have != want {
+				_, err = db.ExecContext(ctx, fmt.Sprintf(`DROP TRIGGER IF EXISTS %q; %s`, orderTrigger, want))
 			}
 			if err == nil {
 				every = time.Second
