@@ -14,6 +14,7 @@ from pathlib import Path
 from backup_helpers import make_data
 from fluxa_integrity.backup import catalog
 from fluxa_integrity.backup.repository import write_pid
+from fluxa_integrity.backup.snapshot import BackupOptions, run_backup
 from fluxa_integrity.store import open_store
 
 STALL = """
@@ -89,13 +90,12 @@ def test_kill_is_swept_by_prune_too(mongo_uri, db, tmp_path, cli, fluxa_home):
 def test_list_and_show_carry_the_verification_verdict(mongo_uri, db, cli):
     make_data(db, users=5)
 
-    def backup(*extra: str) -> str:
-        out = cli("backup", "run", "--uri", mongo_uri, "--db", db.name, "--oplog-probe", "clock", "--json", *extra)
-        assert out.code == 0, out.stderr
-        return out.json()["id"]
+    def backup() -> str:
+        # what `backup run --no-check` does, in-process (its CLI has its own tests in test_backup.py):
+        # not even checked on its files (S4, which `backup run` does by default)
+        return run_backup(mongo_uri, db.name, open_store(), BackupOptions(oplog_probe="clock")).id
 
-    # --no-check: not even checked on its files (S4, which `backup run` does by default)
-    never, checked = backup("--no-check"), backup("--no-check")
+    never, checked = backup(), backup()
 
     def listed() -> dict:
         return {b["id"]: b for b in cli("backup", "list", "--json").json()}
