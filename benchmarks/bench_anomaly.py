@@ -134,6 +134,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=100, help="injections per anomaly kind")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--sensitivities", default="low,medium,high")
+    ap.add_argument("--silence-min", type=int, default=None,
+                    help="the policy's monitors.silence_min (default: the policy's; 0 turns the stop rule off)")
     a = ap.parse_args()
     interval = parse_duration(a.interval)
     t = time.perf_counter()
@@ -152,12 +154,15 @@ def main() -> None:
         policy = default_policy()
         policy.monitors.interval = a.interval
         policy.monitors.sensitivity = sens
+        if a.silence_min is not None:
+            policy.monitors.silence_min = a.silence_min
         if a.no_seasonality:
             policy.monitors.seasonal_min_days = 10 ** 6
         t = time.perf_counter()
         judged, flagged, by_rule = false_positives(policy, series, profiles)
         fp_secs = time.perf_counter() - t
-        print(f"\nsensitivity {sens} (z {policy.monitors.z:g}), training window {policy.monitors.training_window}, "
+        print(f"\nsensitivity {sens} (z {policy.monitors.z:g}), silence_min {policy.monitors.silence_min}, "
+              f"training window {policy.monitors.training_window}, "
               f"seasonality {'off' if a.no_seasonality else 'by hour once 3 days'}:")
         print(f"  clean load: {flagged} of {judged} judged collection-intervals raised a finding = "
               f"{1000 * flagged / max(judged, 1):.2f} false positives per 1,000 intervals ({fp_secs:.1f}s)"

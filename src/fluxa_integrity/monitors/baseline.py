@@ -8,6 +8,11 @@ else from the newest ``recent`` points. ``judge``
 compares a value with it: a spike or a drop when the value is further from the median than
 ``max(z * scale, min_change)``.
 
+A stop is judged apart: a bursty load has a band too wide to ever call a count of zero a drop
+(median 132 writes an hour with a robust sigma of 100 tolerates 0). So a count of 0 is a ``drop``
+when every interval of the training window had at least ``silence_min`` writes (the baseline's
+``lowest``): zero is then below anything the history has seen, by a margin.
+
 The scale has a floor, because a quiet metric has a MAD of zero and would call any change an
 anomaly: for counts the Poisson noise of the median (``sqrt(median)``, at least 1), for shares
 the binomial noise of the interval's sample (``sqrt(p(1-p)/n)``). Medians and MADs ignore the
@@ -34,6 +39,7 @@ class Baseline:
     scale: float  # robust sigma, floored
     seasonal: bool  # learned from the same hour of day only
     source: str = "history"  # history | profile
+    lowest: float | None = None  # counts: the smallest value of the history used (the stop rule)
 
     def as_dict(self) -> dict:
         return {"n": self.n, "median": round(self.median, 4), "scale": round(self.scale, 4),
@@ -87,11 +93,16 @@ def learn(points: list[tuple[datetime, float]], at: datetime, *, min_history: in
     use = same_hour if seasonal else sorted(points)[-recent:] if recent else points
     med, sigma = robust(v for _, v in use)
     floor = count_floor(med) if kind == "count" else share_floor(med, sample)
-    return Baseline(len(use), med, max(sigma, floor), seasonal)
+    # the whole training window, not only the baseline's points: zero must be below anything the
+    # window has seen (a quiet start, a weekend) for a stop to be news
+    lowest = min(v for _, v in points) if kind == "count" else None
+    return Baseline(len(use), med, max(sigma, floor), seasonal, lowest=lowest)
 
 
-def judge(value: float, base: Baseline, z: float, min_change: float) -> Verdict:
+def judge(value: float, base: Baseline, z: float, min_change: float, silence_min: float | None = None) -> Verdict:
     threshold = max(z * base.scale, min_change)
     delta = value - base.median
     direction = "spike" if delta > threshold else "drop" if -delta > threshold else None
+    if direction is None and silence_min and value == 0 and base.lowest is not None and base.lowest >= silence_min:
+        direction = "drop"  # a stop: zero where every interval of the history had at least silence_min
     return Verdict(value, base, threshold, direction)

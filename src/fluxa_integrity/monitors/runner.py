@@ -163,7 +163,7 @@ class Judge:
                 continue
             rid = f"monitor.volume.{coll}.{metric}"
             self.judged.add(rid)
-            v = judge(float(value), base, z, self.m.min_volume_change)
+            v = judge(float(value), base, z, self.m.min_volume_change, self.m.silence_min)
             if v.direction:
                 what = ("document count changed, beyond what the oplog's inserts and deletes explain, by"
                         if metric == "count" else metric)

@@ -35,8 +35,6 @@ def baseline_series(store: Store, database: str, policy: Policy, since: datetime
     m = policy.monitors
     history = load_history(store, database, since - m.training_delta, until)
     get = (lambda mt: mt.get(metric, 0)) if metric in VOLUME else unexplained
-    # the stop rule (a zero under a history that never went below silence_min), where the policy has it
-    stop = {"silence_min": m.silence_min} if hasattr(m, "silence_min") else {}
     out = []
     for coll in sorted(history):
         if coll == LOGS:
@@ -52,7 +50,7 @@ def baseline_series(store: Store, database: str, policy: Policy, since: datetime
             point = {"start": r.start, "value": None if value is None else float(value), "complete": r.complete,
                      "median": None, "low": None, "high": None, "direction": None, "seasonal": None, "n": 0}
             if base is not None:
-                v = judge(float(value), base, m.z, m.min_volume_change, **stop)
+                v = judge(float(value), base, m.z, m.min_volume_change, m.silence_min)  # the run's stop rule too
                 point.update(median=base.median, low=base.median - v.threshold, high=base.median + v.threshold,
                              direction=v.direction, seasonal=base.seasonal, n=base.n)
             points.append(point)

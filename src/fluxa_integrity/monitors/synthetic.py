@@ -84,7 +84,9 @@ def clean_series(users: int, days: int, interval: timedelta, *, seed: int = 1, s
                     upd_ids[fm.USERS][slot(t)].setdefault(d["userId"], 0)
                     upd_ids[fm.USERS][slot(t)][d["userId"]] += 1
     skip = int(timedelta(days=skip_days) / interval)
-    n -= int(timedelta(days=1) / interval)
+    # the last day left out, and with it the interval that starts at its boundary (no conversation
+    # can start in it: a whole interval of the fade-out, not clean traffic)
+    n = slot(opts.start + timedelta(days=days - 1))
     starts = [start0 + interval * i for i in range(skip, n)]
     rows: dict[str, list[Row]] = {}
     samples: dict[str, list[list[dict]]] = {}

@@ -60,6 +60,9 @@ class Monitors(_Model):
     seasonal_min_days: int = Field(3, ge=1)
     # a volume change smaller than this many writes is never an anomaly (small collections are noisy)
     min_volume_change: int = Field(10, ge=0)
+    # a stop: an interval with no inserts (updates, deletes) at all is a drop when every interval of
+    # its baseline had at least this many (monitors/baseline.py); 0 turns the rule off
+    silence_min: int = Field(5, ge=0)
     # a null/missing rate change smaller than this share is never an anomaly
     min_rate_change: float = Field(0.05, ge=0, le=1)
     sample_size: int = Field(500, ge=10)  # written documents sampled per collection and interval
