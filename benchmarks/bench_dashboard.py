@@ -1,15 +1,16 @@
 """The console's dashboard at scale (issue 12): GET / with N incidents and M findings in the state store.
 
     .venv/bin/python benchmarks/bench_dashboard.py [--incidents 1000] [--live 1000] [--findings 100000]
-                                                   [--open-findings 1.0] [--repeat 20] [--profile]
+                                                   [--open-findings 1.0] [--repeat 20] [--path /] [--profile]
 
 Seeds a fresh state store (SQLite in a temporary $FLUXA_HOME, or --state-url): one incident opened
 through the engine (``Incidents.open``: its row, checklist and timeline are the real thing), the
 rest bulk-copied from it (the same columns, their own ids, titles, severities, statuses and
 opening times, the policy's checklist rows; timelines are not copied: the dashboard does not read
 them), a complete check run and ``--findings`` findings spread over the policy's data classes and
-the categories. Then signs a responder in through /login with an API token and times GET / through FastAPI's TestClient
-``--repeat`` times after one warm-up: p50, p95, max, the page's size, peak RSS; JSON on stdout.
+the categories. Then signs a responder in through /login with an API token and times GET / (or
+``--path``) through FastAPI's TestClient ``--repeat`` times after one warm-up: p50, p95, max, the
+page's size, peak RSS, the load average; JSON on stdout.
 ``--profile`` prints the cProfile of one request (cumulative, top 30) on stderr.
 Not a timed assertion: a benchmark (DESIGN.md), recorded in docs/performance.md.
 """
@@ -99,6 +100,7 @@ def main() -> None:
     ap.add_argument("--findings", type=int, default=100_000)
     ap.add_argument("--open-findings", type=float, default=1.0, help="The fraction of findings that are open.")
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--path", default="/", help="The page to time (/?all=1: every live incident's card).")
     ap.add_argument("--state-url", default=None, help="A state store URL (default: SQLite in a temporary home).")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
@@ -121,7 +123,7 @@ def main() -> None:
     _, token = tokens.create(store, "responder", "bench")
     http = TestClient(create_app(Incidents(store, policy)))
     assert http.post("/login", data={"token": token}, follow_redirects=False).status_code == 303
-    first = http.get("/")  # warm-up: templates compiled, caches filled
+    first = http.get(args.path)  # warm-up: templates compiled, caches filled
     assert first.status_code == 200, first.text[:500]
     if args.profile:
         import cProfile
@@ -142,11 +144,11 @@ def main() -> None:
     times = []
     for _ in range(args.repeat):
         t = time.perf_counter()
-        resp = http.get("/")
+        resp = http.get(args.path)
         times.append(time.perf_counter() - t)
         assert resp.status_code == 200
     times.sort()
-    print(json.dumps({"page": "GET /", **seeded, "open_findings": round(args.open_findings * args.findings),
+    print(json.dumps({"page": f"GET {args.path}", **seeded, "open_findings": round(args.open_findings * args.findings),
                       "repeat": args.repeat, "p50_ms": round(statistics.median(times) * 1000, 1),
                       "p95_ms": round(times[min(len(times) - 1, int(len(times) * 0.95))] * 1000, 1),
                       "max_ms": round(times[-1] * 1000, 1), "html_kb": round(len(resp.content) / 1024, 1),

@@ -317,3 +317,21 @@ def test_the_dashboards_board_is_the_engines_clocks_most_urgent_first_and_counts
     assert "The 2 most urgent of 4 live" in html and 'href="/?all=1"' in html
     assert len(re.findall(r'id="incident-(\d+)"', browser.get("/?all=1").text)) == 4
     assert re.search(r"Open findings <span class=\"count\">4</span>", html)
+
+
+def test_a_sign_in_from_another_site_is_refused(console):
+    """Login CSRF: a form on another site posting the attacker's token to /login would sign the
+    victim's browser in as the attacker. A browser names the form's site (Origin, Sec-Fetch-Site):
+    from elsewhere it is a 403 and no session; from this server's own page it signs in."""
+    token = console.token["responder"]
+    for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"},
+                    {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site", "Origin": "http://testserver"},
+                    {"Origin": "http://testserver.evil.example"}):
+        c = console.browser()
+        r = c.post("/login", data={"token": token}, headers=headers)
+        assert r.status_code == 403 and "from another site is refused" in r.text, headers
+        assert "fluxa_session" not in r.headers.get("set-cookie", "") and c.get("/").status_code == 303, headers
+    for headers in ({"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}, {}):
+        c = console.browser()
+        r = c.post("/login", data={"token": token}, headers=headers)
+        assert r.status_code == 303 and c.get("/").status_code == 200, headers

@@ -5,7 +5,8 @@ viewer: emails masked) and every action through incident_actions.py's (so a tick
 writes the timeline entry the API and the CLI write, with the token's name as the actor).
 
 Session: /login takes an API token (the same tokens as the API, `fluxa-integrity token create`),
-checks it, and keeps it in an HttpOnly, SameSite=Strict cookie; every page checks it again, so a
+refuses a sign-in a browser says comes from another site (Origin, Sec-Fetch-Site: login CSRF),
+checks the token, and keeps it in an HttpOnly, SameSite=Strict cookie; every page checks it again, so a
 revoked or expired token ends the session at the next click. CSRF: each form carries a token that
 is an HMAC of the session's API token under a key the app draws at start; every POST but /login
 checks it (403 otherwise), and an action needs the responder role (403 for a viewer, nothing
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -91,8 +92,29 @@ def login_form(request: Request, why: str | None = None):
     return page("login.html", why=why)
 
 
+def cross_site(request: Request) -> str | None:
+    """Why a POST comes from another site, or None: a browser says so itself (Sec-Fetch-Site:
+    cross-site or same-site; an Origin that is not this server's host). Login CSRF - another
+    site's page signing the browser in with the attacker's token, so what the victim then does
+    is recorded as the attacker's - needs a browser, and a browser sends these headers; clients
+    that send neither (curl, scripts, tests) are not the victims of a forged form."""
+    site = request.headers.get("sec-fetch-site")
+    if site and site not in ("same-origin", "none"):
+        return f"Sec-Fetch-Site: {site}"
+    origin = request.headers.get("origin")
+    if origin is not None:
+        expected = request.headers.get("x-forwarded-host") or request.headers.get("host")
+        if origin == "null" or urlsplit(origin).netloc != expected:
+            return f"Origin: {origin}"
+    return None
+
+
 @router.post("/login")
 async def login(request: Request):
+    other = cross_site(request)
+    if other:
+        return page("login.html", 403, why=f"a sign-in sent from another site is refused ({other})",
+                    hint="open this server's own /login and sign in there")
     token = (await form(request)).get("token", "").strip()
     try:
         authenticate(request.app.state.store, token)

@@ -31,7 +31,7 @@ from ..access.tokens import Principal
 from ..errors import FluxaError
 from .auth import require
 from .errors import ApiError, not_found, refused
-from .reading import incidents_of
+from .reading import Id, IncidentId, incidents_of
 from .shown import shown
 
 _clients_lock = threading.Lock()
@@ -49,7 +49,7 @@ class OpenBody(Body):
     source: Literal["manual", "report", "event", "finding"] = "manual"
     kind: Optional[str] = Field(None, description="Report kind (user, support, internal, alert) or system event.")
     description: str = ""
-    findings: list[int] = Field(default_factory=list, description="Check findings to link.")
+    findings: list[Id] = Field(default_factory=list, description="Check findings to link.")
     db: Optional[str] = Field(None, description="The application database affected, if known.")
     started_at: Optional[datetime] = Field(None, description="When the problem began, if known.")
     drill: bool = Field(False, description="A drill, not a real incident: its notifications say [DRILL].")
@@ -82,11 +82,11 @@ class ResolveBody(Body):
 
 
 class CloseBody(Body):
-    duplicate_of: Optional[int] = Field(None, description="Close it as a duplicate of this incident.")
+    duplicate_of: Optional[Id] = Field(None, description="Close it as a duplicate of this incident.")
 
 
 class AttachBody(Body):
-    findings: list[int] = Field(..., min_length=1)
+    findings: list[Id] = Field(..., min_length=1)
 
 
 class LinkBody(Body):
@@ -113,11 +113,11 @@ class IntakeBody(Body):
 
 
 class RetryBody(Body):
-    incident: Optional[int] = Field(None, description="Only this incident's notifications (default: all).")
+    incident: Optional[Id] = Field(None, description="Only this incident's notifications (default: all).")
 
 
 class MergeBody(Body):
-    duplicates: list[int] = Field(..., min_length=1, description="Incidents to close as duplicates of this one.")
+    duplicates: list[Id] = Field(..., min_length=1, description="Incidents to close as duplicates of this one.")
     reason: Optional[str] = Field(None, description="Why they are the same (recorded).")
 
 
@@ -227,7 +227,7 @@ def notify_retry(request: Request, body: RetryBody, who: Principal = Depends(res
 
 
 @router.post("/{incident_id}/ack")
-def acknowledge(request: Request, incident_id: int, who: Principal = Depends(responder)):
+def acknowledge(request: Request, incident_id: IncidentId, who: Principal = Depends(responder)):
     """Acknowledge: the response has begun (`incident ack`)."""
     api = _existing(request, incident_id)
     with refused(409):
@@ -235,7 +235,7 @@ def acknowledge(request: Request, incident_id: int, who: Principal = Depends(res
 
 
 @router.post("/{incident_id}/assign")
-def assign(request: Request, incident_id: int, body: AssignBody, who: Principal = Depends(responder)):
+def assign(request: Request, incident_id: IncidentId, body: AssignBody, who: Principal = Depends(responder)):
     """Assign a person to a role (`incident assign`)."""
     api = _existing(request, incident_id)
     with refused(400):
@@ -243,7 +243,7 @@ def assign(request: Request, incident_id: int, body: AssignBody, who: Principal 
 
 
 @router.post("/{incident_id}/escalate")
-def escalate(request: Request, incident_id: int, body: EscalateBody, who: Principal = Depends(responder)):
+def escalate(request: Request, incident_id: IncidentId, body: EscalateBody, who: Principal = Depends(responder)):
     """Escalate or de-escalate by hand, with a reason (`incident escalate`)."""
     api = _existing(request, incident_id)
     with refused(400):
@@ -251,7 +251,7 @@ def escalate(request: Request, incident_id: int, body: EscalateBody, who: Princi
 
 
 @router.post("/{incident_id}/note")
-def note(request: Request, incident_id: int, body: NoteBody, who: Principal = Depends(responder)):
+def note(request: Request, incident_id: IncidentId, body: NoteBody, who: Principal = Depends(responder)):
     """Add a note to the timeline (`incident note`)."""
     api = _existing(request, incident_id)
     with refused(400):
@@ -259,7 +259,7 @@ def note(request: Request, incident_id: int, body: NoteBody, who: Principal = De
 
 
 @router.post("/{incident_id}/status")
-def set_status(request: Request, incident_id: int, body: StatusBody, who: Principal = Depends(responder)):
+def set_status(request: Request, incident_id: IncidentId, body: StatusBody, who: Principal = Depends(responder)):
     """Move the incident along its lifecycle (`incident status`)."""
     api = _existing(request, incident_id)
     with refused(409):
@@ -268,7 +268,7 @@ def set_status(request: Request, incident_id: int, body: StatusBody, who: Princi
 
 
 @router.post("/{incident_id}/resolve")
-def resolve(request: Request, incident_id: int, body: ResolveBody, who: Principal = Depends(responder)):
+def resolve(request: Request, incident_id: IncidentId, body: ResolveBody, who: Principal = Depends(responder)):
     """Resolve (`incident resolve`)."""
     api = _existing(request, incident_id)
     with refused(409):
@@ -276,7 +276,7 @@ def resolve(request: Request, incident_id: int, body: ResolveBody, who: Principa
 
 
 @router.post("/{incident_id}/close")
-def close(request: Request, incident_id: int, body: CloseBody, who: Principal = Depends(responder)):
+def close(request: Request, incident_id: IncidentId, body: CloseBody, who: Principal = Depends(responder)):
     """Close a resolved incident, or close it as a duplicate of another (`incident close`)."""
     api = _existing(request, incident_id)
     with refused(409):
@@ -287,7 +287,7 @@ def close(request: Request, incident_id: int, body: CloseBody, who: Principal = 
 
 
 @router.post("/{incident_id}/merge")
-def merge(request: Request, incident_id: int, body: MergeBody, who: Principal = Depends(responder)):
+def merge(request: Request, incident_id: IncidentId, body: MergeBody, who: Principal = Depends(responder)):
     """Merge duplicates into this incident: their findings, backups and restores move over; they
     close (`incident merge`)."""
     api = _existing(request, incident_id)
@@ -298,7 +298,7 @@ def merge(request: Request, incident_id: int, body: MergeBody, who: Principal = 
 
 
 @router.post("/{incident_id}/contain")
-def contain(request: Request, incident_id: int, body: ContainBody, who: Principal = Depends(responder)):
+def contain(request: Request, incident_id: IncidentId, body: ContainBody, who: Principal = Depends(responder)):
     """Contain (phase 1): read-only collections and paused features, enforced on the application
     database and recorded (`incident contain`); ``containment_result`` says what was done."""
     api = _existing(request, incident_id)
@@ -311,7 +311,7 @@ def contain(request: Request, incident_id: int, body: ContainBody, who: Principa
 
 
 @router.post("/{incident_id}/lift")
-def lift(request: Request, incident_id: int, body: LiftBody, who: Principal = Depends(responder)):
+def lift(request: Request, incident_id: IncidentId, body: LiftBody, who: Principal = Depends(responder)):
     """Lift containment (phase 5): everything, or only read_only / the named features (`incident lift`)."""
     api = _existing(request, incident_id)
     db = _app_db(request, api, incident_id, body.db)
@@ -320,7 +320,7 @@ def lift(request: Request, incident_id: int, body: LiftBody, who: Principal = De
 
 
 @router.post("/{incident_id}/attach")
-def attach(request: Request, incident_id: int, body: AttachBody, who: Principal = Depends(responder)):
+def attach(request: Request, incident_id: IncidentId, body: AttachBody, who: Principal = Depends(responder)):
     """Attach check findings (`incident attach`)."""
     api = _existing(request, incident_id)
     with refused(400):
@@ -328,7 +328,7 @@ def attach(request: Request, incident_id: int, body: AttachBody, who: Principal 
 
 
 @router.post("/{incident_id}/link")
-def link(request: Request, incident_id: int, body: LinkBody, who: Principal = Depends(responder)):
+def link(request: Request, incident_id: IncidentId, body: LinkBody, who: Principal = Depends(responder)):
     """Link backups and restores; set the recovery point and when the problem began (`incident link`)."""
     api = _existing(request, incident_id)
     with refused(400):
@@ -337,7 +337,7 @@ def link(request: Request, incident_id: int, body: LinkBody, who: Principal = De
 
 
 @router.post("/{incident_id}/checklist/{item}")
-def checklist_item(request: Request, incident_id: int, item: str, body: ChecklistBody,
+def checklist_item(request: Request, incident_id: IncidentId, item: str, body: ChecklistBody,
                    who: Principal = Depends(responder)):
     """Tick a checklist item, run its action, or reassign it (`incident phase ID ITEM
     --done/--run/--owner`). A run whose action did not report done leaves the item open and says
@@ -354,7 +354,7 @@ def checklist_item(request: Request, incident_id: int, item: str, body: Checklis
 
 
 @router.post("/{incident_id}/comms/{template}")
-def comms(request: Request, incident_id: int, template: Literal["initial", "progress", "resolution"],
+def comms(request: Request, incident_id: IncidentId, template: Literal["initial", "progress", "resolution"],
           body: CommsBody, who: Principal = Depends(responder)):
     """Render a status-page template, or publish it (`incident comms [--publish]`)."""
     api = _existing(request, incident_id)
@@ -365,7 +365,7 @@ def comms(request: Request, incident_id: int, template: Literal["initial", "prog
 
 
 @router.post("/{incident_id}/postmortem")
-def postmortem(request: Request, incident_id: int, body: ReviewBody, who: Principal = Depends(responder)):
+def postmortem(request: Request, incident_id: IncidentId, body: ReviewBody, who: Principal = Depends(responder)):
     """Fill the root-cause review (when the body says anything) and return the postmortem:
     numbers and Markdown (`incident postmortem --root-cause/--factor/--lesson/--action-item`)."""
     api = _existing(request, incident_id)
@@ -376,7 +376,7 @@ def postmortem(request: Request, incident_id: int, body: ReviewBody, who: Princi
 
 
 @router.post("/{incident_id}/review")
-def review(request: Request, incident_id: int, body: ReviewBody, who: Principal = Depends(responder)):
+def review(request: Request, incident_id: IncidentId, body: ReviewBody, who: Principal = Depends(responder)):
     """Fill the root-cause review (`incident postmortem --root-cause/--factor/--lesson/--action-item`)."""
     api = _existing(request, incident_id)
     with refused(400):

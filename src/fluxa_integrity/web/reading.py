@@ -8,9 +8,10 @@ dead runs failed): reading the API never changes the store.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import Field
 
 from ..access.tokens import Principal
 from ..incidents.lifecycle import STATUSES
@@ -19,6 +20,9 @@ from .errors import ApiError, not_found
 from .shown import columns, shown
 
 router = APIRouter(prefix="/api")
+MAX_ID = 2**31 - 1  # ids are INTEGER columns: 32 bits on PostgreSQL; a larger one is malformed (422), not a 500
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+IncidentId = Annotated[int, Path(ge=1, le=MAX_ID, description="Incident id.")]
 viewer = require("viewer")
 IncidentStatus = Literal["live", "open", "acknowledged", "investigating", "recovering", "resolved", "closed"]
 assert set(IncidentStatus.__args__) == {"live", *STATUSES}  # the query's choices are the lifecycle's
@@ -48,7 +52,7 @@ def list_incidents(request: Request, status: Optional[IncidentStatus] = Query(No
 
 
 @router.get("/incidents/{incident_id}", tags=["incidents"])
-def show_incident(request: Request, incident_id: int, who: Principal = Depends(viewer)):
+def show_incident(request: Request, incident_id: IncidentId, who: Principal = Depends(viewer)):
     """One incident with its clocks, timeline, notifications and publications (`incident show --json`)."""
     api = incidents_of(request)
     with not_found():
@@ -58,28 +62,28 @@ def show_incident(request: Request, incident_id: int, who: Principal = Depends(v
 
 
 @router.get("/incidents/{incident_id}/timeline", tags=["incidents"])
-def incident_timeline(request: Request, incident_id: int, who: Principal = Depends(viewer)):
+def incident_timeline(request: Request, incident_id: IncidentId, who: Principal = Depends(viewer)):
     """The hash-chained timeline, oldest first."""
     with not_found():
         return shown(who, incidents_of(request).timeline(incident_id))
 
 
 @router.get("/incidents/{incident_id}/checklist", tags=["incidents"])
-def incident_checklist(request: Request, incident_id: int, who: Principal = Depends(viewer)):
+def incident_checklist(request: Request, incident_id: IncidentId, who: Principal = Depends(viewer)):
     """The five phases' checklists with owners and windows (`incident phase ID`)."""
     with not_found():
         return shown(who, incidents_of(request).checklist(incident_id))
 
 
 @router.get("/incidents/{incident_id}/clocks", tags=["incidents"])
-def incident_clocks(request: Request, incident_id: int, who: Principal = Depends(viewer)):
+def incident_clocks(request: Request, incident_id: IncidentId, who: Principal = Depends(viewer)):
     """Deadlines, time left, phase windows and the next escalation (`incident clocks`)."""
     with not_found():
         return shown(who, incidents_of(request).clocks(incident_id))
 
 
 @router.get("/incidents/{incident_id}/postmortem", tags=["incidents"])
-def incident_postmortem(request: Request, incident_id: int, who: Principal = Depends(viewer)):
+def incident_postmortem(request: Request, incident_id: IncidentId, who: Principal = Depends(viewer)):
     """The postmortem as it stands: numbers and Markdown (`incident postmortem`)."""
     with not_found():
         return shown(who, incidents_of(request).postmortem(incident_id))
