@@ -13,7 +13,8 @@ Shape of a run (everything on a FerretDB and a $FLUXA_HOME of its own, in a temp
    the run begins when its first full backup of ``app`` is cataloged;
 3. a writer thread sends chat traffic to ``app`` (a message, its log, the conversation's counter and
    date; every 7th write a user's preferences with a field removed, every 11th a log deleted);
-4. at K moments spread over the run the writers are paused (the chat writer between two writes, the
+4. at K moments spread over the run (each at least 2 s of chat writes after the previous one, whatever
+   the time a copy took) the writers are paused (the chat writer between two writes, the
    generate between two commands, see below), the moment is read from the clock, and a copy is taken:
    a SHA-256 of every document's raw BSON, per collection, of ``app`` and ``bulk``; then both resume.
    One moment falls inside the generate: it pauses itself once it has inserted more documents than
@@ -387,6 +388,7 @@ def run(cfg: Config) -> dict:
         gen: subprocess.Popen | None = None
         gwatch: LineWatch | None = None
         gen_info: dict = {}
+        writes_at_last = 0
         for k, mark in enumerate(marks):
             while time.monotonic() - t0 < mark:  # the run's own schedule, not a wait for readiness
                 loads.append(os.getloadavg())
@@ -395,6 +397,9 @@ def run(cfg: Config) -> dict:
                 if serve.poll() is not None:
                     raise RuntimeError(f"serve exited early ({serve.returncode}):\n{swatch.text[-3000:]}")
                 time.sleep(min(1.0, max(0.0, mark - (time.monotonic() - t0))))
+            if moments:  # a long copy may use up the time to the next mark: some chat writes come between
+                need = writes_at_last + max(10, int(cfg.rate * 2))
+                wait_until(lambda: writer.writes >= need or writer.error, f"{need} chat writes before moment {k + 1}")
             if k == k_gen:
                 gen_args = [sys.executable, str(Path(__file__).resolve()), "generate-child",
                             "--pause-after", str(cfg.oplog_entries * 3 // 2), "--", "fluxa", "generate",
@@ -423,6 +428,7 @@ def run(cfg: Config) -> dict:
                 moments.append(_take(client, writer, k, False))
                 writer.resume()
             m = moments[-1]
+            writes_at_last = writer.writes
             log(f"moment {k + 1}/{cfg.moments} at {m.at} (t+{time.monotonic() - t0:.0f}s, copy "
                 f"{m.copy_seconds}s{', during the generate' if m.during_generate else ''}): "
                 f"app {sum(len(v) for v in m.copy['app'].values())} docs, bulk {sum(len(v) for v in m.copy['bulk'].values())}")
