@@ -26,7 +26,7 @@ def full(report, samples: bool = True) -> list:
                    sorted(map(str, f.ids)), repr(f.samples) if samples else None) for f in report.findings)
 
 
-@pytest.mark.parametrize("users,per_kind", [(80, 2), (300, 6)])
+@pytest.mark.parametrize("users,per_kind", [(80, 2), (200, 6)])
 def test_partitions_of_backup_files_find_exactly_what_one_pass_finds(mongo_uri, db, tmp_path, users, per_kind):
     policy = default_policy()
     generate(db, GenerateOptions(users=users, seed=users))
