@@ -31,7 +31,7 @@ def _run(mongo_uri, db, policy, **kw):
     return run_checks(mongo_uri, db.name, policy, RunOptions(keep_ids=True, **kw))
 
 
-@pytest.mark.parametrize("users,per_kind", [(120, 4), (400, 10)])
+@pytest.mark.parametrize("users,per_kind", [(120, 4), (200, 10)])
 def test_every_injected_fault_found_and_clean_data_is_clean(mongo_uri, db, policy, tmp_path, users, per_kind):
     generate(db, GenerateOptions(users=users, seed=users))
     clean = _run(mongo_uri, db, policy)
@@ -95,7 +95,7 @@ def test_findings_carry_evidence(mongo_uri, db, policy, tmp_path):
 # -- the playbook's own queries, run by the server, agree with the scanner ----------------------
 
 def test_playbook_queries_agree_with_the_scanner(mongo_uri, db, policy, tmp_path):
-    generate(db, GenerateOptions(users=200, seed=6))
+    generate(db, GenerateOptions(users=120, seed=6))
     t0 = datetime.now(UTC) - timedelta(seconds=5)
     inject(db, Manifest(tmp_path / "m.json", db.name), "all", 5, seed=6)
     found = {(f.rule_id, f.variant): set(f.ids) for f in _run(mongo_uri, db, policy).findings}
