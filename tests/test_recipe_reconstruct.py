@@ -127,6 +127,11 @@ def test_filters_keep_the_plan_to_a_user_a_conversation_or_a_window(lost):
     by_conv = recipe(NAME).build(_ctx(db), conversation=str(one["conversationId"]))
     want = sorted(d["_id"] for d in lost_docs if d["conversationId"] == one["conversationId"])
     assert sorted(c.id for c in by_conv.changes if c.op == "insert") == want
+    # several conversations in one plan: exactly the union of each one's
+    other = next(d for d in lost_docs if d["conversationId"] != one["conversationId"])
+    both = recipe(NAME).build(_ctx(db), conversation=[str(one["conversationId"]), str(other["conversationId"])])
+    assert sorted(c.id for c in both.changes if c.op == "insert") == sorted(
+        d["_id"] for d in lost_docs if d["conversationId"] in (one["conversationId"], other["conversationId"]))
     by_user = recipe(NAME).build(_ctx(db), user=str(one["userId"]))
     assert sorted(c.id for c in by_user.changes if c.op == "insert") == \
         sorted(d["_id"] for d in lost_docs if d["userId"] == one["userId"])

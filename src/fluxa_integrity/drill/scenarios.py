@@ -160,11 +160,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         steps=(
             # first: what no audit record explains is rebuilt from the logs (the audited deletions it
             # leaves to undelete, which would otherwise also find the lost ones in the oplog)
-            # scoped to the conversations the counter finding names, as a responder would: the
-            # whole collection's logs cost one lookup per log entry on a big database
+            # scoped to the conversations the counter finding names, as a responder would (the
+            # whole collection's logs cost one lookup per log entry on a big database), all of
+            # them in one plan: one read of the logs, not one per conversation
             Step("reconstruct-from-logs",
-                 lambda f: [{"collection": m.MESSAGES, "conversation": str(c)}
-                            for c in f.found.get(f"{m.CONVERSATIONS}.messageCount", [])],
+                 lambda f: [{"collection": m.MESSAGES, "conversation": convs}
+                            for convs in [[str(c) for c in f.found.get(f"{m.CONVERSATIONS}.messageCount", [])]]
+                            if convs],
                  "Reconstruct data from logs (the messages lost without an audit record)"),
             Step("undelete", lambda f: {"collection": m.MESSAGES, "since": f.before_fault, "hard": True},
                  "Restore specific data from backups (deletions found in the audit log)"),

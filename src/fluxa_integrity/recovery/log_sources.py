@@ -141,12 +141,14 @@ class LogReader:
             doc[self.time_field] = t.replace(microsecond=t.microsecond // 1000 * 1000)
         return doc
 
-    def keep(self, e: LogEntry, user=None, group=None, since=None, until=None) -> bool:
+    def keep(self, e: LogEntry, user=None, group=None, since=None, until=None, groups: Iterable | None = None) -> bool:
         """The collection query's filter, for file entries."""
         d = e.doc
         if user is not None and d.get(self.user_field) != user:
             return False
         if group is not None and d.get(self.group_field) != group:
+            return False
+        if groups is not None and d.get(self.group_field) not in list(groups):
             return False
         t = aware(d.get(self.time_field))
         if since is not None and not (isinstance(t, datetime) and t >= since):

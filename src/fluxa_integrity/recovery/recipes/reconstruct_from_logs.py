@@ -118,18 +118,22 @@ class _Builder:
 
 
 def build(ctx: RecipeContext, collection: str | None = None, user: str | None = None,
-          conversation: str | None = None, since: datetime | None = None, until: datetime | None = None,
+          conversation: str | list[str] | None = None, since: datetime | None = None, until: datetime | None = None,
           log_file: list[str] | None = None, audited: bool = False) -> Plan:
     coll = _collection(ctx.policy, collection)
     b = _Builder(ctx, coll)
     spec, db = b.spec, ctx.db
-    user_id, group_id = parse_id(user), parse_id(conversation)
+    # one conversation or several: several are one read of the logs and one of the collection
+    # (FerretDB scans a whole collection for any filter but _id, so N plans would be N scans each)
+    wanted = [conversation] if isinstance(conversation, str) else list(conversation or [])
+    user_id = parse_id(user)
+    group_ids = [parse_id(c) for c in wanted] or None
     since, until = parse_time(since, "--since"), parse_time(until, "--until")
     if since and until and since > until:
         raise FluxaError(f"--since {since.isoformat()} is after --until {until.isoformat()}", "swap them")
     file_entries = b.reader.from_files(log_file or [])
-    entries = list(b.reader.from_collection(user_id, group_id, since, until))
-    entries += [e for e in file_entries if b.reader.keep(e, user_id, group_id, since, until)]
+    entries = list(b.reader.from_collection(user_id, None, since, until, groups=group_ids))
+    entries += [e for e in file_entries if b.reader.keep(e, user_id, None, since, until, groups=group_ids)]
     ctx.tick("log entries read", len(entries), len(entries))
 
     candidates: dict[bytes, tuple[dict, LogEntry]] = {}
@@ -187,7 +191,7 @@ def build(ctx: RecipeContext, collection: str | None = None, user: str | None = 
                               f"{aware(e.doc.get(b.reader.time_field)):%Y-%m-%d %H:%M:%S}Z)", dc.name if dc else None))
     counters, counter_rules = counter_changes(db, ctx.policy, coll, [c.after for c in changes], "rebuilt from logs")
     changes += counters
-    scope = ", ".join(f"{k} {v}" for k, v in (("user", user), ("conversation", conversation),
+    scope = ", ".join(f"{k} {v}" for k, v in (("user", user), ("conversation", ", ".join(wanted)),
                                                ("since", since and since.isoformat()),
                                                ("until", until and until.isoformat())) if v) or "the whole log"
     files = f" + {len(log_file)} log file(s)" if log_file else ""
@@ -284,7 +288,8 @@ register(RecipeSpec(
     summary="Rebuild missing documents (chat messages) of a user, conversation or time window from the logs.",
     params=[
         Param("user", "Only this user's entries (the user id, e.g. an ObjectId in hex)."),
-        Param("conversation", "Only this conversation's entries (the policy's group field, e.g. conversationId)."),
+        Param("conversation", "Only this conversation's entries (the policy's group field, e.g. conversationId); "
+                              "repeat it for several, read in one pass.", multiple=True),
         Param("since", "Only entries at or after this time.", type=datetime),
         Param("until", "Only entries at or before this time.", type=datetime),
         Param("log-file", "A JSON-lines application log file with the log collection's fields.",
