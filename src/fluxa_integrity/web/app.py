@@ -10,7 +10,8 @@ caused it: it is logged, and queued for retry as with the CLI (`incident notify-
 The responder's console (console.py: HTML pages at /, /login, /incidents/ID, a session cookie and
 CSRF-checked forms) and the public status page (status_page.py: /status, /status/feed.atom) are
 routes of the same app over the same functions; their templates and CSS ship in web/templates
-and web/static (pages.py renders them).
+and web/static (pages.py renders them). backups_page.py draws /console/backups (backups, restores, the
+oplog archive's windows and gaps, RPO/RTO, drills) from reading.py's routes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .. import __version__
 
 from . import console, errors, incident_actions, reading, recovery_routes, status_page, token_routes
 from . import trends  # the console's plots (/console/trends)
+from . import backups_page  # the console's backups page (/console/backups)
 from .pages import STATIC
 
 log = logging.getLogger("fluxa_integrity.web")
@@ -61,6 +63,7 @@ def create_app(incidents=None, policy=None) -> FastAPI:
     console.install(app)
     app.include_router(console.router)
     app.include_router(trends.router)
+    app.include_router(backups_page.router)
     app.include_router(recovery_routes.pages)  # the console's plan pages
     app.include_router(status_page.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -1,4 +1,5 @@
-"""Routes that read (viewer and up): incidents, findings, check runs, backups, recovery plans, jobs.
+"""Routes that read (viewer and up): incidents, findings, check runs, backups, restores, RPO/RTO, the oplog
+archive's coverage, drills, recovery plans, jobs.
 
 Each calls the function its CLI command calls (named in the route's docstring) and returns its
 result JSON-ready and masked for the caller (shown.py). An unknown id is a 404 with the domain's
@@ -148,6 +149,96 @@ def show_backup(request: Request, backup_id: str, who: Principal = Depends(viewe
         row = catalog.get_backup(store, backup_id)
     return shown(who, catalog.as_dict(row, catalog.latest_verifications(store).get(row.id)))
 
+
+
+# -- restores, objectives, the oplog archive, drills ----------------------------------------------
+
+RestoreId = Annotated[int, Path(ge=1, le=MAX_ID, description="Restore id (`restore run` prints it).")]
+DbName = Annotated[Optional[str], Query(min_length=1, max_length=200, description="The application database "
+                                        "(default: FLUXA_DB, config.yaml's db, else fluxa).")]
+
+
+def app_db(db: Optional[str]) -> str:
+    """The application database as the CLI's `rpo status` finds it: the query's, FLUXA_DB, config.yaml's, fluxa."""
+    import os
+
+    from ..config import DEFAULT_DB, load_config_file
+
+    return db or os.environ.get("FLUXA_DB") or load_config_file().get("db") or DEFAULT_DB
+
+
+@router.get("/restores", tags=["backups"])
+def list_restores(request: Request,
+                  backup: Optional[str] = Query(None, min_length=1, max_length=64, description="Only restores of "
+                                                "this backup (its full id)."),
+                  target_db: Optional[str] = Query(None, min_length=1, max_length=200, description="Only restores "
+                                                   "into this database."),
+                  limit: int = Query(50, ge=1, le=1000, description="At most this many, newest first."),
+                  who: Principal = Depends(viewer)):
+    """Restores into separate databases (`restore run`), newest first: backup, source and target
+    database, collections, filter, status, times, the point in time of a point-in-time restore."""
+    from ..restore.runs import list_restores as rows
+
+    return shown(who, rows(store_of(request), backup=backup, target_db=target_db, limit=limit))
+
+
+@router.get("/restores/{restore_id}", tags=["backups"])
+def show_restore(request: Request, restore_id: RestoreId, who: Principal = Depends(viewer)):
+    """One restore with its per-collection progress and, for a point-in-time restore, its replay."""
+    from ..restore.runs import get_restore
+
+    with not_found():
+        return shown(who, get_restore(store_of(request), restore_id))
+
+
+@router.get("/rpo", tags=["backups"])
+def rpo(request: Request, db: DbName = None, who: Principal = Depends(viewer)):
+    """RPO per data class: the age of the newest recoverable point against its RPO, and the oplog
+    archive's gaps (`rpo status --json`: the same `breached`, `data_classes`, `oplog_gaps`)."""
+    from ..backup.archive_catalog import coverage
+    from ..backup.objectives import rpo_status
+
+    store, name = store_of(request), app_db(db)
+    rows = rpo_status(store, incidents_of(request).policy, name)
+    _, gaps = coverage(store)
+    return shown(who, {"db": name, "breached": any(r["status"] == "breached" for r in rows), "data_classes": rows,
+                       "oplog_gaps": gaps})
+
+
+@router.get("/rto", tags=["backups"])
+def rto(request: Request, db: Optional[str] = Query(None, min_length=1, max_length=200, description="Only restore "
+                                                      "times measured on backups of this database."),
+        who: Principal = Depends(viewer)):
+    """RTO per data class: the restore time the latest verification drill measured against its RTO
+    (`rto status --json`; a class never measured is `unmeasured`)."""
+    from ..backup.objectives import rto_status
+
+    rows = rto_status(store_of(request), incidents_of(request).policy, db)
+    return shown(who, {"breached": any(r["status"] == "breached" for r in rows), "data_classes": rows})
+
+
+@router.get("/archive/coverage", tags=["backups"])
+def archive_coverage(request: Request, who: Principal = Depends(viewer)):
+    """The oplog archive's windows of continuous coverage and the gaps between them, from the
+    catalog (`backup oplog-status --json` without the live server's check and without `--deep`):
+    no point in time inside a gap can be restored."""
+    from ..backup.archive_catalog import caught_up, coverage
+
+    store = store_of(request)
+    windows, gaps = coverage(store)
+    proofs = caught_up(store)
+    return shown(who, {"windows": [{**w.as_dict(), "caught_up_at": proofs.get(w.last)} for w in windows],
+                       "gaps": gaps, "broken": bool(gaps)})
+
+
+@router.get("/drills", tags=["drills"])
+def list_drills(who: Principal = Depends(viewer)):
+    """The drills run on this machine, newest first, from what they keep under $FLUXA_HOME/drills:
+    a passed run's postmortem (scenario, database, time, its incident), a latest run that did not
+    pass by its fault manifest. No POST: a drill runs for minutes - run `fluxa-integrity drill`."""
+    from ..drill.kept import kept_drills
+
+    return shown(who, kept_drills())
 
 # -- recovery plans -----------------------------------------------------------------------------
 
