@@ -19,7 +19,9 @@ from datetime import datetime
 from typing import Callable
 
 import numpy as np
+from pymongo.errors import PyMongoError
 
+from ..errors import FluxaError
 from ..mongo.connection import connect
 from ..policy.rules import (CopiedFieldRule, DeletionsRule, ReferenceRule, SyncRule, TimestampOrderRule,
                             UniqueRule)
@@ -96,7 +98,14 @@ def scan(spec: PassSpec, progress: Progress | None = None) -> "_Scanner":
     checks/partitions.py can merge the scanners of several partitions before finishing."""
     if spec.source is not None:
         return _consume(spec, spec.source.batches(spec.batch_size), progress)
-    client = connect(spec.uri)
+    try:
+        client = connect(spec.uri)
+    except FluxaError as exc:
+        # the run connected before planning: a pass that cannot connect now lost the server mid-run,
+        # the same failure as a getMore's (the CLI records the run failed), not bad input
+        if isinstance(exc.__cause__, PyMongoError):
+            raise exc.__cause__ from None
+        raise
     try:
         db = client[spec.source_db or spec.db]
         flt = dict(spec.filter)
