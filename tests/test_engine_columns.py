@@ -166,3 +166,28 @@ def test_reference_odd_values_keep_document_order():
             elif item not in known:
                 want_dangling.append(d["_id"])
     assert got["dangling"] == want_dangling and got["null"] == want_null
+
+
+def test_lookups_in_any_order_answer_each_query_in_place():
+    """KeySet.contains and Facts.rows sort a batch's lookups for the caches: each answer must
+    still land on its own query, for shuffled, sorted and repeated hashes."""
+    from fluxa_integrity.checks.facts import Facts
+
+    rng = np.random.default_rng(3)
+    ids = [ObjectId() for _ in range(3000)]
+    hashes = key_hashes(ids)
+    keys = KeySet()
+    for part in np.array_split(hashes, 7):  # several chunks, as a growing set has
+        keys.add_many(part)
+    facts = Facts([])
+    for i in ids:
+        facts.add({"_id": i})
+    row_of = {int(h): r for r, h in enumerate(facts.freeze().hashes.tolist())}
+    unknown = key_hashes([ObjectId() for _ in range(500)])
+    for queries in (np.concatenate([rng.choice(hashes, 2000), unknown]), np.sort(hashes[:800]),
+                    np.repeat(hashes[:5], 3)):
+        queries = queries.copy()
+        if len(queries) > 100:
+            rng.shuffle(queries)
+        assert keys.contains(queries).tolist() == [int(q) in row_of for q in queries]
+        assert facts.rows(queries).tolist() == [row_of.get(int(q), -1) for q in queries]

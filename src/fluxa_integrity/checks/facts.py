@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from .columns import Batch
+from .keyset import sorted_queries
 from .values import MISSING, MissingType, get_path, key_hash
 
 NONE = np.iinfo(np.int64).min  # "no value of this kind" in a column
@@ -85,9 +86,13 @@ class Facts:
         self.freeze()
         if len(self.hashes) == 0:
             return np.full(len(hashes), -1, dtype=np.int64)
-        idx = np.searchsorted(self.hashes, hashes)
+        order, queries = sorted_queries(hashes)  # cache-friendly: see keyset.sorted_queries
+        idx = np.searchsorted(self.hashes, queries)
         idx[idx >= len(self.hashes)] = 0
-        return np.where(self.hashes[idx] == hashes, idx, -1)
+        rows = np.where(self.hashes[idx] == queries, idx, -1)
+        if order is not None:
+            rows[order] = rows.copy()
+        return rows
 
     def value_hash(self, field: str) -> np.ndarray:
         return self.cols[field][0]
