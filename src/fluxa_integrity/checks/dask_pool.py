@@ -41,7 +41,7 @@ from dataclasses import replace
 from functools import partial
 
 from ..errors import FluxaError
-from .partitions import Partial, Split, merge, run_partition
+from .partitions import Split, assemble, jobs, run_partition
 from .scan import PassResult, PassSpec, run_pass
 from .sources import FileSegment
 
@@ -160,17 +160,14 @@ class DaskPool:
         done_q: queue.Queue = queue.Queue()
         tag = uuid.uuid4().hex[:8]
         try:
-            for i, sp in enumerate(splits):
-                jobs = [("whole", sp.parts[0])] if len(sp.parts) == 1 and sp.uniques is None else (
-                    list(enumerate(sp.parts)) + ([("uniques", sp.uniques)] if sp.uniques is not None else []))
-                for kind, spec in jobs:
-                    bare, names, values = remote_args(spec)
-                    # the unique-only pass reads the collection a second time: not counted on its bar again
-                    fut = client.submit(_remote, "whole" if kind == "whole" else "partition", bare,
-                                        self.topic if kind != "uniques" else None,
-                                        names, *values, pure=False, key=f"fluxa-check-{spec.collection}-{kind}-{tag}")
-                    futures[fut] = (i, kind)
-                    fut.add_done_callback(done_q.put)
+            for i, kind, spec in jobs(splits):
+                bare, names, values = remote_args(spec)
+                # the unique-only pass reads the collection a second time: not counted on its bar again
+                fut = client.submit(_remote, "whole" if kind == "whole" else "partition", bare,
+                                    self.topic if kind != "uniques" else None,
+                                    names, *values, pure=False, key=f"fluxa-check-{spec.collection}-{kind}-{tag}")
+                futures[fut] = (i, kind)
+                fut.add_done_callback(done_q.put)
             left = len(futures)
             while left:
                 try:
@@ -196,14 +193,7 @@ class DaskPool:
             self._lost(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", exc)
         finally:
             scattered.clear()
-        out: list[PassResult] = []
-        for i, sp in enumerate(splits):
-            if (i, "whole") in got:
-                out.append(got[(i, "whole")])
-            else:
-                parts: list[Partial] = [got[(i, k)] for k in range(len(sp.parts))]
-                out.append(merge(sp, parts, got.get((i, "uniques"))))
-        return out
+        return assemble(splits, got)
 
     def _check(self, fut, job: tuple, splits: list[Split]) -> None:
         """A finished task: fine, or the run stops with its error (or the cluster's)."""

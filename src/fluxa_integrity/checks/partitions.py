@@ -61,6 +61,32 @@ class Split:
     uniques: PassSpec | None = None
 
 
+def jobs(splits: list[Split]) -> list[tuple[int, object, PassSpec]]:
+    """The tasks of one level, for any pool: ``(split index, kind, spec)``, kind ``"whole"`` (a
+    pass not split), a partition number, or ``"uniques"`` (the unique-only pass)."""
+    out: list[tuple[int, object, PassSpec]] = []
+    for i, sp in enumerate(splits):
+        if len(sp.parts) == 1 and sp.uniques is None:
+            out.append((i, "whole", sp.parts[0]))
+        else:
+            out += [(i, k, p) for k, p in enumerate(sp.parts)]
+            if sp.uniques is not None:
+                out.append((i, "uniques", sp.uniques))
+    return out
+
+
+def assemble(splits: list[Split], got: dict) -> list[PassResult]:
+    """One PassResult per split from the tasks' results, ``got[(split index, kind)]``:
+    a whole pass as it came, partitions merged in their read order."""
+    out: list[PassResult] = []
+    for i, sp in enumerate(splits):
+        if (i, "whole") in got:
+            out.append(got[(i, "whole")])
+        else:
+            out.append(merge(sp, [got[(i, k)] for k in range(len(sp.parts))], got.get((i, "uniques"))))
+    return out
+
+
 def split(spec: PassSpec, parts: int, min_docs: int, db=None) -> Split:
     """Up to ``parts`` partitions of at least ``min_docs`` documents each. ``db``: the server's
     database handle when the pass reads a server (``spec.source`` None)."""

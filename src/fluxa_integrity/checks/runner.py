@@ -37,7 +37,7 @@ from ..policy.rules import (CopiedFieldRule, CorruptionRule, CountDropRule, Coun
 from .collection_rules import (audit_deletion_findings, corruption_findings, count_drop_findings,
                                counter_findings, sync_extra_findings)
 from .findings import DEFAULT_SAMPLES, Findings, FindingResult
-from .partitions import Partial, Split, merge, run_partition, split
+from .partitions import Split, assemble, jobs, run_partition, split
 from .scan import PassResult, PassSpec, run_pass
 from .sources import BackupFiles
 
@@ -411,17 +411,9 @@ class _Pool:
         """Whole passes and partitions of one level; partitions merged in their read order."""
         if len(splits) == 1 and len(splits[0].parts) == 1:
             return [run_pass(splits[0].parts[0], progress.advance)]
-        jobs: list[tuple] = []
-        for i, sp in enumerate(splits):
-            if len(sp.parts) == 1 and sp.uniques is None:
-                jobs.append((i, "whole", sp.parts[0]))
-            else:
-                jobs += [(i, k, p) for k, p in enumerate(sp.parts)]
-                if sp.uniques is not None:
-                    jobs.append((i, "uniques", sp.uniques))
         # the unique-only pass reads the collection a second time: not counted on its bar again
         futures = {self.pool.submit(run_pass if kind == "whole" else run_partition, spec,
-                                    _report if kind != "uniques" else None): (i, kind) for i, kind, spec in jobs}
+                                    _report if kind != "uniques" else None): (i, kind) for i, kind, spec in jobs(splits)}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -429,15 +421,7 @@ class _Pool:
             for f in done:
                 f.result()  # the first failure stops the level (and the run)
         _drain(self.q, progress)
-        out: list[PassResult] = []
-        for i, sp in enumerate(splits):
-            got = {kind: f.result() for f, (j, kind) in futures.items() if j == i}
-            if "whole" in got:
-                out.append(got["whole"])
-            else:
-                parts: list[Partial] = [got[k] for k in range(len(sp.parts))]
-                out.append(merge(sp, parts, got.get("uniques")))
-        return out
+        return assemble(splits, {job: f.result() for f, job in futures.items()})
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
