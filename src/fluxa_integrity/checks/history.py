@@ -35,7 +35,7 @@ def record_run(store: Store, report: RunReport) -> dict:
                        rules=report.rules, collections=report.collections,
                        stats=_json({"docs": report.docs, "seconds": round(report.seconds, 3),
                                     "warnings": report.warnings, "incremental": report.incremental,
-                                    "missing_collections": report.missing,
+                                    "missing_collections": report.missing, "changes": report.changes,
                                     "findings": len(report.findings)}))
         s.add(run)
         s.flush()

@@ -51,6 +51,7 @@ class Partial:
     pending: list
     self_order: SelfOrder | None
     watermark: datetime | None
+    deps: object = None  # checks/deps.Deps when the spec asked for them (check run --changes)
 
 
 @dataclass
@@ -146,7 +147,8 @@ def run_partition(spec: PassSpec, progress=None) -> Partial:
         ks.freeze()
     counts = {f: c.counter() if hasattr(c, "counter") else Counter(c) for f, c in sc.child_counts.items()}
     return Partial(spec.collection, sc.docs, time.perf_counter() - began, dict(sc.findings._acc), sc.keys,
-                   sc.facts, counts, sc.pending, sc.self_order, sc.watermark)
+                   sc.facts, counts, sc.pending, sc.self_order, sc.watermark,
+                   sc.deps.finish() if sc.deps is not None else None)
 
 
 def _add_acc(into: dict, key, acc: Accumulator, max_samples: int) -> None:
@@ -168,7 +170,7 @@ def _add_acc(into: dict, key, acc: Accumulator, max_samples: int) -> None:
 
 def merge(sp: Split, partials: list[Partial], uniques: Partial | None = None) -> PassResult:
     """One PassResult from the partials of ``sp.parts`` (in that order) and its unique-only pass."""
-    spec = replace(sp.spec, source=None, filter={})
+    spec = replace(sp.spec, source=None, filter={}, record_deps=False)
     sc = _Scanner(spec)  # its finish() resolves self-references and date order on the merged state
     sc.docs = sum(p.docs for p in partials)
     marks = [p.watermark for p in partials if p.watermark is not None]

@@ -62,6 +62,9 @@ class RunOptions:
     # run the passes and partitions on Dask (checks/dask_pool.py): "local" (a LocalCluster of
     # ``workers`` processes for this run) or "tcp://HOST:PORT" (an existing scheduler)
     dask: str | None = None
+    # read from the server only what the oplog says changed since the last --changes run, and
+    # evaluate only the parts of a local copy that changed (checks/changes_run.py); exact
+    changes: bool = False
 
 
 @dataclass
@@ -78,6 +81,7 @@ class RunReport:
     incremental: bool = False
     counts: dict[str, int] = field(default_factory=dict)  # full document counts: count-drop baselines
     missing: list[str] = field(default_factory=list)  # collections in scope absent from the database
+    changes: dict | None = None  # --changes: per collection, parts evaluated and reused, documents read
 
     @property
     def total_docs(self) -> int:
@@ -150,7 +154,7 @@ def plan(policy: Policy, existing: set[str], opts: RunOptions,
 
 def run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions | None = None,
                baselines: dict[str, int] | None = None, watermarks: dict[str, datetime] | None = None,
-               progress: ProgressSink | None = None, files: BackupFiles | None = None) -> RunReport:
+               progress: ProgressSink | None = None, files: BackupFiles | None = None, store=None) -> RunReport:
     """``files``: evaluate a backup's files (no server; ``uri`` is ignored). ``baselines`` are
     then the counts of the last run before the backup was taken, None when unknown (a dump)."""
     opts = opts or RunOptions()
@@ -160,6 +164,8 @@ def run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions |
     if files is not None and opts.incremental:
         raise FluxaError("--incremental reads what changed on a server since the last run; a backup is read whole",
                          "drop --incremental")
+    if opts.changes:
+        _changes_guard(opts, files)
     if opts.partitions not in ("auto", "on", "off"):
         raise FluxaError(f"unknown partitions mode {opts.partitions!r}", "use auto, on or off")
     if opts.dask is not None:
@@ -237,6 +243,10 @@ def run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions |
 
     imports: dict = {}
     results: dict[str, PassResult] = {}
+    mirror, old_exports, stored_refs, change_stats = None, {}, {}, {}
+    if opts.changes:
+        mirror, old_exports = _refresh_mirror(client, store, uri, db_name, active, existing)
+        warnings.extend(mirror.warnings)
     # the secondary systems' id sets come first: the primary's pass checks against them
     for coll, r, sec_db in secondary_passes:
         res = run_pass(PassSpec(uri=uri, db=db_name, source_db=sec_db, collection=r.secondary_collection,
@@ -280,7 +290,21 @@ def run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions |
                 progress.start(s.collection, files.count(s.collection) if files is not None else fast_count(db, s.collection))
             splits = [split(s, parts if partition else 1, opts.min_partition_docs,
                             db if files is None else None) for s in specs]
-            for res in (pool.run(splits, progress) if pool is not None else [run_pass(s, progress.advance) for s in specs]):
+            if mirror is not None:
+                done = []
+                for s in specs:
+                    if s.collection in mirror.copies:
+                        from .changes_run import CollectionStats, evaluate
+
+                        st = change_stats[s.collection] = CollectionStats()
+                        res, stored_refs[s.collection] = evaluate(mirror, mirror.copies[s.collection], s, old_exports,
+                                                                  progress.advance, st)
+                    else:
+                        res = run_pass(s, progress.advance)
+                    done.append(res)
+            else:
+                done = pool.run(splits, progress) if pool is not None else [run_pass(s, progress.advance) for s in specs]
+            for res in done:
                 _collect(res, imports, results, progress)
             for c in level:  # a referenced collection that does not exist has no keys at all
                 for f in keys_needed.get(c, ()):
@@ -328,6 +352,9 @@ def run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions |
             wm_out[coll] = (policy.collections[coll].watermark_field, max(res.watermark, prev) if prev else res.watermark)
     if client is not None:
         client.close()
+    if mirror is not None:  # the run is complete: its copy and results become the next run's start
+        mirror.commit(stored_refs, {k: v for k, v in imports.items()
+                                    if k[0] in ("keys", "facts") and not k[1].startswith("secondary:")})
     rule_index = {r.id: r for _, r in policy.iter_rules()}
     for f in findings:
         r = rule_index.get(f.rule_id)
@@ -339,8 +366,36 @@ def run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions |
     report = RunReport(database=files.label if files is not None else db_name, started_at=now, seconds=time.perf_counter() - began,
                        collections=sorted(c for c, r in active.items() if r), rules=evaluated, docs=docs,
                        findings=findings, warnings=warnings, watermarks=wm_out, incremental=opts.incremental,
-                       counts=counts_now, missing=missing)
+                       counts=counts_now, missing=missing,
+                       changes={c: vars(st) for c, st in change_stats.items()} if mirror is not None else None)
     return report
+
+
+def _changes_guard(opts: RunOptions, files) -> None:
+    if files is not None:
+        raise FluxaError("--changes follows a live database's oplog; a backup is read whole", "drop --changes")
+    if opts.incremental:
+        raise FluxaError("--changes and --incremental are two ways to read less: pick one",
+                         "--changes is exact (every rule); --incremental evaluates per-document rules only")
+    if opts.dask is not None or opts.workers > 1:
+        raise FluxaError("--changes evaluates the changed parts in this process; --workers and --dask are not "
+                         "supported with it yet", "drop --workers/--dask (a --changes run reads a small share)")
+
+
+def _refresh_mirror(client, store, uri: str | None, db_name: str, active: dict, existing: set):
+    """The local copy brought up to the server's state, and the exports of its last run."""
+    from ..home import fluxa_home
+    from .mirror import Mirror
+
+    if store is None:
+        from ..store import open_store
+
+        store = open_store()
+    mirror = Mirror.open(fluxa_home(), uri or "", db_name)
+    # a collection compared with a secondary system is read from the server as before
+    copied = sorted(c for c in active if c in existing and not any(isinstance(r, SyncRule) for r in active[c]))
+    mirror.refresh(client, store, copied)
+    return mirror, mirror.old_exports()
 
 
 def _empty_keyset():

@@ -26,6 +26,7 @@ from ..mongo.connection import connect
 from ..policy.rules import (CopiedFieldRule, DeletionsRule, ReferenceRule, SyncRule, TimestampOrderRule,
                             UniqueRule)
 from .columns import Batch
+from .deps import Deps
 from .document_rules import compile_document_rule, compile_screen, dangling_message, reference_items
 from .facts import NONE, Facts, from_ms
 from .findings import DEFAULT_SAMPLES, Findings, FindingResult
@@ -63,6 +64,9 @@ class PassSpec:
     # where the documents come from instead of the server (checks/sources.py: a backup file's
     # segment); anything with ``batches(size)`` yielding lists of documents decoded as the cursor would
     source: object | None = None
+    # record what the pass looked up in other collections (checks/reuse.py decides from it
+    # whether a stored partition result still holds after those collections changed)
+    record_deps: bool = False
 
 
 @dataclass
@@ -233,6 +237,7 @@ class _Scanner:
         self.child_counts: dict[str, HashCounter] = {f: HashCounter() for f in spec.count_children}
         self.pending: list[_Pending] = []
         self.watermark: datetime | None = None
+        self.deps = Deps() if spec.record_deps else None
         # a reference to this same collection checks against the ids seen so far, then again at the end
         for r in self.refs:
             if r.to == coll and r.to_field not in self.keys:
@@ -340,6 +345,8 @@ class _Scanner:
         target = self.keys[rule.to_field] if self_ref else self.spec.imports.get(("keys", rule.to, rule.to_field))
         if target is None:
             raise RuntimeError(f"no key set for {rule.to}.{rule.to_field}")  # a planning bug, not user input
+        if self.deps is not None and not self_ref:
+            self.deps.looked_up(("keys", rule.to, rule.to_field), hashes)
         for j in np.flatnonzero(~target.contains(hashes)).tolist():
             d, item = b.docs[j if owners is None else int(owners[j])], items[j]
             if self_ref:  # maybe defined later in the same collection: decide at the end
@@ -383,11 +390,16 @@ class _Scanner:
             if present.any():
                 rows[present] = facts.rows(refs[present])
             rows = rows_cache[key] = rows
+        is_order = isinstance(rule, TimestampOrderRule)
+        if self.deps is not None:  # every child that names a parent, found or not: a parent may come or go
+            child_value = b.ms(rule.field) if is_order else b.hashes(rule.field)
+            refs = b.ref_hashes(rule.parent_ref)
+            keep = (refs != NONE) & (child_value != NONE)  # a child without a value never violates
+            self.deps.parents(rule, refs[keep], child_value[keep])
         ok = rows >= 0  # a missing parent is the reference rule's finding
         if not ok.any():
             return
         at = np.where(ok, rows, 0)
-        is_order = isinstance(rule, TimestampOrderRule)
         column = facts.ms(rule.parent_field) if is_order else facts.value_hash(rule.parent_field)
         parent = column[at]
         ok &= parent != NONE

@@ -65,6 +65,9 @@ def run(
     since: Optional[datetime] = typer.Option(None, "--since", help="Start of the deletions window, UTC (default: each rule's lookback)."),
     incremental: bool = typer.Option(False, "--incremental", help="Only documents changed since the last run "
                                      "(collections with a watermark field); per-document rules only; closes nothing."),
+    changes: bool = typer.Option(False, "--changes", help="Read from the server only what the oplog says was "
+                                 "written since the last --changes run; every rule, exact (a local copy under "
+                                 "$FLUXA_HOME/check-mirror; the first run copies the database)."),
     samples: int = typer.Option(20, "--samples", min=0, help="Sample documents kept per finding."),
     policy: Optional[Path] = PolicyOpt, uri: Optional[str] = UriOpt, db: Optional[str] = DbOpt,
     json_out: bool = JsonOpt,
@@ -75,7 +78,7 @@ def run(
     store = open_store()
     opts = RunOptions(collections=csv_list(collections), rules=csv_list(rules), workers=workers,
                       since=since.replace(tzinfo=UTC) if since and since.tzinfo is None else since,
-                      max_samples=samples, incremental=incremental, partitions=partitions,
+                      max_samples=samples, incremental=incremental, partitions=partitions, changes=changes,
                       dask=parse_address(dask) if dask is not None else None)
     started = datetime.now(UTC)
     files, label = _files_target(store, backup, dump_dir, db)
@@ -90,7 +93,7 @@ def run(
                       TimeElapsedColumn(), console=console, disable=json_out) as bars:
             report = run_checks(None if files else target.uri, db_name, pol, opts, baselines=base,
                                 watermarks=watermarks(store, db_name) if incremental and not files else None,
-                                progress=_Bars(bars), files=files)
+                                progress=_Bars(bars), files=files, store=store)
     except PyMongoError as exc:
         run_id = record_failed_run(store, label, started, first_line(exc), opts.collections or [], opts.rules or [])
         raise FluxaError(f"check run {run_id} failed: {first_line(exc)}",
@@ -108,6 +111,7 @@ def run(
         emit_json({"run_id": summary["run_id"], "database": report.database, "seconds": round(report.seconds, 3),
                    "docs": report.docs, "rules": report.rules, "warnings": report.warnings,
                    "missing_collections": report.missing,
+                   **({"changes": report.changes} if report.changes is not None else {}),
                    "history": {k: v for k, v in summary.items() if k != "run_id"},
                    "findings": [{"finding_id": i, **f.as_dict()} for i, f in zip(fid, report.findings)]})
     else:
@@ -115,6 +119,13 @@ def run(
             console.print(f"[yellow]warning:[/] {w}", highlight=False)
         _findings_table(report.findings, fid, f"run {summary['run_id']} on {report.database}: "
                         f"{report.total_docs:,} documents in {report.seconds:.1f}s")
+        if report.changes is not None:
+            read = sum(c["read"] for c in report.changes.values())
+            ev = sum(c["evaluated"] for c in report.changes.values())
+            total = sum(c["parts"] for c in report.changes.values())
+            console.print(f"--changes: {read:,} document{'' if read == 1 else 's'} read from the server; "
+                          f"{ev} of {total} parts evaluated, "
+                          f"the rest reused", highlight=False)
         console.print(f"{summary['opened']} new, {summary['seen_again']} seen again, {summary['reopened']} reopened, "
                       f"{summary['closed']} closed", highlight=False)
         if report.findings:

@@ -1,0 +1,134 @@
+"""Runs that read only what changed (issue 13, item 5): `check run --changes` against a full run
+after 1% and 10% of the messages changed, with the findings of both compared.
+
+    FLUXA_HOME=/tmp/bench-changes .venv/bin/fluxa-integrity devdb start --port 27218
+    FLUXA_HOME=/tmp/bench-changes .venv/bin/python benchmarks/bench_changes.py --users 2100 \\
+        --uri mongodb://127.0.0.1:27218/          # ~100k messages
+
+Two shapes of change, each at every rate of ``--rates`` (shares of the messages collection):
+``appends`` - chat traffic: new messages answering their conversation's newest one, the
+conversation's lastUpdated and messageCount following (what a chat database mostly sees) - and
+``scattered`` - edits of messages chosen at random over the whole collection (the worst case for
+parts: every part is touched long before every document is). After each change, a --changes run
+and a full run of the same state: seconds, documents read from the server, parts evaluated and
+reused, and whether their findings are identical. Prints one JSON document; progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+
+from pymongo import InsertOne, UpdateOne
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import peak_rss_mb  # noqa: E402
+
+from fluxa_integrity.checks.runner import RunOptions, run_checks  # noqa: E402
+from fluxa_integrity.config import resolve_target  # noqa: E402
+from fluxa_integrity.fluxa.generator import GenerateOptions, generate  # noqa: E402
+from fluxa_integrity.mongo.connection import connect  # noqa: E402
+from fluxa_integrity.policy import default_policy  # noqa: E402
+from fluxa_integrity.store import open_store  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+def key(report) -> list:
+    return sorted((f.rule_id, f.variant, f.count, f.affected_users, sorted(map(str, f.ids))) for f in report.findings)
+
+
+def appends(db, n: int, rng: random.Random) -> int:
+    newest: dict = {}
+    for m in db.messages.find({}, {"conversationId": 1, "timestamp": 1}):
+        c = m.get("conversationId")
+        if c is not None and (c not in newest or m["timestamp"] > newest[c][0]):
+            newest[c] = (m["timestamp"], m["_id"])
+    convs = {c["_id"]: c for c in db.conversations.find({"_id": {"$in": rng.sample(sorted(newest), min(n, len(newest)))}})}
+    ids = [newest_id for _, newest_id in (newest[c] for c in convs)]
+    template = {m["_id"]: m for m in db.messages.find({"_id": {"$in": ids}})}
+    msgs, convs_up = [], []
+    for c, conv in convs.items():
+        last = template[newest[c][1]]
+        when = max(conv["lastUpdated"], last["timestamp"]) + timedelta(minutes=1)
+        msgs.append(InsertOne({**{k: v for k, v in last.items() if k != "_id"}, "timestamp": when, "parentId": last["_id"]}))
+        convs_up.append(UpdateOne({"_id": c}, {"$set": {"lastUpdated": when}, "$inc": {"messageCount": 1}}))
+    if msgs:
+        db.messages.bulk_write(msgs, ordered=False)
+        db.conversations.bulk_write(convs_up, ordered=False)
+    return len(msgs) + len(convs_up)
+
+
+def scattered(db, n: int, rng: random.Random) -> int:
+    ids = [m["_id"] for m in db.messages.find({}, {"_id": 1})]
+    edits = [UpdateOne({"_id": i}, {"$set": {"text": f"edited {rng.random():.6f}"}}) for i in rng.sample(ids, min(n, len(ids)))]
+    if edits:
+        db.messages.bulk_write(edits, ordered=False)
+    return len(edits)
+
+
+def timed(uri, db_name, policy, store, changes: bool):
+    t0, c0 = time.perf_counter(), time.process_time()
+    rep = run_checks(uri, db_name, policy, RunOptions(keep_ids=True, changes=changes), store=store)
+    return rep, round(time.perf_counter() - t0, 2), round(time.process_time() - c0, 2)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=2100)
+    ap.add_argument("--rates", default="0.01,0.1")
+    ap.add_argument("--shapes", default="appends,scattered")
+    ap.add_argument("--db", default="bench_changes")
+    ap.add_argument("--uri")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    target = resolve_target(args.uri, args.db)
+    client = connect(target.uri)
+    db = client[target.db]
+    policy, store = default_policy(), open_store()
+    rng = random.Random(args.seed)
+    log(f"generating {args.users} users into {target.db}")
+    t0 = time.perf_counter()
+    generate(db, GenerateOptions(users=args.users, seed=args.seed), drop=True)
+    out: dict = {"users": args.users, "generate_s": round(time.perf_counter() - t0, 1), "runs": []}
+    rep, secs, cpu = timed(target.uri, target.db, policy, store, True)
+    out["first_changes_run"] = {"seconds": secs, "cpu_s": cpu, "docs": rep.docs,
+                                "read": sum(c["read"] for c in rep.changes.values())}
+    log(f"first --changes run (copies the database): {secs}s")
+    for shape in args.shapes.split(","):
+        for rate in (float(r) for r in args.rates.split(",")):
+            messages = db.messages.estimated_document_count()
+            n = max(1, round(messages * rate))  # an append also moves its conversation
+            t0 = time.perf_counter()
+            writes = appends(db, n, rng) if shape == "appends" else scattered(db, n, rng)
+            log(f"{shape} {rate:.0%}: {writes} documents written in {time.perf_counter() - t0:.1f}s")
+            ch, ch_s, ch_cpu = timed(target.uri, target.db, policy, store, True)
+            fu, fu_s, fu_cpu = timed(target.uri, target.db, policy, store, False)
+            per = defaultdict(dict)
+            for c, st in ch.changes.items():
+                per[c] = {k: st[k] for k in ("parts", "evaluated", "reused", "read", "evaluated_docs")}
+            row = {"shape": shape, "rate": rate, "written": writes, "total_docs": fu.total_docs,
+                   "changes_s": ch_s, "changes_cpu_s": ch_cpu, "full_s": fu_s, "full_cpu_s": fu_cpu,
+                   "time_ratio": round(ch_s / fu_s, 3),
+                   "read": sum(c["read"] for c in ch.changes.values()),
+                   "read_ratio": round(sum(c["read"] for c in ch.changes.values()) / fu.total_docs, 4),
+                   "evaluated_docs": sum(c["evaluated_docs"] for c in ch.changes.values()),
+                   "identical_findings": key(ch) == key(fu), "findings": len(fu.findings), "per_collection": per}
+            out["runs"].append(row)
+            log(f"  --changes {ch_s}s ({row['read']} read) vs full {fu_s}s: ratio {row['time_ratio']}, "
+                f"identical {row['identical_findings']}")
+    out["peak_rss_mb"] = round(peak_rss_mb())
+    print(json.dumps(out, default=str))
+    client.close()
+
+
+if __name__ == "__main__":
+    main()
