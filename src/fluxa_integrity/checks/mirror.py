@@ -48,6 +48,7 @@ from .values import key_hash, key_hashes, oid_hashes
 
 RAW = CodecOptions(document_class=RawBSONDocument, tz_aware=True)
 PART_DOCS = 20_000
+PER_ID_MOST = 8
 STATE = "state.json"
 FORMAT = 1
 
@@ -244,7 +245,10 @@ class Mirror:
             return
         coll = client[self.db].get_collection(copy.name, codec_options=RAW)
         current = {}
-        for doc in find_by_ids(coll, list(changed.values())):
+        # FerretDB's lookup by _id reads the collection in insertion order up to the match: 0.9 ms
+        # for an old document of 8k, 42 ms for a new one (measured 2026-11-27), and the changed
+        # documents are mostly new ones - so more than a few go in one $in read (one scan)
+        for doc in find_by_ids(coll, list(changed.values()), most=PER_ID_MOST):
             current[int(id_hashes([doc.raw])[0])] = doc.raw
         copy.read = len(current)
         hashes, where = self.index(copy)

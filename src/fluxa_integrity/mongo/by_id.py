@@ -29,12 +29,13 @@ def one_at_a_time(coll: Collection, ids: list, most: int = PER_ID_READS) -> bool
             and all(isinstance(i, (str, ObjectId)) for i in ids))
 
 
-def find_by_ids(coll: Collection, ids: Iterable, projection: dict | None = None) -> Iterator:
-    """The documents among ``ids`` that exist (order not promised)."""
+def find_by_ids(coll: Collection, ids: Iterable, projection: dict | None = None, most: int = PER_ID_READS) -> Iterator:
+    """The documents among ``ids`` that exist (order not promised). ``most``: the longest list
+    read one id at a time on FerretDB."""
     ids = list(ids)
     if not ids:
         return iter(())
-    if one_at_a_time(coll, ids):
+    if one_at_a_time(coll, ids, most):
         found = (coll.find_one({"_id": i}, projection) for i in ids)
         return (d for d in found if d is not None)
     return iter(coll.find({"_id": {"$in": ids}}, projection))
