@@ -6,6 +6,7 @@ after writes in a parent collection that change child verdicts without touching 
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from fluxa_integrity.errors import FluxaError
 from fluxa_integrity.fluxa.faults import inject
 from fluxa_integrity.fluxa.generator import GenerateOptions, generate
 from fluxa_integrity.fluxa.manifest import Manifest
+from fluxa_integrity.home import fluxa_home
 from fluxa_integrity.policy import default_policy
 from fluxa_integrity.store import open_store
 
@@ -104,6 +106,12 @@ def test_changes_refuses_what_it_cannot_do(mongo_uri, db):
         run_checks(mongo_uri, db.name, policy, RunOptions(changes=True, workers=2))
     with pytest.raises(FluxaError, match="pick one"):
         run_checks(mongo_uri, db.name, policy, RunOptions(changes=True, incremental=True))
+    # one run at a time per local copy: a second one is refused, naming the holder
+    with mirror_mod.copy_lock(fluxa_home(), mongo_uri, db.name):
+        with pytest.raises(FluxaError, match="another --changes run") as err:
+            run_checks(mongo_uri, db.name, policy, RunOptions(changes=True))
+        assert f"pid {os.getpid()}" in err.value.message
+    assert run_checks(mongo_uri, db.name, policy, RunOptions(changes=True)).changes["messages"]["read"] > 0
 
 
 def test_the_cli_reports_what_it_read_and_closes_a_mended_finding(cli, db, mongo_uri):

@@ -42,6 +42,7 @@ from ..backup.oplog import newest_oplog_ts
 from ..backup.oplog_apply import Command, Delete, Insert, Modify, Upsert, entry_touches, plan_entry
 from ..backup.oplog_sources import plan_chain, read_chain
 from ..errors import FluxaError
+from ..locks import HolderLock, describe
 from ..mongo.by_id import find_by_ids
 from ..mongo.unsupported import is_ferretdb
 from .values import key_hash, key_hashes, oid_hashes
@@ -113,6 +114,19 @@ def _point(client) -> tuple[Timestamp | None, str]:
     return point, "server clock"
 
 
+def mirror_root(home: Path, uri: str, db: str) -> Path:
+    key = hashlib.sha256(f"{uri}\0{db}".encode()).hexdigest()[:12]
+    return home / "check-mirror" / f"{db}-{key}"
+
+
+def copy_lock(home: Path, uri: str, db: str) -> HolderLock:
+    """One --changes run at a time per copy: two would refresh and commit the same state."""
+    root = mirror_root(home, uri, db)
+    return HolderLock(root / "lock", lambda h: FluxaError(
+        f"another --changes run on {db} is using its local copy ({describe(h)})",
+        "wait for it to finish, or run without --changes"), f"check that {root} is writable")
+
+
 def _ids_path(part: Path) -> Path:
     return part.with_name(part.name.replace(".bson", ".ids.npy"))
 
@@ -143,8 +157,7 @@ class Mirror:
 
     @classmethod
     def open(cls, home: Path, uri: str, db: str) -> "Mirror":
-        key = hashlib.sha256(f"{uri}\0{db}".encode()).hexdigest()[:12]
-        root = home / "check-mirror" / f"{db}-{key}"
+        root = mirror_root(home, uri, db)
         root.mkdir(parents=True, exist_ok=True)
         return cls(root, uri, db)
 
@@ -332,7 +345,7 @@ class Mirror:
             keep.update(_ids_path(Path(p["name"])).name for p in info["parts"])
             keep.update(r[0] for r in info["results"].values())
         for path in self.root.rglob("*"):
-            if path.is_file() and path.name != STATE and path.name not in keep:
+            if path.is_file() and path.name not in (STATE, "lock") and path.name not in keep:
                 path.unlink(missing_ok=True)
 
 

@@ -156,8 +156,20 @@ def run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions |
                baselines: dict[str, int] | None = None, watermarks: dict[str, datetime] | None = None,
                progress: ProgressSink | None = None, files: BackupFiles | None = None, store=None) -> RunReport:
     """``files``: evaluate a backup's files (no server; ``uri`` is ignored). ``baselines`` are
-    then the counts of the last run before the backup was taken, None when unknown (a dump)."""
+    then the counts of the last run before the backup was taken, None when unknown (a dump).
+    ``store``: the state store, for --changes (the oplog archive); opened when None."""
     opts = opts or RunOptions()
+    if not opts.changes or files is not None:
+        return _run_checks(uri, db_name, policy, opts, baselines, watermarks, progress, files, store)
+    from ..home import fluxa_home
+    from .mirror import copy_lock
+
+    with copy_lock(fluxa_home(), uri or "", db_name):
+        return _run_checks(uri, db_name, policy, opts, baselines, watermarks, progress, files, store)
+
+
+def _run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions, baselines, watermarks,
+                progress: ProgressSink | None, files: BackupFiles | None, store) -> RunReport:
     progress = progress or ProgressSink()
     began = time.perf_counter()
     now = opts.now or datetime.now(UTC)
