@@ -12,6 +12,11 @@ conversation's lastUpdated and messageCount following (what a chat database most
 parts: every part is touched long before every document is). After each change, a --changes run
 and a full run of the same state: seconds, documents read from the server, parts evaluated and
 reused, and whether their findings are identical. Prints one JSON document; progress to stderr.
+
+The dev server's oplog keeps 20,000 entries: a change bigger than that between two runs has
+left the oplog before the second one reads it, and --changes then reads everything again (it
+says so; the row's ``fell_back``). Keep ``rate x messages x 2`` under it (``--users 700`` for
+10%), or run the oplog archiver beside it as `serve` does.
 """
 
 from __future__ import annotations
@@ -138,7 +143,9 @@ def main() -> None:
                    "read": sum(c["read"] for c in ch.changes.values()),
                    "read_ratio": round(sum(c["read"] for c in ch.changes.values()) / fu.total_docs, 4),
                    "evaluated_docs": sum(c["evaluated_docs"] for c in ch.changes.values()),
-                   "identical_findings": key(ch) == key(fu), "findings": len(fu.findings), "per_collection": per}
+                   "identical_findings": key(ch) == key(fu), "findings": len(fu.findings), "per_collection": per,
+                   # an oplog that no longer reaches back to the last run makes --changes read everything again
+                   "fell_back": [w for w in ch.warnings if "read whole again" in w]}
             out["runs"].append(row)
             log(f"  --changes {ch_s}s ({row['read']} read) vs full {fu_s}s: ratio {row['time_ratio']}, "
                 f"identical {row['identical_findings']}")

@@ -211,20 +211,29 @@ class Mirror:
                     changed[op.coll][key_hash(_id)] = _id
 
     def _build(self, client, coll: str, progress=None) -> CollectionCopy:
+        """The collection read whole into new parts. ``progress``: a ProgressSink (a bar per
+        collection, labelled ``copy <collection>``)."""
         copy = CollectionCopy(coll, rebuilt=True)
         (self.root / coll).mkdir(parents=True, exist_ok=True)
-        cursor = client[self.db].get_collection(coll, codec_options=RAW).find({}, batch_size=2000)
+        handle = client[self.db].get_collection(coll, codec_options=RAW)
+        label = f"copy {coll}"
+        if progress is not None:
+            progress.start(label, handle.estimated_document_count())
         buf: list[bytes] = []
-        for doc in cursor:
+        for doc in handle.find({}, batch_size=2000):
             buf.append(doc.raw)
             if len(buf) >= PART_DOCS:
                 self._write_part(copy, buf)
+                if progress is not None:
+                    progress.advance(label, len(buf))
                 buf = []
-                if progress:
-                    progress(coll, PART_DOCS)
         if buf or not copy.parts:
             self._write_part(copy, buf)
+            if progress is not None:
+                progress.advance(label, len(buf))
         copy.read = copy.docs
+        if progress is not None:
+            progress.done(label)
         return copy
 
     def _write_part(self, copy: CollectionCopy, raws: list[bytes], seq: int | None = None) -> Part:

@@ -257,7 +257,7 @@ def _run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions,
     results: dict[str, PassResult] = {}
     mirror, old_exports, stored_refs, change_stats = None, {}, {}, {}
     if opts.changes:
-        mirror, old_exports = _refresh_mirror(client, store, uri, db_name, active, existing)
+        mirror, old_exports = _refresh_mirror(client, store, uri, db_name, active, existing, progress)
         warnings.extend(mirror.warnings)
     # the secondary systems' id sets come first: the primary's pass checks against them
     for coll, r, sec_db in secondary_passes:
@@ -394,7 +394,8 @@ def _changes_guard(opts: RunOptions, files) -> None:
                          "supported with it yet", "drop --workers/--dask (a --changes run reads a small share)")
 
 
-def _refresh_mirror(client, store, uri: str | None, db_name: str, active: dict, existing: set):
+def _refresh_mirror(client, store, uri: str | None, db_name: str, active: dict, existing: set,
+                    progress: ProgressSink):
     """The local copy brought up to the server's state, and the exports of its last run."""
     from ..home import fluxa_home
     from .mirror import Mirror
@@ -406,7 +407,7 @@ def _refresh_mirror(client, store, uri: str | None, db_name: str, active: dict, 
     mirror = Mirror.open(fluxa_home(), uri or "", db_name)
     # a collection compared with a secondary system is read from the server as before
     copied = sorted(c for c in active if c in existing and not any(isinstance(r, SyncRule) for r in active[c]))
-    mirror.refresh(client, store, copied)
+    mirror.refresh(client, store, copied, progress)
     return mirror, mirror.old_exports()
 
 

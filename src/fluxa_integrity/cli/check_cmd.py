@@ -124,8 +124,7 @@ def run(
             ev = sum(c["evaluated"] for c in report.changes.values())
             total = sum(c["parts"] for c in report.changes.values())
             console.print(f"--changes: {read:,} document{'' if read == 1 else 's'} read from the server; "
-                          f"{ev} of {total} parts evaluated, "
-                          f"the rest reused", highlight=False)
+                          f"{ev} of {total} parts evaluated, {total - ev} reused", highlight=False)
         console.print(f"{summary['opened']} new, {summary['seen_again']} seen again, {summary['reopened']} reopened, "
                       f"{summary['closed']} closed", highlight=False)
         if report.findings:
