@@ -132,3 +132,20 @@ def test_the_cli_reports_what_it_read_and_closes_a_mended_finding(cli, db, mongo
     db.messages.update_one({"_id": msg["_id"]}, {"$set": {"sender": msg["sender"]}})
     mended = cli("check", "run", *target, "--changes")
     assert mended.code == 0 and "1 closed" in mended.stderr and "1 document read from the server" in mended.stderr
+
+
+def test_a_parent_collection_that_appears_sends_the_parts_back():
+    """A child pass whose parent collection did not exist ran without its parent rules and
+    recorded no lookups: only the fingerprint can tell its stored results are stale."""
+    from fluxa_integrity.checks.changes_run import fingerprint
+    from fluxa_integrity.checks.facts import Facts
+    from fluxa_integrity.checks.scan import PassSpec
+
+    policy = default_policy()
+    rules = policy.collections["messages"].rules
+    without = PassSpec(uri="", db="d", collection="messages", rules=rules, imports={("facts", "conversations"): None})
+    present = PassSpec(uri="", db="d", collection="messages", rules=rules,
+                       imports={("facts", "conversations"): Facts(["createdAt"])})
+    assert fingerprint(without) != fingerprint(present)
+    assert fingerprint(present) == fingerprint(PassSpec(uri="", db="d", collection="messages", rules=rules,
+                                                        imports={("facts", "conversations"): Facts(["userId"])}))

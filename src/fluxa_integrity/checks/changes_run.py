@@ -60,7 +60,10 @@ def fingerprint(spec: PassSpec) -> str:
     what = ([r.model_dump(mode="json") for r in spec.rules], spec.export_keys, spec.export_facts,
             spec.count_children, spec.user_field, spec.since.isoformat() if spec.since and windowed else None,
             sorted((k, v.isoformat()) for k, v in spec.sync_cutoffs.items()), spec.max_samples, spec.keep_ids,
-            spec.watermark_field)
+            spec.watermark_field,
+            # a parent collection that did not exist skips its child rules and records no lookups:
+            # its arrival must send the parts back, which no recorded dependency would do
+            sorted((repr(k), v is not None) for k, v in spec.imports.items()))
     return hashlib.sha256(pickle.dumps(what, protocol=4)).hexdigest()[:16]
 
 
