@@ -31,7 +31,8 @@ from .keyset import KeySet
 class Deps:
     def __init__(self) -> None:
         self.keys: dict[tuple, KeySet] = {}
-        self._parents: dict[str, tuple[object, list, list]] = {}
+        self._parents: dict[str, tuple[object, list, list]] = {}  # while the pass runs: batches
+        self.parent_rules: dict[str, tuple[object, np.ndarray, np.ndarray]] = {}  # after finish()
 
     def looked_up(self, key: tuple, hashes: np.ndarray) -> None:
         self.keys.setdefault(key, KeySet()).add_many(hashes)
@@ -45,17 +46,12 @@ class Deps:
         """Compact: per parent one extreme value (order rules) or its distinct values (copied)."""
         for ks in self.keys.values():
             ks.freeze()
-        done = {}
         for rid, (rule, refs, values) in self._parents.items():
             r = np.concatenate(refs) if refs else np.empty(0, dtype=np.int64)
             v = np.concatenate(values) if values else np.empty(0, dtype=np.int64)
-            done[rid] = (rule, *_aggregate(rule, r, v))
-        self._parents = done
+            self.parent_rules[rid] = (rule, *_aggregate(rule, r, v))
+        self._parents = {}
         return self
-
-    @property
-    def parent_rules(self) -> dict:
-        return self._parents
 
 
 def _aggregate(rule, refs: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,8 +73,7 @@ def changed_keys(old: KeySet | None, new: KeySet) -> np.ndarray | None:
     """Keys present in one state and not the other; None when the old state is unknown."""
     if old is None:
         return None
-    a = old.freeze()._chunks[0] if old.freeze()._chunks else np.empty(0, dtype=np.int64)
-    b = new.freeze()._chunks[0] if new.freeze()._chunks else np.empty(0, dtype=np.int64)
+    a, b = (ks.freeze()._chunks[0] if ks.freeze()._chunks else np.empty(0, dtype=np.int64) for ks in (old, new))
     return np.setxor1d(a, b, assume_unique=True)
 
 

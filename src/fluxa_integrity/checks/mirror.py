@@ -45,9 +45,10 @@ from ..errors import FluxaError
 from ..locks import HolderLock, describe
 from ..mongo.by_id import find_by_ids
 from ..mongo.unsupported import is_ferretdb
-from .values import key_hash, key_hashes, oid_hashes
+from .values import key_hash, oid_hashes
 
 RAW = CodecOptions(document_class=RawBSONDocument, tz_aware=True)
+RAW_DECODE = CodecOptions(tz_aware=True)  # an oplog entry decoded to plan its operations
 PART_DOCS = 20_000
 PER_ID_MOST = 8
 STATE = "state.json"
@@ -84,7 +85,6 @@ class CollectionCopy:
     parts: list[Part] = field(default_factory=list)
     rewritten: set[str] = field(default_factory=set)  # part names written by this refresh
     read: int = 0  # documents this refresh read from the server
-    rebuilt: bool = False
     _index: tuple[np.ndarray, np.ndarray] | None = None  # (sorted id hashes, part position)
 
     @property
@@ -138,8 +138,8 @@ def _new_name(seq: int) -> str:
 class Mirror:
     """The copy of one database (``root``: a directory under $FLUXA_HOME/check-mirror)."""
 
-    def __init__(self, root: Path, uri: str, db: str):
-        self.root, self.uri, self.db = root, uri, db
+    def __init__(self, root: Path, db: str):
+        self.root, self.db = root, db
         self.state: dict = {}
         path = root / STATE
         if path.exists():
@@ -159,7 +159,7 @@ class Mirror:
     def open(cls, home: Path, uri: str, db: str) -> "Mirror":
         root = mirror_root(home, uri, db)
         root.mkdir(parents=True, exist_ok=True)
-        return cls(root, uri, db)
+        return cls(root, db)
 
     # -- refresh ------------------------------------------------------------------------------
     def refresh(self, client, store, collections: list[str], progress=None) -> None:
@@ -213,7 +213,7 @@ class Mirror:
     def _build(self, client, coll: str, progress=None) -> CollectionCopy:
         """The collection read whole into new parts. ``progress``: a ProgressSink (a bar per
         collection, labelled ``copy <collection>``)."""
-        copy = CollectionCopy(coll, rebuilt=True)
+        copy = CollectionCopy(coll)
         (self.root / coll).mkdir(parents=True, exist_ok=True)
         handle = client[self.db].get_collection(coll, codec_options=RAW)
         label = f"copy {coll}"
@@ -357,5 +357,3 @@ class Mirror:
             if path.is_file() and path.name not in (STATE, "lock") and path.name not in keep:
                 path.unlink(missing_ok=True)
 
-
-RAW_DECODE = CodecOptions(tz_aware=True)

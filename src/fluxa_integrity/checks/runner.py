@@ -303,11 +303,11 @@ def _run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions,
             splits = [split(s, parts if partition else 1, opts.min_partition_docs,
                             db if files is None else None) for s in specs]
             if mirror is not None:
+                from .changes_run import CollectionStats, evaluate
+
                 done = []
                 for s in specs:
                     if s.collection in mirror.copies:
-                        from .changes_run import CollectionStats, evaluate
-
                         st = change_stats[s.collection] = CollectionStats()
                         res, stored_refs[s.collection] = evaluate(mirror, mirror.copies[s.collection], s, old_exports,
                                                                   progress.advance, st)

@@ -64,7 +64,7 @@ class PassSpec:
     # where the documents come from instead of the server (checks/sources.py: a backup file's
     # segment); anything with ``batches(size)`` yielding lists of documents decoded as the cursor would
     source: object | None = None
-    # record what the pass looked up in other collections (checks/reuse.py decides from it
+    # record what the pass looked up in other collections (checks/deps.py decides from it
     # whether a stored partition result still holds after those collections changed)
     record_deps: bool = False
 
