@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 import bson
 
+from ..mongo.by_id import find_by_ids
 from ..policy.rules import CounterRule
 from .model import Change
 
@@ -60,9 +61,10 @@ def counter_changes(db, policy, child_collection: str, added: Iterable[dict], wh
             for d in db[child_collection].find({rule.child_field: {"$in": list(ids.values())}},
                                                {rule.child_field: 1, "_id": 0}):
                 live[_key(d.get(rule.child_field))] += 1
+        parents = {_key(d["_id"]): d for d in find_by_ids(db[parent_coll], ids.values())} if per else {}
         for k, n in sorted(per.items()):
             pid = ids[k]
-            parent = db[parent_coll].find_one({"_id": pid})
+            parent = parents.get(k)
             if parent is None or rule.field not in parent:
                 continue
             value = live[k] + n
