@@ -149,3 +149,14 @@ def test_a_parent_collection_that_appears_sends_the_parts_back():
     assert fingerprint(without) != fingerprint(present)
     assert fingerprint(present) == fingerprint(PassSpec(uri="", db="d", collection="messages", rules=rules,
                                                         imports={("facts", "conversations"): Facts(["userId"])}))
+
+
+def test_an_unreadable_copy_state_is_a_clear_error_not_a_traceback(mongo_uri, db):
+    policy = default_policy()
+    generate(db, GenerateOptions(users=5, seed=6))
+    run_checks(mongo_uri, db.name, policy, RunOptions(changes=True))
+    state = mirror_mod.mirror_root(fluxa_home(), mongo_uri, db.name) / mirror_mod.STATE
+    state.write_text("{not json")
+    with pytest.raises(FluxaError, match="state.json is unreadable") as err:
+        run_checks(mongo_uri, db.name, policy, RunOptions(changes=True))
+    assert "delete" in err.value.hint
