@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -9,47 +10,55 @@ import typer
 from .. import __version__
 from ..errors import FluxaError
 from .common import EXIT_ERROR, console, emit_json
-from .backup_cmd import app as backup_app
-from .check_cmd import app as check_app
-from .devdb import app as devdb_app
-from .drill_cmd import drill as drill_command
-from .schema_cmd import app as schema_app
-from .fluxa_cmd import app as fluxa_app
-from .incident_cmd import app as incident_app
-from .policy_cmd import app as policy_app
-from .recover_cmd import app as recover_app
-from .restore_cmd import app as restore_app
-from .rpo_cmd import rpo_app, rto_app
-from .jobs_cmd import app as jobs_app
-from .monitor_cmd import app as monitor_app
-from .serve_cmd import serve
-from .token_cmd import app as token_app
-from .web_cmd import web as web_command
+# Each command's module is imported only when that command runs: a CLI call pays for its own
+# imports (the store, numpy, the recipes) rather than every command's - about a second a call.
+# name -> (module, attribute, "group" for a Typer sub-app or "command" for a single function)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "devdb": ("devdb", "app", "group"),
+    "fluxa": ("fluxa_cmd", "app", "group"),
+    "policy": ("policy_cmd", "app", "group"),
+    "check": ("check_cmd", "app", "group"),
+    "backup": ("backup_cmd", "app", "group"),
+    "restore": ("restore_cmd", "app", "group"),
+    "rpo": ("rpo_cmd", "rpo_app", "group"),
+    "rto": ("rpo_cmd", "rto_app", "group"),
+    "incident": ("incident_cmd", "app", "group"),
+    "schema": ("schema_cmd", "app", "group"),
+    "jobs": ("jobs_cmd", "app", "group"),
+    "monitor": ("monitor_cmd", "app", "group"),
+    "serve": ("serve_cmd", "serve", "command"),
+    "recover": ("recover_cmd", "app", "group"),
+    "drill": ("drill_cmd", "drill", "command"),
+    "token": ("token_cmd", "app", "group"),
+    "web": ("web_cmd", "web", "command"),
+}
 
-cli = typer.Typer(
-    name="fluxa-integrity",
-    help="Keep a MongoDB application's data correct, and get it back when it is not.\n\n"
-    "Runs the Chatbot Fluxa data-integrity playbook: detect, contain, recover, verify, document.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-cli.add_typer(devdb_app, name="devdb")
-cli.add_typer(fluxa_app, name="fluxa")
-cli.add_typer(policy_app, name="policy")
-cli.add_typer(check_app, name="check")
-cli.add_typer(backup_app, name="backup")
-cli.add_typer(restore_app, name="restore")
-cli.add_typer(rpo_app, name="rpo")
-cli.add_typer(rto_app, name="rto")
-cli.add_typer(incident_app, name="incident")
-cli.add_typer(schema_app, name="schema")
-cli.add_typer(jobs_app, name="jobs")
-cli.add_typer(monitor_app, name="monitor")
-cli.command("serve")(serve)
-cli.add_typer(recover_app, name="recover")
-cli.command("drill")(drill_command)
-cli.add_typer(token_app, name="token")
-cli.command("web")(web_command)
+
+def build(only: str | None = None) -> typer.Typer:
+    """The command line with every command, or with just ``only`` (the one being run)."""
+    root = typer.Typer(
+        name="fluxa-integrity",
+        help="Keep a MongoDB application's data correct, and get it back when it is not.\n\n"
+        "Runs the Chatbot Fluxa data-integrity playbook: detect, contain, recover, verify, document.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+    )
+    for name, (module, attr, kind) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        target = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+        if kind == "group":
+            root.add_typer(target, name=name)
+        else:
+            root.command(name)(target)
+    root.callback()(_root)
+    return root
+
+
+def __getattr__(name: str):
+    if name == "cli":  # the whole command line, for tests and tools that walk every command
+        return build()
+    raise AttributeError(name)
 
 
 def _version(value: bool) -> None:
@@ -58,7 +67,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@cli.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
@@ -71,8 +79,9 @@ def app() -> None:
     by a command becomes a clear message, with its hint, and exit code 2 - never a traceback.
     With --json, a usage error (unknown option, bad value) is also a JSON document on stdout."""
     try:
+        cli = build(_command_named(sys.argv[1:]))
         if "--json" in sys.argv[1:]:
-            sys.exit(_run_for_json())
+            sys.exit(_run_for_json(cli))
         cli()
     except FluxaError as exc:
         if "--json" in sys.argv:
@@ -83,7 +92,14 @@ def app() -> None:
         sys.exit(EXIT_ERROR)
 
 
-def _run_for_json() -> int:
+def _command_named(args: list[str]) -> str | None:
+    """The command a command line runs: its first word, since the root takes no option with a
+    value. None (build every command) for --help, --version, no words or an unknown word."""
+    first = next((a for a in args if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
+
+
+def _run_for_json(cli: typer.Typer) -> int:
     """Run the command line without click's standalone mode, which prints usage errors on stderr
     only: a script reading stdout must get ``{"error", "hint"}`` there too. stderr keeps the usual
     usage panel."""
