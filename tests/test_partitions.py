@@ -4,6 +4,8 @@ merged - the findings are those of one pass, for any number of workers, at two d
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import bson
 import pytest
 from bson import ObjectId
@@ -85,3 +87,49 @@ def test_segments_cut_on_document_boundaries(tmp_path, compression):
             for d in batch]
     assert read == list(range(1000)) and sum(n for *_x, n in cuts) == 1000
     assert len(segments(str(path), compression, 4, min_docs=400)) == 2  # at most total / min_docs parts
+
+
+def test_seekable_zstd_files_are_cut_at_frames_and_read_back_exactly(tmp_path, monkeypatch):
+    """A zstd file written as documents gets a frame every FRAME_BYTES and a seek table: segments
+    come from the table (no walk) and start decompressing at their own frame; a file whose table
+    is damaged or missing falls back to the walk, which still names bad bytes."""
+    from fluxa_integrity.backup import files as backup_files
+    from fluxa_integrity.backup.files import iter_raw_documents, seek_table
+    from fluxa_integrity.checks.sources import DamagedFile, frame_segments
+
+    monkeypatch.setattr(backup_files, "FRAME_BYTES", 3000)
+    docs = [bson.encode({"_id": i, "pad": "y" * (i % 41)}) for i in range(3000)]
+    path = tmp_path / "c.bson.zst"
+    w = HashedWriter(path, "zstd", documents=True)
+    for k in range(0, len(docs), 17):  # whole documents per write, as a backup writes them
+        w.write(b"".join(docs[k:k + 17]))
+    w.close()
+    assert [bytes(d) for d in iter_raw_documents(path, "zstd")] == docs  # any zstd reader: frames + table
+    table = seek_table(path)
+    assert table is not None and len(table) > 20 and table[-1][1] == sum(map(len, docs))
+    offsets = {sum(len(d) for d in docs[:i]) for i in range(len(docs) + 1)}
+    assert all(d in offsets for _c, d in table)  # every frame starts on a document boundary
+
+    cut = frame_segments(str(path), "zstd", 4, min_docs=10)
+    assert len(cut) == 4 and cut[0].start == 0 and cut[-1].end is None
+    assert all(seg.at > 0 and (seg.at, seg.start) in table for seg in cut[1:])
+    read = [d["_id"] for seg in cut for batch in seg.batches(64) for d in batch]
+    assert read == list(range(3000))
+    assert len(frame_segments(str(path), "zstd", 4, min_docs=1000)) == 3  # about total / min_docs parts
+
+    spec = PassSpec(uri="", db="x", collection="c", source=FileSegment(str(path), "zstd"))
+    assert [p.source for p in split(spec, 4, 10).parts] == cut
+
+    damaged = tmp_path / "d.bson.zst"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF  # the footer's magic: no trusted table
+    damaged.write_bytes(bytes(raw))
+    assert seek_table(damaged) is None and frame_segments(str(damaged), "zstd", 4, 10) is None
+    walked = split(replace(spec, source=FileSegment(str(damaged), "zstd")), 4, 10).parts
+    assert len(walked) == 4 and [d["_id"] for p in walked for b in p.source.batches(64) for d in b] == list(range(3000))
+
+    truncated = tmp_path / "t.bson.zst"
+    truncated.write_bytes(path.read_bytes()[: table[len(table) // 2][0] + 100])  # mid-frame
+    assert seek_table(truncated) is None
+    with pytest.raises(DamagedFile, match="t.bson.zst"):
+        split(replace(spec, source=FileSegment(str(truncated), "zstd")), 4, 10)

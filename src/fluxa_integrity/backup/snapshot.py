@@ -97,7 +97,7 @@ def _dump_collection(db: pymongo.database.Database, info: dict, out_dir: Path, r
         progress.start(name, total)
         digest = CollectionDigest()
         data_name = f"{name}.bson{SUFFIX[compression]}"
-        writer = HashedWriter(out_dir / data_name, compression)
+        writer = HashedWriter(out_dir / data_name, compression, documents=True)
         raw_bytes, pending, pending_n = 0, [], 0
         try:
             for doc in db.get_collection(name, codec_options=RAW).find({}, batch_size=batch_size):

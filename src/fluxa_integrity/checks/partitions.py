@@ -2,7 +2,8 @@
 are merged into exactly the result one pass would give.
 
 Shape: ``split()`` turns one PassSpec into partition specs - byte segments of a backup file cut
-on document boundaries (checks/sources.py), or ``_id`` ranges on a server (bounds read from the
+on document boundaries (checks/sources.py: at zstd frames from a seekable file's seek table, or
+by walking the length prefixes), or ``_id`` ranges on a server (bounds read from the
 ``_id`` index in sorted order; ids of another BSON type than the bounds go to the first range,
 since the server compares ranges within one type only) - plus, when the collection has unique
 rules, one extra pass that evaluates only those over the whole collection (a duplicate may span
@@ -35,7 +36,7 @@ from .findings import Accumulator
 from .keyset import KeySet
 from .scan import PassResult, PassSpec, _Scanner, scan
 from .self_order import SelfOrder
-from .sources import FileSegment, segments
+from .sources import FileSegment, frame_segments, segments
 from .values import bson_type
 
 
@@ -65,27 +66,29 @@ class Split:
 def jobs(splits: list[Split]) -> list[tuple[int, object, PassSpec]]:
     """The tasks of one level, for any pool: ``(split index, kind, spec)``, kind ``"whole"`` (a
     pass not split), a partition number, or ``"uniques"`` (the unique-only pass)."""
-    out: list[tuple[int, object, PassSpec]] = []
-    for i, sp in enumerate(splits):
-        if len(sp.parts) == 1 and sp.uniques is None:
-            out.append((i, "whole", sp.parts[0]))
-        else:
-            out += [(i, k, p) for k, p in enumerate(sp.parts)]
-            if sp.uniques is not None:
-                out.append((i, "uniques", sp.uniques))
-    return out
+    return [(i, kind, spec) for i, sp in enumerate(splits)
+            for kind, spec in zip(tasks_of(splits, i), sp.parts + ([sp.uniques] if sp.uniques is not None else []))]
+
+
+def tasks_of(splits: list[Split], i: int) -> list:
+    """The kinds of split ``i``'s tasks, as ``jobs()`` names them."""
+    sp = splits[i]
+    if len(sp.parts) == 1 and sp.uniques is None:
+        return ["whole"]
+    return list(range(len(sp.parts))) + (["uniques"] if sp.uniques is not None else [])
+
+
+def assemble_one(sp: Split, i: int, got: dict) -> PassResult:
+    """Split ``i``'s PassResult from its tasks' results, ``got[(i, kind)]``: a whole pass as it
+    came, partitions merged in their read order."""
+    if (i, "whole") in got:
+        return got[(i, "whole")]
+    return merge(sp, [got[(i, k)] for k in range(len(sp.parts))], got.get((i, "uniques")))
 
 
 def assemble(splits: list[Split], got: dict) -> list[PassResult]:
-    """One PassResult per split from the tasks' results, ``got[(split index, kind)]``:
-    a whole pass as it came, partitions merged in their read order."""
-    out: list[PassResult] = []
-    for i, sp in enumerate(splits):
-        if (i, "whole") in got:
-            out.append(got[(i, "whole")])
-        else:
-            out.append(merge(sp, [got[(i, k)] for k in range(len(sp.parts))], got.get((i, "uniques"))))
-    return out
+    """One PassResult per split from the tasks' results, ``got[(split index, kind)]``."""
+    return [assemble_one(sp, i, got) for i, sp in enumerate(splits)]
 
 
 def split(spec: PassSpec, parts: int, min_docs: int, db=None) -> Split:
@@ -95,8 +98,11 @@ def split(spec: PassSpec, parts: int, min_docs: int, db=None) -> Split:
         return Split(spec, [spec])
     if isinstance(spec.source, FileSegment) and spec.source.start == 0 and spec.source.end is None:
         src = spec.source
-        cuts = segments(src.path, src.compression, parts, min_docs)
-        pieces = [replace(spec, source=FileSegment(src.path, src.compression, a, b)) for a, b, _n in cuts]
+        cut = frame_segments(src.path, src.compression, parts, min_docs)
+        if cut is None:  # not a seekable file: walk its length prefixes
+            cut = [FileSegment(src.path, src.compression, a, b) for a, b, _n in
+                   segments(src.path, src.compression, parts, min_docs)]
+        pieces = [replace(spec, source=seg) for seg in cut]
     elif spec.source is None and db is not None:
         pieces = [replace(spec, filter={"$and": [spec.filter, f]} if spec.filter else f)
                   for f in id_ranges(db, spec.collection, parts, min_docs)]

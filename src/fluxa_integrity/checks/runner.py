@@ -37,7 +37,7 @@ from ..policy.rules import (CopiedFieldRule, CorruptionRule, CountDropRule, Coun
 from .collection_rules import (audit_deletion_findings, corruption_findings, count_drop_findings,
                                counter_findings, sync_extra_findings)
 from .findings import DEFAULT_SAMPLES, Findings, FindingResult
-from .partitions import Split, assemble, jobs, run_partition, split
+from .partitions import Split, assemble_one, jobs, run_partition, split, tasks_of
 from .scan import PassResult, PassSpec, run_pass
 from .sources import BackupFiles
 
@@ -483,16 +483,24 @@ class _Pool:
         futures = {self.pool.submit(run_pass if kind == "whole" else run_partition, spec,
                                     _report if kind != "uniques" else None): (i, kind) for i, kind, spec in jobs(splits)}
         pending = set(futures)
+        got: dict = {}
+        left = {i: len(tasks_of(splits, i)) for i in range(len(splits))}
+        merged: dict[int, PassResult] = {}
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(self.q, progress)
             for f in done:
-                f.result()  # the first failure stops the level (and the run)
+                i, kind = futures[f]
+                got[(i, kind)] = f.result()  # the first failure stops the level (and the run)
+                left[i] -= 1
+                if not left[i]:  # merged now, while the workers go on with the others
+                    merged[i] = assemble_one(splits[i], i, got)
         _drain(self.q, progress)
-        return assemble(splits, {job: f.result() for f, job in futures.items()})
+        return [merged[i] for i in range(len(splits))]
 
     def close(self) -> None:
-        self.pool.shutdown(cancel_futures=True)
+        # no waiting for the workers to exit: the executor reaps them, the run has its results
+        self.pool.shutdown(wait=False, cancel_futures=True)
         self.q.close()
 
 

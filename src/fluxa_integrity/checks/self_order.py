@@ -24,6 +24,7 @@ from ..policy.rules import TimestampOrderRule
 from .columns import Batch
 from .facts import NONE, from_ms
 from .findings import Findings
+from .keyset import sorted_queries
 from .values import MISSING
 
 
@@ -75,7 +76,10 @@ class SelfOrder:
             rows = np.flatnonzero((refs != NONE) & (child != NONE))
             if not len(rows):
                 continue
-            idx = np.minimum(np.searchsorted(sorted_h, refs[rows]), len(sorted_h) - 1)
+            perm, queries = sorted_queries(refs[rows])
+            idx = np.minimum(np.searchsorted(sorted_h, queries), len(sorted_h) - 1)
+            if perm is not None:  # back to the rows' order
+                idx[perm] = idx.copy()
             known = sorted_h[idx] == refs[rows]
             parents = order[idx]
             parent_ms = np.where(known, own[parents], NONE)

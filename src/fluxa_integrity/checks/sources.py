@@ -4,7 +4,9 @@ plain mongodump directory, read with no server at all.
 Shape: ``BackupFiles`` is one database's dump directory (``<coll>.bson[.zst|.gz]`` beside
 ``<coll>.metadata.json[.gz]``) with, for a catalog backup, its manifest (counts, checksums).
 ``FileSegment`` is a byte range ``[start, end)`` of one file's decompressed BSON stream, cut on
-document boundaries (``segments()`` walks the 4-byte length prefixes to find them); it is what a
+document boundaries (``segments()`` walks the 4-byte length prefixes to find them; on a seekable
+zstd file, backup/files.py, ``frame_segments()`` cuts at frames from the seek table instead, with
+no walk, and a segment starts decompressing at its own frame); it is what a
 pass reads through ``PassSpec.source`` and it is picklable, so a worker process opens the file
 itself. Documents are decoded with the client's own codec options (tz-aware UTC dates), so a
 rule sees exactly what a cursor would hand it. ``FilesDatabase`` answers the few server calls
@@ -14,13 +16,14 @@ metadata file); ``validate`` is the server's verdict on its storage and is refus
 Failure behaviour: a document length below 5, past the end of the file, a document not ending
 in NUL, undecodable BSON or a broken compressed stream raise ``FluxaError`` naming the file and
 the byte offset (in the decompressed stream) of the first bad document; nothing is guessed or
-skipped. A compressed stream cannot be entered in the middle, so a segment of a ``.zst``/``.gz``
-file decompresses (and throws away) the bytes before its start: cheap next to decoding them.
+skipped. A gzip stream, or a zstd file written in one frame, cannot be entered in the middle: a
+segment of one decompresses (and throws away) the bytes before its start.
 """
 
 from __future__ import annotations
 
 import gzip
+import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +35,13 @@ from bson.codec_options import CodecOptions
 from bson.errors import BSONError
 from pymongo.errors import OperationFailure
 
-from ..backup.files import CHUNK, open_decompressed
+from ..backup.files import CHUNK, open_decompressed, seek_table
 from ..backup.metadata import loads
 from ..errors import FluxaError
 
 #: what ``mongo.connection.connect`` gives a cursor: tz-aware dates in UTC
 CODEC = CodecOptions(tz_aware=True)
+_LENGTH = struct.Struct("<i")  # a BSON document's length prefix
 _STREAM_ERRORS = (zstandard.ZstdError, gzip.BadGzipFile, zlib.error, EOFError, OSError)
 SUFFIXES = {".bson.zst": "zstd", ".bson.gz": "gzip", ".bson": "none"}
 
@@ -55,14 +59,15 @@ def _damaged(path, offset: int, what: str) -> FluxaError:
 class _Reader:
     """The decompressed stream of a file, read forward in chunks, with the offset of each byte."""
 
-    def __init__(self, path: str, compression: str):
+    def __init__(self, path: str, compression: str, at: int = 0, base: int = 0):
+        """``at``: the file offset of a zstd frame, whose first byte is ``base`` in the stream."""
         self.path, self.compression = path, compression
         try:
-            self.f = open_decompressed(Path(path), compression)
+            self.f = open_decompressed(Path(path), compression, at)
         except OSError as exc:
             raise FluxaError(f"cannot read {path}: {exc}", "is the backup directory complete?") from exc
         self.buf = bytearray()
-        self.base = 0  # stream offset of buf[0]
+        self.base = base  # stream offset of buf[0]
         self.eof = False
 
     def fill(self, need: int) -> None:
@@ -119,43 +124,66 @@ class FileSegment:
     compression: str
     start: int = 0
     end: int | None = None  # exclusive; None: to the end of the file
+    at: int = 0  # file offset of the zstd frame that starts at ``start`` (seekable files), else 0
 
     def batches(self, size: int) -> Iterator[list[dict]]:
-        """Documents of the segment, ``size`` at a time, decoded as a cursor decodes them."""
-        r = _Reader(self.path, self.compression)
+        """Documents of the segment, ``size`` at a time, decoded as a cursor decodes them.
+
+        The length prefixes of what is buffered are walked in a tight loop (struct, no call per
+        document); ``_frame`` - which reads more and names any damage - only runs at the edge of
+        the buffer or on a document that does not look whole. The buffer is compacted once per
+        CHUNK consumed, not per batch: the per-document walk and per-batch copies cost more than
+        decoding did (measured: 25 s to decode 2.1M documents this way, ~10 s for decode_all)."""
+        r = _Reader(self.path, self.compression, self.at, self.start if self.at else 0)
+        unpack = _LENGTH.unpack_from
         try:
             if self.start:
                 r.skip_to(self.start)
+            pos = 0  # what of r.buf has been handed out
             while True:
-                pos, count = 0, 0
-                while count < size and (self.end is None or r.base + pos < self.end):
-                    n = _frame(r, pos)
+                first, count, buf = pos, 0, r.buf
+                stop = len(buf) if self.end is None else min(len(buf), self.end - r.base)
+                while count < size:
+                    if pos + 4 <= stop:
+                        n = unpack(buf, pos)[0]
+                        if n >= 5 and pos + n <= stop and buf[pos + n - 1] == 0:
+                            pos += n
+                            count += 1
+                            continue
+                    if self.end is not None and r.base + pos >= self.end:
+                        break
+                    n = _frame(r, pos)  # reads on, or raises naming what is wrong and where
                     if n is None:
                         break
                     pos += n
                     count += 1
+                    stop = len(buf) if self.end is None else min(len(buf), self.end - r.base)
                 if not count:
-                    if self.end is not None and r.base < self.end:
-                        raise _damaged(self.path, r.base, f"the file ends before its segment does (byte {self.end})")
+                    if self.end is not None and r.base + pos < self.end:
+                        raise _damaged(self.path, r.base + pos,
+                                       f"the file ends before its segment does (byte {self.end})")
                     return
-                yield self._decode(r, pos)
-                r.drop(pos)
+                yield self._decode(r, first, pos)
+                if pos > CHUNK:
+                    r.drop(pos)
+                    pos = 0
         finally:
             r.close()
 
-    def _decode(self, r: _Reader, length: int) -> list[dict]:
+    def _decode(self, r: _Reader, first: int, end: int) -> list[dict]:
         try:
-            return bson.decode_all(bytes(r.buf[:length]), CODEC)
+            with memoryview(r.buf) as whole, whole[first:end] as part:
+                return bson.decode_all(part, CODEC)
         except (BSONError, ValueError, OverflowError) as exc:
-            pos = 0  # which document: decode them one by one to name its offset
-            while pos < length:
+            pos = first  # which document: decode them one by one to name its offset
+            while pos < end:
                 n = int.from_bytes(r.buf[pos:pos + 4], "little")
                 try:
                     bson.decode(bytes(r.buf[pos:pos + n]), CODEC)
                 except (BSONError, ValueError, OverflowError) as one:
                     raise _damaged(self.path, r.base + pos, f"undecodable BSON ({one})") from exc
                 pos += n
-            raise _damaged(self.path, r.base, f"undecodable BSON ({exc})") from exc
+            raise _damaged(self.path, r.base + first, f"undecodable BSON ({exc})") from exc
 
 
 def segments(path: str, compression: str, parts: int, min_docs: int = 1) -> list[tuple[int, int | None, int]]:
@@ -187,6 +215,38 @@ def segments(path: str, compression: str, parts: int, min_docs: int = 1) -> list
             cuts.append(i)
     cuts.append(total_docs)
     return [(offsets[a], offsets[b] if b < total_docs else None, b - a) for a, b in zip(cuts, cuts[1:])]
+
+
+def frame_segments(path: str, compression: str, parts: int, min_docs: int = 1) -> list[FileSegment] | None:
+    """Like ``segments()`` for a seekable zstd file, from its seek table alone: up to ``parts``
+    segments of about equal bytes, each starting at a frame (so on a document boundary). The
+    number of documents is estimated from the first frame's; None when the file has no seek
+    table or too few frames for that many cuts (then ``segments()`` walks it)."""
+    table = seek_table(Path(path)) if compression == "zstd" else None
+    if table is None or len(table) - 1 < parts:
+        return None
+    total = table[-1][1]
+    r = _Reader(path, compression)
+    try:
+        pos, docs = 0, 0
+        while r.base + pos < table[1][1] and (n := _frame(r, pos)) is not None:
+            pos, docs = pos + n, docs + 1
+    finally:
+        r.close()
+    estimate = docs * total // max(1, table[1][1])
+    parts = max(1, min(parts, estimate // max(1, min_docs)))
+    import bisect
+
+    starts = [d for _c, d in table[:-1]]
+    cuts = [0]
+    for k in range(1, parts):
+        i = bisect.bisect_left(starts, total * k // parts)
+        if cuts[-1] < i < len(starts) and starts[i] < total:
+            cuts.append(i)
+    if len(cuts) < parts:  # too few frames for these cuts (a small file): walking it is cheap
+        return None
+    ends = [table[i][1] for i in cuts[1:]] + [None]
+    return [FileSegment(path, compression, table[i][1], end, table[i][0]) for i, end in zip(cuts, ends)]
 
 
 class BackupFiles:
