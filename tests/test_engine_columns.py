@@ -191,3 +191,20 @@ def test_lookups_in_any_order_answer_each_query_in_place():
             rng.shuffle(queries)
         assert keys.contains(queries).tolist() == [int(q) in row_of for q in queries]
         assert facts.rows(queries).tolist() == [row_of.get(int(q), -1) for q in queries]
+
+
+def test_dates_hash_by_their_instant_one_at_a_time_and_a_column_at_a_time():
+    from datetime import timedelta, timezone
+
+    from bson.tz_util import FixedOffset
+
+    base = datetime(2026, 3, 1, 12, 30, 15, 123000, tzinfo=timezone.utc)
+    dates = [base + timedelta(milliseconds=k * 977) for k in range(50)]
+    assert key_hashes(dates).tolist() == [key_hash(d) for d in dates]
+    assert len(set(key_hashes(dates).tolist())) == 50 and min(key_hashes(dates)) >= 0
+    # one instant, however a client decoded it: aware in UTC, in another offset, or naive UTC
+    same = [base, base.astimezone(FixedOffset(120, "+02")), base.replace(tzinfo=None)]
+    assert len({key_hash(d) for d in same}) == 1
+    assert key_hash(base) != key_hash(int(base.timestamp() * 1000)) and key_hash(base) != key_hash(str(base))
+    b = Batch([{"d": d} for d in dates])
+    assert b.hashes("d").tolist() == [key_hash(d) for d in dates]

@@ -22,7 +22,8 @@ from operator import itemgetter
 import numpy as np
 from bson import ObjectId
 
-from .values import MISSING, NONE, MissingType, _oid_bytes, dates_ms, get_path, key_hash, key_hashes, oid_hashes
+from .values import (MISSING, NONE, MissingType, _oid_bytes, date_hashes, dates_ms, get_path, key_hash, key_hashes,
+                     oid_hashes)
 
 NULL_HASH = key_hash(None)
 
@@ -74,6 +75,8 @@ class Batch:
             types = self.types(path)
             if types == {ObjectId}:
                 h = oid_hashes(self.oid_bytes(path))
+            elif types == {datetime}:  # from the date column the rules compute anyway
+                h = date_hashes(self.ms(path))
             elif MissingType not in types:
                 h = key_hashes(col)
             else:

@@ -127,6 +127,20 @@ def _oid_hash(raw: bytes) -> int:
     return _fmix(a ^ _fmix(b ^ _SEED)) >> 1
 
 
+_DATE_TAG = 0xD47E_0000_0000_0D47  # keeps a date's mix apart from an ObjectId's
+
+
+def _date_hash(ms: int) -> int:
+    return _fmix(_fmix((ms & _M64) ^ _DATE_TAG)) >> 1
+
+
+def date_hashes(ms: np.ndarray) -> np.ndarray:
+    """key_hash of each date of a column, from its epoch ms (``dates_ms``), as ``_date_hash``."""
+    with np.errstate(over="ignore"):
+        x = ms.astype(np.int64).view(np.uint64) ^ np.uint64(_DATE_TAG)
+        return (_fmix_np(_fmix_np(x)) >> np.uint64(1)).view(np.int64)
+
+
 def oid_hashes(raw: bytes) -> np.ndarray:
     """key_hash of each ObjectId in ``raw``, their 12-byte binaries back to back."""
     cols = np.frombuffer(raw, dtype=_OID)
@@ -142,12 +156,15 @@ def key_hash(value) -> int:
     could hide one dangling reference in a set of billions - accepted for an 8-byte key.
     ObjectIds, the ids of nearly every reference, are mixed arithmetically (MurmurHash3's
     finaliser over their two words, ``oid_hashes`` does it for a column in numpy: ~50x cheaper
-    per id than a BLAKE2b call); every other type goes through BLAKE2b. The mix is not a
+    per id than a BLAKE2b call), and so are dates (their epoch ms: equal instants hash equal,
+    whatever the tzinfo a client decoded them with); every other type goes through BLAKE2b. The mix is not a
     cryptographic hash: ids crafted to collide could hide a reference, which nobody writing
     an application's ids has reason to do.
     """
     if isinstance(value, ObjectId):
         return _oid_hash(value.binary)
+    if isinstance(value, datetime):  # the instant, as MongoDB compares dates (a column: date_hashes)
+        return _date_hash(_to_ms(value))
     if isinstance(value, str):
         raw = b"s" + value.encode("utf-8", "surrogatepass")
     elif isinstance(value, bool):
@@ -164,8 +181,11 @@ def key_hash(value) -> int:
 def key_hashes(values: list) -> np.ndarray:
     """``key_hash`` of every value, as an int64 array: ObjectIds vectorised, the rest one by one."""
     n = len(values)
-    if n and set(map(type, values)) == {ObjectId}:
+    kinds = set(map(type, values))
+    if n and kinds == {ObjectId}:
         return oid_hashes(b"".join(map(_oid_bytes, values)))
+    if n and kinds == {datetime}:
+        return date_hashes(dates_ms(values))
     out = np.empty(n, dtype=np.int64)
     oids = [i for i, v in enumerate(values) if type(v) is ObjectId]
     if oids:
