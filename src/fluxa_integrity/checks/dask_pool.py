@@ -175,7 +175,11 @@ class DaskPool:
                 except queue.Empty:
                     fut = None
                 self._drain(progress)
-                if fut is not None:
+                if fut is not None and fut.status in ("lost", "pending"):
+                    # it had finished on a worker that died since: Dask computes it again, and
+                    # the callback of that next finish is the one to wait for
+                    fut.add_done_callback(done_q.put)
+                elif fut is not None:
                     self._check(fut, futures[fut], splits)
                     left -= 1
                 else:
