@@ -5,7 +5,7 @@ decompressing it; the content hash of a collection is of the raw BSON (see snaps
 
 A zstd data file is written seekable: an independent frame every ``FRAME_BYTES`` of BSON, ended
 on a document boundary, and a seek table after the last one in zstd's seekable format (a
-skippable frame any zstd decoder passes over: `zstd -d` and mongorestore tooling read the file as
+skippable frame every zstd decoder passes over: `zstd -d` and other readers see the file as
 before). A check's partition (checks/sources.py) then starts decompressing at a frame of the
 middle instead of decompressing and throwing away everything before it.
 """
