@@ -4,6 +4,7 @@ merged - the findings are those of one pass, for any number of workers, at two d
 
 from __future__ import annotations
 
+import struct
 from dataclasses import replace
 
 import bson
@@ -127,6 +128,30 @@ def test_seekable_zstd_files_are_cut_at_frames_and_read_back_exactly(tmp_path, m
     assert seek_table(damaged) is None and frame_segments(str(damaged), "zstd", 4, 10) is None
     walked = split(replace(spec, source=FileSegment(str(damaged), "zstd")), 4, 10).parts
     assert len(walked) == 4 and [d["_id"] for p in walked for b in p.source.batches(64) for d in b] == list(range(3000))
+
+    # a table whose decompressed sizes lie: a segment is a run of whole frames by file offsets,
+    # so the cut may be uneven or walked, never a document read twice or lost
+    lying = tmp_path / "l.bson.zst"
+    raw = bytearray(path.read_bytes())
+    entries = len(table) - 1
+    first_entry = len(raw) - 9 - 8 * entries
+    c1, d1 = struct.unpack_from("<II", raw, first_entry + 8)  # frame 1: neither the first nor a cut
+    struct.pack_into("<II", raw, first_entry + 8, c1, d1 + 5000)
+    lying.write_bytes(bytes(raw))
+    assert len(frame_segments(str(lying), "zstd", 4, 10)) == 4  # the cut is taken from the table
+    parts = split(replace(spec, source=FileSegment(str(lying), "zstd")), 4, 10).parts
+    assert [d["_id"] for p in parts for b in p.source.batches(64) for d in b] == list(range(3000))
+
+    # another tool's seekable file, frames not ended on document boundaries: walked instead
+    foreign = tmp_path / "f.bson.zst"
+    w = HashedWriter(foreign, "zstd", documents=True)  # breaking its promise: writes cut documents
+    whole = b"".join(docs)
+    for k in range(0, len(whole), 1000):
+        w.write(whole[k:k + 1000])
+    w.close()
+    assert seek_table(foreign) is not None and frame_segments(str(foreign), "zstd", 4, 10) is None
+    parts = split(replace(spec, source=FileSegment(str(foreign), "zstd")), 4, 10).parts
+    assert len(parts) == 4 and [d["_id"] for p in parts for b in p.source.batches(64) for d in b] == list(range(3000))
 
     truncated = tmp_path / "t.bson.zst"
     truncated.write_bytes(path.read_bytes()[: table[len(table) // 2][0] + 100])  # mid-frame

@@ -151,14 +151,14 @@ def seek_table(path: Path) -> list[tuple[int, int]] | None:
     return out
 
 
-def open_decompressed(path: Path, compression: str, at: int = 0) -> BinaryIO:
-    """The decompressed stream of a file; ``at``: a file offset where a zstd frame starts (from
-    ``seek_table``), to read from there on."""
+def open_decompressed(path: Path, compression: str, at: int = 0, stop: int | None = None) -> BinaryIO:
+    """The decompressed stream of a file; ``at`` and ``stop``: file offsets where zstd frames
+    start (from ``seek_table``), to read the frames between them only."""
     f = open(path, "rb")
     if at:
         f.seek(at)
     if compression == "zstd":
-        return _ZstdFrames(f)
+        return _ZstdFrames(f, None if stop is None else stop - at)
     if compression == "gzip":
         return gzip.GzipFile(fileobj=f, mode="rb")
     return f
@@ -170,15 +170,15 @@ class _ZstdFrames(io.RawIOBase):
     zstandard's stream_reader would end the stream quietly there, and a truncated seekable file
     would then read as a shorter one ending on a document boundary."""
 
-    def __init__(self, f: BinaryIO):
-        self.f, self.dctx, self.obj = f, zstandard.ZstdDecompressor(), None
+    def __init__(self, f: BinaryIO, limit: int | None = None):
+        self.f, self.dctx, self.obj, self.left = f, zstandard.ZstdDecompressor(), None, limit
         self.piece, self.at, self.rest, self.done = b"", 0, b"", False
 
     def readable(self) -> bool:
         return True
 
     def _step(self) -> None:
-        data, self.rest = self.rest or self.f.read(CHUNK), b""
+        data, self.rest = self.rest or self._read(), b""
         if not data:
             if self.obj is not None:
                 raise EOFError("the file ends inside a zstd frame (truncated)")
@@ -189,6 +189,13 @@ class _ZstdFrames(io.RawIOBase):
         self.piece, self.at = self.obj.decompress(data), 0
         if self.obj.eof:  # the frame ended: what follows starts the next one
             self.rest, self.obj = self.obj.unused_data, None
+
+    def _read(self) -> bytes:
+        if self.left is None:
+            return self.f.read(CHUNK)
+        data = self.f.read(min(CHUNK, self.left))
+        self.left -= len(data)
+        return data
 
     def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (fewer is not the end: b"" is), or all that is left."""
