@@ -22,6 +22,7 @@ segment of one decompresses (and throws away) the bytes before its start.
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import struct
 import zlib
@@ -208,15 +209,19 @@ def segments(path: str, compression: str, parts: int, min_docs: int = 1) -> list
     parts = max(1, min(parts, total_docs // max(1, min_docs)))
     if parts == 1:
         return [(0, None, total_docs)]
-    import bisect
+    cuts = _cut_points(offsets, total, parts) + [total_docs]
+    return [(offsets[a], offsets[b] if b < total_docs else None, b - a) for a, b in zip(cuts, cuts[1:])]
 
+
+def _cut_points(starts: list[int], total: int, parts: int) -> list[int]:
+    """Indexes into ``starts`` (ascending stream offsets where a cut may go) nearest to ``parts``
+    equal byte shares of ``total``: 0 first, each cut after the last and before the end."""
     cuts = [0]
     for k in range(1, parts):
-        i = bisect.bisect_left(offsets, total * k // parts)
-        if i > cuts[-1] and i < total_docs:
+        i = bisect.bisect_left(starts, total * k // parts)
+        if cuts[-1] < i < len(starts) and starts[i] < total:
             cuts.append(i)
-    cuts.append(total_docs)
-    return [(offsets[a], offsets[b] if b < total_docs else None, b - a) for a, b in zip(cuts, cuts[1:])]
+    return cuts
 
 
 def frame_segments(path: str, compression: str, parts: int, min_docs: int = 1) -> list[FileSegment] | None:
@@ -237,14 +242,7 @@ def frame_segments(path: str, compression: str, parts: int, min_docs: int = 1) -
         return None
     estimate = docs * total // max(1, table[1][1])
     parts = max(1, min(parts, estimate // max(1, min_docs)))
-    import bisect
-
-    starts = [d for _c, d in table[:-1]]
-    cuts = [0]
-    for k in range(1, parts):
-        i = bisect.bisect_left(starts, total * k // parts)
-        if cuts[-1] < i < len(starts) and starts[i] < total:
-            cuts.append(i)
+    cuts = _cut_points([d for _c, d in table[:-1]], total, parts)
     if len(cuts) < parts:  # too few frames for these cuts (a small file): walking it is cheap
         return None
     if any(_whole_documents(path, table, i) is None for i in cuts[1:]):
