@@ -153,6 +153,52 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_findings_are_the_same(mongo
         assert victim not in c.run(os.getpid).values()  # it did die, and was replaced
 
 
+def test_key_sets_stay_on_the_cluster_cut_by_key_hash(mongo_uri, db, tmp_path, cluster, monkeypatch):
+    """The key sets later levels look up are never gathered here: each is held on the cluster in
+    --key-buckets pieces by hash (together exactly the local run's key set), the references are
+    joined there, and the injected dangling references are found with the local run's evidence."""
+    import fluxa_integrity.checks.runner as runner_mod
+    from fluxa_integrity.checks.dask_pool import ClusterKeys
+
+    generate(db, GenerateOptions(users=30, seed=11, secondary=False))
+    manifest = Manifest(tmp_path / "m.json", db.name)
+    inject(db, manifest, "orphan-messages", 3, seed=11)
+    inject(db, manifest, "orphan-conversations", 2, seed=11)
+    store = open_store()
+    files = open_backup(store, run_backup(mongo_uri, db.name, store,
+                                          BackupOptions(repo=tmp_path / "repo", oplog_probe="clock")).id)
+    seen = [{}, {}]  # per run: import key -> its keys (local) or its buckets (read from the cluster)
+    real_collect = runner_mod._collect
+
+    def collect(res, imports, results, progress):
+        real_collect(res, imports, results, progress)
+        run = seen[1] if any(isinstance(v, ClusterKeys) for v in imports.values()) else seen[0]
+        for k, v in imports.items():
+            if k[0] == "keys" and k not in run:  # while the run's client is open: its futures live
+                run[k] = [ks._chunks[0].tolist() if ks._chunks else [] for ks in v.futures[0].client.gather(v.futures)] \
+                    if isinstance(v, ClusterKeys) else (v,)
+
+    monkeypatch.setattr(runner_mod, "_collect", collect)
+    opts = dict(keep_ids=True, partitions="on", min_partition_docs=20)
+    local = run_checks(None, db.name, default_policy(), RunOptions(**opts), files=files, baselines={})
+    on_dask = run_checks(None, db.name, default_policy(),
+                         RunOptions(workers=3, dask=cluster.scheduler_address, key_buckets=4, **opts),
+                         files=files, baselines={})
+    assert full(on_dask) == full(local)
+    dangling = {f.rule_id: f.count for f in on_dask.findings if f.variant == "dangling"}
+    assert dangling["messages.conversationId.ref"] >= 3 and dangling["conversations.userId.ref"] >= 2
+    whole, held = seen
+    assert ("keys", "conversations", "_id") in whole and set(held) == set(whole)
+    for k, buckets in held.items():
+        assert len(buckets) == 4, k  # a list of bucket contents: it was a ClusterKeys, not a key set
+        for b, hashes in enumerate(buckets):
+            assert all(h % 4 == b for h in hashes), (k, b)
+        ks = whole[k][0]
+        assert sorted(h for hs in buckets for h in hs) == (ks._chunks[0].tolist() if ks._chunks else [])
+    for f in score(manifest, on_dask.findings).values():
+        assert f["recall"] == 1.0, f
+
+
 def test_the_cli_checks_a_backup_on_a_local_dask_cluster(cli, mongo_uri, db, tmp_path):
     generate(db, GenerateOptions(users=40, seed=4, secondary=False))
     inject(db, Manifest(tmp_path / "m.json", db.name), "orphan-messages", 3, seed=4)
@@ -194,6 +240,12 @@ def test_a_bad_dask_value_is_refused(value):
 def test_the_cli_refuses_a_bad_dask_value_before_connecting(cli):
     res = cli("check", "run", "--dask", "tcp://nowhere", "--uri", "mongodb://127.0.0.1:1/", "--db", "x", "--json")
     assert res.code == 2 and "neither 'local' nor a scheduler address" in res.json()["error"]
+
+
+def test_key_buckets_without_dask_are_refused_before_connecting(cli):
+    res = cli("check", "run", "--key-buckets", "4", "--uri", "mongodb://127.0.0.1:1/", "--db", "x", "--json")
+    assert res.code == 2 and "key buckets are for a Dask run" in res.json()["error"], res.stderr
+    assert "--dask local" in res.json()["hint"]
 
 
 def test_an_error_keeps_its_hint_across_processes():

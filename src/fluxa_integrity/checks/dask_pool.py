@@ -37,12 +37,13 @@ import re
 import time
 import uuid
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 from ..errors import FluxaError
-from .partitions import Split, assemble, jobs, run_partition
-from .scan import PassResult, PassSpec, run_pass
+from .partitions import Partial, Split, merge, run_partition
+from .scan import PassResult, PassSpec
+from .shuffle import bucketed_fields, join, joined_rules, take_out, union
 from .sources import FileSegment
 
 CONNECT_TIMEOUT = 5  # seconds to reach a scheduler
@@ -76,10 +77,25 @@ def _distributed():
     return distributed
 
 
+@dataclass
+class ClusterKeys:
+    """A collection's key set held on the cluster: bucket ``b`` (a future of a KeySet) holds the
+    keys whose hash mod ``len(futures)`` is ``b``. Later levels join against it there."""
+    futures: list
+
+
+def _union(*pieces):
+    return union(pieces)
+
+
+def _join(keys, *pieces):
+    return join(keys, pieces)
+
+
 class DaskPool:
     """A Dask client (and, for ``local``, its cluster) for one check run."""
 
-    def __init__(self, address: str, workers: int):
+    def __init__(self, address: str, workers: int, buckets: int | None = None):
         self.address = parse_address(address)
         distributed = _distributed()
         self.cluster = None
@@ -105,6 +121,8 @@ class DaskPool:
         slots = sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values())
         # partitions per collection: the processes asked for, or every thread of a cluster
         self.workers = workers if self.address == "local" else max(workers, slots)
+        # key-set buckets: one per worker, so a key set is spread over all of them
+        self.buckets = buckets or max(self.workers, slots)
         self.topic = f"fluxa-check-progress-{uuid.uuid4().hex}"
         self.events: queue.Queue = queue.Queue()
         self.client.subscribe_topic(self.topic, self.events.put)
@@ -137,58 +155,84 @@ class DaskPool:
 
     # -- one level ----------------------------------------------------------------------------
     def run(self, splits: list[Split], progress) -> list[PassResult]:
-        """Whole passes and partitions of one level on the cluster; partitions merged in read order."""
-        client = self.client
+        """The partitions of one level on the cluster, their key sets left there by bucket and
+        their references joined there (checks/shuffle.py); the rest merged here in read order."""
+        client, B = self.client, self.buckets
         scattered: dict[int, object] = {}  # id(import) -> its future: each import sent once per level
+        tag = uuid.uuid4().hex[:8]
+        waiting: dict = {}  # future -> what it is, for errors
+
+        def submit(label: str, fn, *args):
+            fut = client.submit(fn, *args, pure=False, key=f"fluxa-{label.replace(' ', '-')}-{uuid.uuid4().hex[:8]}")
+            return fut
 
         def remote_args(spec: PassSpec) -> tuple:
-            names, values = [], []
+            names, values, held = [], [], set()
             for name, obj in spec.imports.items():
+                if isinstance(obj, ClusterKeys):
+                    held.add(name)  # joined on the cluster, never sent whole
+                    continue
                 if obj is not None and id(obj) not in scattered:
                     # on every worker: they all run partitions that read it, and a worker's
                     # death then loses no import (the only copy of scattered data cannot be rebuilt)
                     scattered[id(obj)] = client.scatter([obj], hash=False, broadcast=True)[0]
                 names.append(name)
                 values.append(scattered[id(obj)] if obj is not None else None)
-            bare = replace(spec, imports={})
+            bare = replace(spec, imports={}, shuffled=frozenset(held))
             if isinstance(spec.source, FileSegment) and not os.path.isabs(spec.source.path):
                 # a worker's working directory is not this one (--dump-dir ./dump)
                 bare = replace(bare, source=replace(spec.source, path=os.path.abspath(spec.source.path)))
             return bare, names, values
 
-        futures: dict = {}  # future -> (split index, "whole" | "uniques" | partition number)
-        done_q: queue.Queue = queue.Queue()
-        tag = uuid.uuid4().hex[:8]
+        plans = []
         try:
-            for i, kind, spec in jobs(splits):
-                bare, names, values = remote_args(spec)
-                # the unique-only pass reads the collection a second time: not counted on its bar again
-                fut = client.submit(_remote, "whole" if kind == "whole" else "partition", bare,
-                                    self.topic if kind != "uniques" else None,
-                                    names, *values, pure=False, key=f"fluxa-check-{spec.collection}-{kind}-{tag}")
-                futures[fut] = (i, kind)
-                fut.add_done_callback(done_q.put)
-            left = len(futures)
-            while left:
-                try:
-                    fut = done_q.get(timeout=0.2)
-                except queue.Empty:
-                    fut = None
-                self._drain(progress)
-                if fut is not None and fut.status in ("lost", "pending"):
-                    # it had finished on a worker that died since: Dask computes it again, and
-                    # the callback of that next finish is the one to wait for
-                    fut.add_done_callback(done_q.put)
-                elif fut is not None:
-                    self._check(fut, futures[fut], splits)
-                    left -= 1
-                else:
-                    self._watch()
-            self._drain(progress)
-            got = dict(zip(futures.values(), client.gather(list(futures))))
+            for i, sp in enumerate(splits):
+                coll = sp.spec.collection
+                outs, bare = [], None
+                for k, part in enumerate(sp.parts):
+                    bare, names, values = remote_args(part)
+                    outs.append(submit(f"check {coll} {k} {tag}", _remote_part, bare, self.topic, B, names, *values))
+                fields = bucketed_fields(bare)
+                partials = [submit(f"partial {coll} {k}", _pick, o, "partial") for k, o in enumerate(outs)]
+                for k, f in enumerate(partials):
+                    waiting[f] = f"partition {k} of {coll}" if len(outs) > 1 else f"the pass over {coll}"
+                unions = {f: [submit(f"keys {coll} {f} {b}", _union, *[submit("pick", _pick, o, "keys", f, b) for o in outs])
+                              for b in range(B)] for f in fields}
+                joins = {}
+                for r in joined_rules(bare, fields):
+                    held = unions[r.to_field] if r.to == coll else sp.spec.imports[("keys", r.to, r.to_field)].futures
+                    joins[r.id] = [submit(f"join {r.id} {b}", _join, held[b],
+                                          *[submit("pick", _pick, o, "refs", r.id, b) for o in outs]) for b in range(B)]
+                for f, futs in unions.items():
+                    waiting.update({u: f"bucket {b} of {coll}.{f}'s key set" for b, u in enumerate(futs)})
+                for rid, futs in joins.items():
+                    waiting.update({j: f"bucket {b} of rule {rid}'s reference join" for b, j in enumerate(futs)})
+                uniq = None
+                if sp.uniques is not None:
+                    bare_u, names, values = remote_args(sp.uniques)
+                    # the unique-only pass reads the collection a second time: not counted on its bar again
+                    uniq = submit(f"uniques {coll}", _remote, bare_u, None, names, *values)
+                    waiting[uniq] = f"the unique-key pass of {coll}"
+                plans.append((partials, unions, joins, uniq, fields))
+            self._wait(waiting, progress)
+            merged = []
+            for sp, (partials, unions, joins, uniq, fields) in zip(splits, plans):
+                parts = client.gather(partials)
+                dangling = {}
+                for rid, futs in joins.items():
+                    per_part = [[] for _ in parts]
+                    for got in client.gather(futs):
+                        for k, rows in enumerate(got):
+                            per_part[k].extend(rows)
+                    dangling[rid] = per_part
+                res = merge(sp, parts, client.gather(uniq) if uniq is not None else None, tuple(fields), dangling)
+                for f in fields:
+                    if f in sp.spec.export_keys:
+                        res.keys[f] = ClusterKeys(unions[f])
+                merged.append(res)
         except BaseException as exc:
             try:
-                client.cancel(list(futures))
+                client.cancel(list(waiting))
             except Exception:  # noqa: BLE001 - a lost scheduler has nothing left to cancel
                 pass
             if isinstance(exc, (FluxaError, KeyboardInterrupt)) or exc is self._task_error:
@@ -197,15 +241,35 @@ class DaskPool:
             self._lost(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", exc)
         finally:
             scattered.clear()
-        return assemble(splits, got)
+        return merged
 
-    def _check(self, fut, job: tuple, splits: list[Split]) -> None:
+    def _wait(self, waiting: dict, progress) -> None:
+        """Until every future of the level has finished, advancing the bars as workers report."""
+        done_q: queue.Queue = queue.Queue()
+        for fut in waiting:
+            fut.add_done_callback(done_q.put)
+        left = len(waiting)
+        while left:
+            try:
+                fut = done_q.get(timeout=0.2)
+            except queue.Empty:
+                fut = None
+            self._drain(progress)
+            if fut is not None and fut.status in ("lost", "pending"):
+                # it had finished on a worker that died since: Dask computes it again, and
+                # the callback of that next finish is the one to wait for
+                fut.add_done_callback(done_q.put)
+            elif fut is not None:
+                self._check(fut, waiting[fut])
+                left -= 1
+            else:
+                self._watch()
+        self._drain(progress)
+
+    def _check(self, fut, what: str) -> None:
         """A finished task: fine, or the run stops with its error (or the cluster's)."""
         if fut.status == "finished":
             return
-        i, kind = job
-        what = f"{'the pass' if kind == 'whole' else 'the unique-key pass' if kind == 'uniques' else f'partition {kind}'}" \
-               f" of {splits[i].spec.collection}"
         if fut.status == "error":
             exc = fut.exception()
             from distributed.scheduler import KilledWorker
@@ -289,8 +353,8 @@ def _package_version() -> str:
     return version("fluxa-integrity")
 
 
-def _remote(kind: str, spec: PassSpec, topic: str, names: list, *imports):
-    """A task: one whole pass or one partition, with its imports (resolved from futures)."""
+def _remote(spec: PassSpec, topic: str | None, names: list, *imports) -> Partial:
+    """A task: one partition, with its imports (resolved from futures)."""
     from distributed import get_worker
 
     worker = get_worker()
@@ -301,7 +365,20 @@ def _remote(kind: str, spec: PassSpec, topic: str, names: list, *imports):
                          "mount the backup repository at the same path on every worker (a shared filesystem), "
                          "or check the backup with local workers (--workers N): docs/scale.md")
     report = partial(_progress, worker, topic) if topic is not None else None
-    return (run_pass if kind == "whole" else run_partition)(spec, report)
+    return run_partition(spec, report)
+
+
+def _remote_part(spec: PassSpec, topic: str, buckets: int, names: list, *imports) -> dict:
+    """A partition whose key sets and references are cut into buckets for the join: what the
+    client merges (``partial``) and the pieces the bucket tasks pick."""
+    part = _remote(spec, topic, names, *imports)
+    keys, refs = take_out(part, spec, buckets)
+    return {"partial": part, "keys": keys, "refs": refs}
+
+
+def _pick(out: dict, what: str, name: str | None = None, bucket: int = 0):
+    """One piece of a partition's output (a task, so that only that piece moves)."""
+    return out[what] if name is None else out[what][name][bucket]
 
 
 def _progress(worker, topic: str, collection: str, n: int) -> None:

@@ -36,6 +36,7 @@ from .findings import Accumulator
 from .keyset import KeySet
 from .scan import PassResult, PassSpec, _Scanner, scan
 from .self_order import SelfOrder
+from .shuffle import add_dangling
 from .sources import FileSegment, frame_segments, segments
 from .values import bson_type
 
@@ -53,6 +54,7 @@ class Partial:
     self_order: SelfOrder | None
     watermark: datetime | None
     deps: object = None  # checks/deps.Deps when the spec asked for them (check run --changes)
+    outbox: dict | None = None  # rule id -> shuffle.RefRows: references left to the cluster's join
 
 
 @dataclass
@@ -154,7 +156,7 @@ def run_partition(spec: PassSpec, progress=None) -> Partial:
     counts = {f: c.counter() if hasattr(c, "counter") else Counter(c) for f, c in sc.child_counts.items()}
     return Partial(spec.collection, sc.docs, time.perf_counter() - began, dict(sc.findings._acc), sc.keys,
                    sc.facts, counts, sc.pending, sc.self_order, sc.watermark,
-                   sc.deps.finish() if sc.deps is not None else None)
+                   sc.deps.finish() if sc.deps is not None else None, sc.outbox)
 
 
 def _add_acc(into: dict, key, acc: Accumulator, max_samples: int) -> None:
@@ -174,8 +176,12 @@ def _add_acc(into: dict, key, acc: Accumulator, max_samples: int) -> None:
             r.last_doc_time = t if r.last_doc_time is None or t > r.last_doc_time else r.last_doc_time
 
 
-def merge(sp: Split, partials: list[Partial], uniques: Partial | None = None) -> PassResult:
-    """One PassResult from the partials of ``sp.parts`` (in that order) and its unique-only pass."""
+def merge(sp: Split, partials: list[Partial], uniques: Partial | None = None, held: tuple = (),
+          dangling: dict | None = None) -> PassResult:
+    """One PassResult from the partials of ``sp.parts`` (in that order) and its unique-only pass.
+    With a Dask run's key-hash join (checks/shuffle.py): ``held``, the key sets the cluster holds
+    by bucket (not merged here; exported empty, the pool hands out its handle), and
+    ``dangling``, rule id -> the join's dangling rows per partition."""
     spec = replace(sp.spec, source=None, filter={}, record_deps=False)
     sc = _Scanner(spec)  # its finish() resolves self-references and date order on the merged state
     sc.docs = sum(p.docs for p in partials)
@@ -185,10 +191,13 @@ def merge(sp: Split, partials: list[Partial], uniques: Partial | None = None) ->
     unique_ids = {r.id for r in spec.rules if isinstance(r, UniqueRule)}
     for p in partials + ([uniques] if uniques is not None else []):
         for key, acc in p.accs.items():
-            if (key[0] in unique_ids) == (p is uniques):
+            # unique rules: decided by their own pass when the split has one, else by the partial
+            if uniques is None or (key[0] in unique_ids) == (p is uniques):
                 _add_acc(accs, key, acc, spec.max_samples)
     sc.findings._acc = accs
     for f in sc.keys:
+        if f in held:
+            continue
         ks = KeySet()
         for p in partials:
             for chunk in p.keys[f]._chunks:
@@ -214,6 +223,9 @@ def merge(sp: Split, partials: list[Partial], uniques: Partial | None = None) ->
             for rid, cols in so.cols.items():
                 for dst, part in zip(cols, src.cols[rid]):
                     dst.extend(part)
+    for r in spec.rules:
+        if dangling and r.id in dangling:
+            add_dangling(sc.findings, r, spec.collection, dangling[r.id])
     seconds = max([p.seconds for p in partials] + ([uniques.seconds] if uniques else []))
     res = sc.finish(seconds)
     res.child_counts = {f: sum((p.child_counts[f] for p in partials), Counter()) for f in spec.count_children}

@@ -62,6 +62,9 @@ class RunOptions:
     # run the passes and partitions on Dask (checks/dask_pool.py): "local" (a LocalCluster of
     # ``workers`` processes for this run) or "tcp://HOST:PORT" (an existing scheduler)
     dask: str | None = None
+    # on Dask, key sets are held on the cluster in this many buckets by key hash and references
+    # joined there (checks/shuffle.py); None: one bucket per worker
+    key_buckets: int | None = None
     # read from the server only what the oplog says changed since the last --changes run, and
     # evaluate only the parts of a local copy that changed (checks/changes_run.py); exact
     changes: bool = False
@@ -184,6 +187,9 @@ def _run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions,
         from .dask_pool import parse_address
 
         parse_address(opts.dask)
+    if opts.key_buckets is not None and (opts.dask is None or opts.key_buckets < 1):
+        raise FluxaError(f"--key-buckets {opts.key_buckets}: key buckets are for a Dask run, and at least 1",
+                         "add --dask local (or --dask tcp://HOST:PORT) with --key-buckets N >= 1, or drop it")
     client = connect(uri) if files is None else None
     db = client[db_name] if client is not None else files.as_database()
     try:
@@ -290,7 +296,7 @@ def _run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions,
         if opts.dask is not None:
             from .dask_pool import DaskPool
 
-            pool = DaskPool(opts.dask, opts.workers)
+            pool = DaskPool(opts.dask, opts.workers, opts.key_buckets)
         elif opts.workers > 1:
             pool = _Pool(opts.workers)
         parts = pool.workers if pool is not None else 1

@@ -32,6 +32,7 @@ from .facts import NONE, Facts, from_ms
 from .findings import DEFAULT_SAMPLES, Findings, FindingResult
 from .keyset import HashCounter, KeySet
 from .self_order import SelfOrder
+from .shuffle import RefRows
 from .values import MISSING, MissingType, doc_time, get_path, key_hash, key_hashes, normalise_key
 
 NoneType = type(None)
@@ -67,6 +68,9 @@ class PassSpec:
     # record what the pass looked up in other collections (checks/deps.py decides from it
     # whether a stored partition result still holds after those collections changed)
     record_deps: bool = False
+    # import keys ("keys", collection, field) held on a Dask cluster by key hash (checks/shuffle.py):
+    # the pass does not look these references up, it writes them out (``outbox``) for the join
+    shuffled: frozenset = frozenset()
 
 
 @dataclass
@@ -236,6 +240,7 @@ class _Scanner:
         self.facts = Facts(spec.export_facts) if spec.export_facts else None
         self.child_counts: dict[str, HashCounter] = {f: HashCounter() for f in spec.count_children}
         self.pending: list[_Pending] = []
+        self.outbox: dict = {}  # rule id -> shuffle.RefRows: references for the cluster's join
         self.watermark: datetime | None = None
         self.deps = Deps() if spec.record_deps else None
         # a reference to this same collection checks against the ids seen so far, then again at the end
@@ -343,6 +348,9 @@ class _Scanner:
                 return
         self_ref = rule.to == coll
         target = self.keys[rule.to_field] if self_ref else self.spec.imports.get(("keys", rule.to, rule.to_field))
+        if target is None and ("keys", rule.to, rule.to_field) in self.spec.shuffled:
+            self._send(rule, b, hashes, owners, items)
+            return
         if target is None:
             raise RuntimeError(f"no key set for {rule.to}.{rule.to_field}")  # a planning bug, not user input
         if self.deps is not None and not self_ref:
@@ -354,6 +362,22 @@ class _Scanner:
             else:
                 self.findings.get(rule, "dangling", where).add(
                     d.get("_id"), item, self._user(d), doc_time(d))
+
+    def _send(self, rule: ReferenceRule, b: Batch, hashes: np.ndarray, owners, items) -> None:
+        """Every reference of the batch, with its evidence, for a key set held elsewhere."""
+        rows = self.outbox.get(rule.id)
+        if rows is None:
+            rows = self.outbox[rule.id] = RefRows()
+        uf = self.spec.user_field
+        users = b.ref_hashes(uf) if uf else np.full(b.n, NONE, dtype=np.int64)
+        if owners is None:  # one plain value per document
+            ids = b.oid_bytes("_id") or b.values("_id")
+            values = b.oid_bytes(rule.field) or items
+            rows.add(hashes, ids, values, users, b.when())
+        else:
+            col = b.values("_id")
+            rows.add(hashes, [col[o] for o in owners.tolist()], [items[j] for j in range(len(hashes))],
+                     users[owners], b.when()[owners])
 
     def _unique(self, rule: UniqueRule, seen: dict, docs: list[dict]) -> None:
         for d in docs:

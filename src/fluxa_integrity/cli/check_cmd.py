@@ -58,6 +58,9 @@ def run(
     dask: Optional[str] = typer.Option(None, "--dask", help="Run the partitions on Dask: 'local' starts a cluster of "
                                        "--workers processes for this run, tcp://HOST:PORT uses a running scheduler "
                                        "(its workers need this package, and a backup's files at the same path)."),
+    key_buckets: Optional[int] = typer.Option(None, "--key-buckets", min=1, help="With --dask: key sets stay on "
+                                              "the cluster, cut into this many buckets by key hash, and references "
+                                              "are joined there (default: one per worker)."),
     backup: Optional[str] = typer.Option(None, "--backup", help="Check this backup's files (id or unique prefix) "
                                          "instead of the live database; no server is used."),
     dump_dir: Optional[Path] = typer.Option(None, "--dump-dir", help="Check a plain mongodump directory (--db picks "
@@ -79,7 +82,7 @@ def run(
     opts = RunOptions(collections=csv_list(collections), rules=csv_list(rules), workers=workers,
                       since=since.replace(tzinfo=UTC) if since and since.tzinfo is None else since,
                       max_samples=samples, incremental=incremental, partitions=partitions, changes=changes,
-                      dask=parse_address(dask) if dask is not None else None)
+                      dask=parse_address(dask) if dask is not None else None, key_buckets=key_buckets)
     started = datetime.now(UTC)
     files, label = _files_target(store, backup, dump_dir, db)
     if files is None:
