@@ -14,7 +14,7 @@ from bson import ObjectId
 from fluxa_integrity.checks.facts import NONE, to_ms
 from fluxa_integrity.checks.findings import Findings
 from fluxa_integrity.checks.keyset import KeySet
-from fluxa_integrity.checks.shuffle import ObjectColumn, RefRows, add_dangling, join, split_keys, union
+from fluxa_integrity.checks.shuffle import ObjectColumn, RefRows, add_joined, join, split_keys, union
 from fluxa_integrity.checks.values import key_hashes
 from fluxa_integrity.policy.rules import ReferenceRule
 
@@ -76,7 +76,7 @@ def test_dangling_rows_become_findings_in_read_order():
     rule = ReferenceRule(id="m.ref", category="referential", field="conversationId", to="conversations")
     rows = [[(5, "e", 1, 11, None), (1, "b", 1, None, None)], [], [(0, "z", 9, 12, None), (2, "y", 9, 11, None)]]
     out = Findings("messages", 3, True)
-    add_dangling(out, rule, "messages", rows)
+    add_joined(out, rule, "messages", rows)
     (res,) = out.results()
     assert res.variant == "dangling" and res.count == 4 and res.affected_users == 2
     assert [s["_id"] for s in res.samples] == ["b", "e", "z"] and res.ids == ["b", "e", "z", "y"]

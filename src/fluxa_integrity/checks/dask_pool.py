@@ -43,7 +43,7 @@ from functools import partial
 from ..errors import FluxaError
 from .partitions import Partial, Split, merge, run_partition
 from .scan import PassResult, PassSpec
-from .shuffle import bucketed_fields, join, joined_rules, take_out, union
+from .shuffle import bucketed_fields, join, joined_rules, order_join, order_rules, take_out, union
 from .sources import FileSegment
 
 CONNECT_TIMEOUT = 5  # seconds to reach a scheduler
@@ -203,6 +203,13 @@ class DaskPool:
                     held = unions[r.to_field] if r.to == coll else sp.spec.imports[("keys", r.to, r.to_field)].futures
                     joins[r.id] = [submit(f"join {r.id} {b}", _join, held[b],
                                           *[submit("pick", _pick, o, "refs", r.id, b) for o in outs]) for b in range(B)]
+                orders = []
+                rids = order_rules(bare)
+                for b in range(B if rids else 0):
+                    parents = [submit("pick", _pick, o, "parents", b) for o in outs]
+                    kids = [submit("pick", _pick, o, "children", rid, b) for rid in rids for o in outs]
+                    orders.append(submit(f"order {coll} {b}", _order_join, coll, rids, len(outs), *parents, *kids))
+                    waiting[orders[-1]] = f"bucket {b} of {coll}'s date-order join"
                 for f, futs in unions.items():
                     waiting.update({u: f"bucket {b} of {coll}.{f}'s key set" for b, u in enumerate(futs)})
                 for rid, futs in joins.items():
@@ -213,19 +220,23 @@ class DaskPool:
                     # the unique-only pass reads the collection a second time: not counted on its bar again
                     uniq = submit(f"uniques {coll}", _remote, bare_u, None, names, *values)
                     waiting[uniq] = f"the unique-key pass of {coll}"
-                plans.append((partials, unions, joins, uniq, fields))
+                plans.append((partials, unions, joins, orders, uniq, fields))
             self._wait(waiting, progress)
             merged = []
-            for sp, (partials, unions, joins, uniq, fields) in zip(splits, plans):
+            for sp, (partials, unions, joins, orders, uniq, fields) in zip(splits, plans):
                 parts = client.gather(partials)
-                dangling = {}
+                joined = {}
                 for rid, futs in joins.items():
-                    per_part = [[] for _ in parts]
+                    per_part = joined[rid] = [[] for _ in parts]
                     for got in client.gather(futs):
                         for k, rows in enumerate(got):
                             per_part[k].extend(rows)
-                    dangling[rid] = per_part
-                res = merge(sp, parts, client.gather(uniq) if uniq is not None else None, tuple(fields), dangling)
+                for got in client.gather(orders):
+                    for rid, found in got.items():
+                        per_part = joined.setdefault(rid, [[] for _ in parts])
+                        for k, rows in enumerate(found):
+                            per_part[k].extend(rows)
+                res = merge(sp, parts, client.gather(uniq) if uniq is not None else None, tuple(fields), joined)
                 for f in fields:
                     if f in sp.spec.export_keys:
                         res.keys[f] = ClusterKeys(unions[f])
@@ -372,13 +383,20 @@ def _remote_part(spec: PassSpec, topic: str, buckets: int, names: list, *imports
     """A partition whose key sets and references are cut into buckets for the join: what the
     client merges (``partial``) and the pieces the bucket tasks pick."""
     part = _remote(spec, topic, names, *imports)
-    keys, refs = take_out(part, spec, buckets)
-    return {"partial": part, "keys": keys, "refs": refs}
+    return {"partial": part, **take_out(part, spec, buckets)}
 
 
-def _pick(out: dict, what: str, name: str | None = None, bucket: int = 0):
+def _pick(out: dict, *path):
     """One piece of a partition's output (a task, so that only that piece moves)."""
-    return out[what] if name is None else out[what][name][bucket]
+    for step in path:
+        out = out[step]
+    return out
+
+
+def _order_join(collection: str, rule_ids: list, n: int, *pieces) -> dict:
+    """One bucket of the date-order join: ``n`` partitions' parent rows, then per rule their child rows."""
+    return order_join(collection, list(pieces[:n]),
+                      {rid: list(pieces[n + k * n:n + (k + 1) * n]) for k, rid in enumerate(rule_ids)})
 
 
 def _progress(worker, topic: str, collection: str, n: int) -> None:

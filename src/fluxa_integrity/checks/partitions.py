@@ -36,7 +36,7 @@ from .findings import Accumulator
 from .keyset import KeySet
 from .scan import PassResult, PassSpec, _Scanner, scan
 from .self_order import SelfOrder
-from .shuffle import add_dangling
+from .shuffle import add_joined
 from .sources import FileSegment, frame_segments, segments
 from .values import bson_type
 
@@ -177,11 +177,12 @@ def _add_acc(into: dict, key, acc: Accumulator, max_samples: int) -> None:
 
 
 def merge(sp: Split, partials: list[Partial], uniques: Partial | None = None, held: tuple = (),
-          dangling: dict | None = None) -> PassResult:
+          joined: dict | None = None) -> PassResult:
     """One PassResult from the partials of ``sp.parts`` (in that order) and its unique-only pass.
     With a Dask run's key-hash join (checks/shuffle.py): ``held``, the key sets the cluster holds
     by bucket (not merged here; exported empty, the pool hands out its handle), and
-    ``dangling``, rule id -> the join's dangling rows per partition."""
+    ``joined``, rule id -> what the join found per partition (dangling references, dates out of
+    order with their parent in the same collection)."""
     spec = replace(sp.spec, source=None, filter={}, record_deps=False)
     sc = _Scanner(spec)  # its finish() resolves self-references and date order on the merged state
     sc.docs = sum(p.docs for p in partials)
@@ -212,20 +213,12 @@ def merge(sp: Split, partials: list[Partial], uniques: Partial | None = None, he
                     dst.extend(src)
     sc.pending = [x for p in partials for x in p.pending]
     if sc.self_order is not None:
-        so = sc.self_order
         for p in partials:
-            src, offset = p.self_order, len(so.h)
-            so.h.extend(src.h)
-            so.users.extend(src.users)
-            so.when.extend(src.when)
-            so.raw += src.raw
-            so.other_ids.update({offset + k: v for k, v in src.other_ids.items()})
-            for rid, cols in so.cols.items():
-                for dst, part in zip(cols, src.cols[rid]):
-                    dst.extend(part)
+            if p.self_order is not None:  # None: taken to the cluster's join
+                sc.self_order.extend(p.self_order)
     for r in spec.rules:
-        if dangling and r.id in dangling:
-            add_dangling(sc.findings, r, spec.collection, dangling[r.id])
+        if joined and r.id in joined:
+            add_joined(sc.findings, r, spec.collection, joined[r.id])
     seconds = max([p.seconds for p in partials] + ([uniques.seconds] if uniques else []))
     res = sc.finish(seconds)
     res.child_counts = {f: sum((p.child_counts[f] for p in partials), Counter()) for f in spec.count_children}

@@ -35,6 +35,7 @@ class SelfOrder:
         self.raw = bytearray()  # 12 bytes per row: the ObjectId, zeros for other _id types
         self.other_ids: dict[int, object] = {}
         self.cols = {r.id: (array("q"), array("q"), array("q")) for r in rules}  # ref hash, child ms, own ms
+        self.seq: np.ndarray | None = None  # a piece's rows' places in their partition (None: in order)
 
     def add_batch(self, batch: Batch, users: np.ndarray) -> None:
         """Append one row per document of the batch, a column at a time; ``users`` holds each
@@ -64,37 +65,90 @@ class SelfOrder:
             return self.other_ids[row]
         return ObjectId(bytes(self.raw[12 * row:12 * row + 12]))
 
+    # -- pieces (a Dask run joins them by key hash: checks/shuffle.py) -------------------------
+    def take(self, rows: np.ndarray) -> "SelfOrder":
+        """The rows ``rows`` (ascending) as a table of their own; ``seq`` keeps their read order."""
+        out = SelfOrder(self.rules)
+        for name in ("h", "users", "when"):
+            getattr(out, name).frombytes(np.frombuffer(getattr(self, name), dtype=np.int64)[rows].tobytes())
+        out.raw = bytearray(np.frombuffer(bytes(self.raw), dtype=np.uint8).reshape(-1, 12)[rows].tobytes())
+        if self.other_ids:
+            at = np.searchsorted(rows, list(self.other_ids))
+            out.other_ids = {k: v for (row, v), k in zip(self.other_ids.items(), at.tolist())
+                             if k < len(rows) and rows[k] == row}
+        for rid, cols in self.cols.items():
+            for dst, src in zip(out.cols[rid], cols):
+                dst.frombytes(np.frombuffer(src, dtype=np.int64)[rows].tobytes())
+        out.seq = self.row_seq()[rows]
+        return out
+
+    def row_seq(self) -> np.ndarray:
+        return self.seq if self.seq is not None else np.arange(len(self.h), dtype=np.int64)
+
+    def extend(self, other: "SelfOrder") -> None:
+        """Append another table's rows (a later partition's, or a bucket's piece)."""
+        offset = len(self.h)
+        self.h.extend(other.h)
+        self.users.extend(other.users)
+        self.when.extend(other.when)
+        self.raw += other.raw
+        self.other_ids.update({offset + k: v for k, v in other.other_ids.items()})
+        for rid, cols in self.cols.items():
+            for dst, part in zip(cols, other.cols[rid]):
+                dst.extend(part)
+
+    def index(self) -> tuple[np.ndarray, np.ndarray]:
+        """This table as parents: the rows in id-hash order, and the sorted hashes."""
+        h = np.frombuffer(self.h, dtype=np.int64)
+        order = np.argsort(h, kind="stable")
+        return order, h[order]
+
+    def violations(self, rule: TimestampOrderRule, parents: "SelfOrder", index) -> tuple[np.ndarray, np.ndarray]:
+        """This table's rows (as children, ascending) whose date breaks ``rule`` against their
+        parent in ``parents`` (``index``: its ``index()``), and those parents' rows."""
+        order, sorted_h = index
+        refs, child, _ = (np.frombuffer(c, dtype=np.int64) for c in self.cols[rule.id])
+        own = np.frombuffer(parents.cols[rule.id][2], dtype=np.int64)
+        rows = np.flatnonzero((refs != NONE) & (child != NONE))
+        if not len(rows) or not len(sorted_h):
+            return rows[:0], rows[:0]
+        perm, queries = sorted_queries(refs[rows])
+        idx = np.minimum(np.searchsorted(sorted_h, queries), len(sorted_h) - 1)
+        if perm is not None:  # back to the rows' order
+            idx[perm] = idx.copy()
+        known = sorted_h[idx] == refs[rows]
+        found = order[idx]
+        parent_ms = np.where(known, own[found], NONE)
+        ok = parent_ms != NONE
+        bad = ok & ((child[rows] < parent_ms) if rule.relation == "not_before" else (child[rows] > parent_ms))
+        return rows[bad], found[bad]
+
+    def evidence(self, rule: TimestampOrderRule, collection: str, parents: "SelfOrder", rows, found) -> list[tuple]:
+        """``(seq, variant, message, _id, value, user, time, extra)`` of each violation."""
+        variant, word = ("before_parent", "before") if rule.relation == "not_before" else ("after_parent", "after")
+        message = (f"{collection}.{rule.field} is {word} its parent's {rule.parent_field} "
+                   f"({collection}.{rule.parent_ref} -> {collection})")
+        child = np.frombuffer(self.cols[rule.id][1], dtype=np.int64)
+        own = np.frombuffer(parents.cols[rule.id][2], dtype=np.int64)
+        seq = self.row_seq()
+        out = []
+        for row, parent in zip(rows.tolist(), found.tolist()):
+            user, when = self.users[row], self.when[row]
+            out.append((int(seq[row]), variant, message, self._id(row), from_ms(child[row]),
+                        None if user == NONE else int(user), None if when == NONE else from_ms(when),
+                        {"parent": parents._id(parent), "parent_value": from_ms(own[parent])}))
+        return out
+
     def finish(self, collection: str, out: Findings) -> None:
         if not len(self.h):
             return
-        h = np.frombuffer(self.h, dtype=np.int64)
-        order = np.argsort(h, kind="stable")
-        sorted_h = h[order]
-        users, when = np.frombuffer(self.users, dtype=np.int64), np.frombuffer(self.when, dtype=np.int64)
+        index = self.index()
         for r in self.rules:
-            refs, child, own = (np.frombuffer(c, dtype=np.int64) for c in self.cols[r.id])
-            rows = np.flatnonzero((refs != NONE) & (child != NONE))
-            if not len(rows):
-                continue
-            perm, queries = sorted_queries(refs[rows])
-            idx = np.minimum(np.searchsorted(sorted_h, queries), len(sorted_h) - 1)
-            if perm is not None:  # back to the rows' order
-                idx[perm] = idx.copy()
-            known = sorted_h[idx] == refs[rows]
-            parents = order[idx]
-            parent_ms = np.where(known, own[parents], NONE)
-            ok = parent_ms != NONE
-            if r.relation == "not_before":
-                bad = ok & (child[rows] < parent_ms)
-                variant, word = "before_parent", "before"
-            else:
-                bad = ok & (child[rows] > parent_ms)
-                variant, word = "after_parent", "after"
-            if not bad.any():
-                continue
-            acc = out.get(r, variant, f"{collection}.{r.field} is {word} its parent's {r.parent_field} "
-                                      f"({collection}.{r.parent_ref} -> {collection})")
-            for row, parent in zip(rows[bad].tolist(), parents[bad].tolist()):
-                acc.add(self._id(row), from_ms(child[row]), None if users[row] == NONE else int(users[row]),
-                        None if when[row] == NONE else from_ms(when[row]),
-                        {"parent": self._id(parent), "parent_value": from_ms(own[parent])})
+            rows, found = self.violations(r, self, index)
+            add_rows(out, r, self.evidence(r, collection, self, rows, found))
+
+
+def add_rows(out: Findings, rule, rows: list[tuple]) -> None:
+    """Violations as ``evidence`` gives them, in the order given."""
+    for _seq, variant, message, _id, value, user, when, extra in rows:
+        out.get(rule, variant, message).add(_id, value, user, when, extra)

@@ -25,11 +25,12 @@ from array import array
 import numpy as np
 from bson import ObjectId
 
-from ..policy.rules import ReferenceRule, SyncRule
+from ..policy.rules import ReferenceRule, SyncRule, TimestampOrderRule
 from .facts import NONE, from_ms, to_ms
 from .findings import Findings
 from .document_rules import dangling_message
 from .keyset import KeySet
+from .self_order import add_rows
 from .values import MISSING
 
 _ZERO_ID = bytes(12)
@@ -174,10 +175,16 @@ def joined_rules(spec, fields: list[str]) -> list[ReferenceRule]:
         (r.to == spec.collection and r.to_field in fields) or ("keys", r.to, r.to_field) in spec.shuffled)]
 
 
-def take_out(partial, spec, buckets: int) -> tuple[dict, dict]:
-    """A finished partition's key sets and references, cut into buckets and taken out of the
-    partial (which then holds only what the client merges): ``({field: [keys per bucket]},
-    {rule id: [RefRows per bucket]})``."""
+def order_rules(spec) -> list[str]:
+    """Ids of the pass's date-order rules whose parent is in the same collection (self_order.py)."""
+    return [r.id for r in spec.rules if isinstance(r, TimestampOrderRule) and r.parent_collection == spec.collection]
+
+
+def take_out(partial, spec, buckets: int) -> dict:
+    """A finished partition's key sets, references and date-order rows, cut into buckets and
+    taken out of the partial (which then holds only what the client merges): ``{"keys": {field:
+    [keys per bucket]}, "refs": {rule id: [RefRows per bucket]}, "parents": [rows per bucket by
+    id hash] or None, "children": {rule id: [rows per bucket by parent-reference hash]}}``."""
     fields = bucketed_fields(spec)
     keys = {f: split_keys(partial.keys.pop(f), buckets) for f in fields}
     refs = {}
@@ -187,14 +194,54 @@ def take_out(partial, spec, buckets: int) -> tuple[dict, dict]:
             rows.add_pending([p for p in partial.pending if p.rule.id == r.id])
         refs[r.id] = rows.split(buckets)
     partial.pending = [p for p in partial.pending if p.rule.id not in refs]
-    return keys, refs
+    parents, children, so = None, {}, partial.self_order
+    if so is not None:
+        partial.self_order = None
+        parents = [so.take(rows) for rows in _by_bucket(np.frombuffer(so.h, dtype=np.int64), buckets)]
+        for r in so.rules:
+            ref = np.frombuffer(so.cols[r.id][0], dtype=np.int64)
+            child = np.frombuffer(so.cols[r.id][1], dtype=np.int64)
+            of = np.where((ref != NONE) & (child != NONE), np.remainder(ref, buckets), -1)
+            children[r.id] = [so.take(np.flatnonzero(of == b)) for b in range(buckets)]
+    return {"keys": keys, "refs": refs, "parents": parents, "children": children}
 
 
-def add_dangling(findings: Findings, rule: ReferenceRule, collection: str, per_part: list[list[tuple]]) -> None:
-    """The join's dangling rows of one rule, partition by partition in read order."""
+def _by_bucket(h: np.ndarray, buckets: int) -> list[np.ndarray]:
+    of = np.remainder(h, buckets)
+    return [np.flatnonzero(of == b) for b in range(buckets)]
+
+
+def order_join(collection: str, parents: list, children: dict) -> dict:
+    """One bucket of a same-collection date-order rule: every partition's rows whose id hash
+    falls in it (``parents``) against every partition's rows whose parent reference does
+    (``children[rule id]``, one piece per partition): rule id -> the violations per partition."""
+    table = None
+    for p in parents:
+        if table is None:
+            table = p.take(np.arange(len(p.h)))  # a copy: the pieces stay as Dask holds them
+        else:
+            table.extend(p)
+    out = {}
+    index = table.index()
+    for rid, pieces in children.items():
+        rule = next(r for r in table.rules if r.id == rid)
+        got = []
+        for piece in pieces:
+            rows, found = piece.violations(rule, table, index)
+            got.append(piece.evidence(rule, collection, table, rows, found))
+        out[rid] = got
+    return out
+
+
+def add_joined(findings: Findings, rule, collection: str, per_part: list[list[tuple]]) -> None:
+    """What the join found for one rule, partition by partition in read order: dangling
+    references (``join``'s rows) or dates out of order (``order_join``'s)."""
     for rows in per_part:
-        if not rows:
-            continue
-        acc = findings.get(rule, "dangling", dangling_message(rule, collection))
-        for _seq, _id, value, user, when in sorted(rows, key=lambda r: r[0]):
-            acc.add(_id, value, user, when)
+        rows = sorted(rows, key=lambda r: r[0])
+        if isinstance(rule, ReferenceRule):
+            if rows:
+                acc = findings.get(rule, "dangling", dangling_message(rule, collection))
+                for _seq, _id, value, user, when in rows:
+                    acc.add(_id, value, user, when)
+        else:
+            add_rows(findings, rule, rows)
