@@ -158,7 +158,7 @@ def test_key_sets_stay_on_the_cluster_cut_by_key_hash(mongo_uri, db, tmp_path, c
     --key-buckets pieces by hash (together exactly the local run's key set), the references are
     joined there, and the injected dangling references are found with the local run's evidence."""
     import fluxa_integrity.checks.runner as runner_mod
-    from fluxa_integrity.checks.dask_pool import ClusterKeys
+    from fluxa_integrity.checks.dask_pool import OnCluster
 
     generate(db, GenerateOptions(users=30, seed=11, secondary=False))
     manifest = Manifest(tmp_path / "m.json", db.name)
@@ -172,11 +172,11 @@ def test_key_sets_stay_on_the_cluster_cut_by_key_hash(mongo_uri, db, tmp_path, c
 
     def collect(res, imports, results, progress):
         real_collect(res, imports, results, progress)
-        run = seen[1] if any(isinstance(v, ClusterKeys) for v in imports.values()) else seen[0]
+        run = seen[1] if any(isinstance(v, OnCluster) for v in imports.values()) else seen[0]
         for k, v in imports.items():
             if k[0] == "keys" and k not in run:  # while the run's client is open: its futures live
                 run[k] = [ks._chunks[0].tolist() if ks._chunks else [] for ks in v.futures[0].client.gather(v.futures)] \
-                    if isinstance(v, ClusterKeys) else (v,)
+                    if isinstance(v, OnCluster) else (v,)
 
     monkeypatch.setattr(runner_mod, "_collect", collect)
     opts = dict(keep_ids=True, partitions="on", min_partition_docs=20)
@@ -190,7 +190,7 @@ def test_key_sets_stay_on_the_cluster_cut_by_key_hash(mongo_uri, db, tmp_path, c
     whole, held = seen
     assert ("keys", "conversations", "_id") in whole and set(held) == set(whole)
     for k, buckets in held.items():
-        assert len(buckets) == 4, k  # a list of bucket contents: it was a ClusterKeys, not a key set
+        assert len(buckets) == 4, k  # a list of bucket contents: it was a OnCluster, not a key set
         for b, hashes in enumerate(buckets):
             assert all(h % 4 == b for h in hashes), (k, b)
         ks = whole[k][0]

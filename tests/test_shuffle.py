@@ -19,6 +19,7 @@ from fluxa_integrity.checks.values import key_hashes
 from fluxa_integrity.policy.rules import ReferenceRule
 
 UTC = timezone.utc
+RULE = ReferenceRule(id="m.ref", category="referential", field="conversationId", to="conversations")
 
 
 def references(rng: random.Random, n: int, known: list) -> tuple[list, list, list]:
@@ -63,18 +64,20 @@ def test_the_join_by_bucket_finds_what_the_whole_key_set_lacks(buckets):
     cut = [r.split(buckets) for r in rows]
     per_part = [[] for _ in rows]
     for b in range(buckets):
-        for k, got in enumerate(join(held[b], [c[b] for c in cut])):
+        for k, got in enumerate(join(RULE, "messages", held[b], [c[b] for c in cut])):
             per_part[k].extend(got)
     for k, (ids, values, users) in enumerate(parts):
         lacks = ~whole.contains(key_hashes(values)) if values else np.zeros(0, dtype=bool)
-        want = [(i, ids[i], values[i], users[i], when) for i in np.flatnonzero(lacks).tolist()]
+        want = [(i, "dangling", "messages.conversationId -> conversations._id: no such document", ids[i], values[i],
+                 users[i], when, None) for i in np.flatnonzero(lacks).tolist()]
         assert sorted(per_part[k], key=lambda r: r[0]) == want
     assert sum(map(len, per_part)) > 20  # the data did hold dangling references
 
 
 def test_dangling_rows_become_findings_in_read_order():
-    rule = ReferenceRule(id="m.ref", category="referential", field="conversationId", to="conversations")
-    rows = [[(5, "e", 1, 11, None), (1, "b", 1, None, None)], [], [(0, "z", 9, 12, None), (2, "y", 9, 11, None)]]
+    rule = RULE
+    rows = [[(5, "dangling", "m", "e", 1, 11, None, None), (1, "dangling", "m", "b", 1, None, None, None)], [],
+            [(0, "dangling", "m", "z", 9, 12, None, None), (2, "dangling", "m", "y", 9, 11, None, None)]]
     out = Findings("messages", 3, True)
     add_joined(out, rule, "messages", rows)
     (res,) = out.results()

@@ -21,20 +21,32 @@ import numpy as np
 
 def counter_findings(rule: CounterRule, collection: str, facts: Facts | None, counts: Counter, out: Findings) -> None:
     """facts: the parent collection's columns; counts: {hash(parent id): number of children}."""
+    add_counter_violations(rule, collection, counter_violations(rule, facts, counts), out)
+
+
+def counter_violations(rule: CounterRule, facts: Facts | None, counts: Counter) -> list[tuple]:
+    """``(id hash, _id, counter value, children counted)`` of each parent whose counter is wrong,
+    in id-hash order (a Dask run evaluates this per key-hash bucket and sorts the union)."""
     if facts is None:
-        return
+        return []
+    facts.freeze()
     values, present = facts.number(rule.field), facts.value_hash(rule.field)
-    for row, h in enumerate(facts.hashes):
+    out = []
+    for row, h in enumerate(facts.hashes.tolist()):
         if present[row] == NONE:
             continue  # a missing counter is the migration rule's finding
-        value, actual = values[row], counts.get(int(h), 0)
-        _id = facts.ids[row]
+        value, actual = values[row], counts.get(h, 0)
         if value == NONE or value != actual:  # NONE: the counter is not an integer at all
-            value = int(value) if value != NONE else "not an integer"
-            out.get(rule, "mismatch",
-                    f"{collection}.{rule.field} differs from the number of {rule.child_collection} "
-                    f"pointing at it ({rule.child_collection}.{rule.child_field})").add(
-                _id, value, None, None, {"actual": actual})
+            out.append((h, facts.ids[row], int(value) if value != NONE else "not an integer", actual))
+    return out
+
+
+def add_counter_violations(rule: CounterRule, collection: str, rows: list[tuple], out: Findings) -> None:
+    for _h, _id, value, actual in rows:
+        out.get(rule, "mismatch",
+                f"{collection}.{rule.field} differs from the number of {rule.child_collection} "
+                f"pointing at it ({rule.child_collection}.{rule.child_field})").add(_id, value, None, None,
+                                                                                     {"actual": actual})
 
 
 def count_drop_findings(rule: CountDropRule, collection: str, count: int, previous: int | None, out: Findings) -> None:

@@ -41,9 +41,11 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from ..errors import FluxaError
+from ..policy.rules import ReferenceRule
 from .partitions import Partial, Split, merge, run_partition
 from .scan import PassResult, PassSpec
-from .shuffle import bucketed_fields, join, joined_rules, order_join, order_rules, take_out, union
+from .shuffle import (bucketed_fields, counter_join, join, joined_rules, order_join, order_rules, parent_join, take_out,
+                      union, union_counts, union_facts)
 from .sources import FileSegment
 
 CONNECT_TIMEOUT = 5  # seconds to reach a scheduler
@@ -78,18 +80,12 @@ def _distributed():
 
 
 @dataclass
-class ClusterKeys:
-    """A collection's key set held on the cluster: bucket ``b`` (a future of a KeySet) holds the
-    keys whose hash mod ``len(futures)`` is ``b``. Later levels join against it there."""
+class OnCluster:
+    """What a pass exports (a key set, facts, children counted per parent) held on the cluster:
+    future ``b`` holds the keys whose hash mod ``len(futures)`` is ``b``. Later levels and the
+    counter rules join against it there; it is never gathered."""
     futures: list
-
-
-def _union(*pieces):
-    return union(pieces)
-
-
-def _join(keys, *pieces):
-    return join(keys, pieces)
+    on_cluster = True
 
 
 class DaskPool:
@@ -155,95 +151,19 @@ class DaskPool:
 
     # -- one level ----------------------------------------------------------------------------
     def run(self, splits: list[Split], progress) -> list[PassResult]:
-        """The partitions of one level on the cluster, their key sets left there by bucket and
-        their references joined there (checks/shuffle.py); the rest merged here in read order."""
-        client, B = self.client, self.buckets
-        scattered: dict[int, object] = {}  # id(import) -> its future: each import sent once per level
-        tag = uuid.uuid4().hex[:8]
-        waiting: dict = {}  # future -> what it is, for errors
-
-        def submit(label: str, fn, *args):
-            fut = client.submit(fn, *args, pure=False, key=f"fluxa-{label.replace(' ', '-')}-{uuid.uuid4().hex[:8]}")
-            return fut
-
-        def remote_args(spec: PassSpec) -> tuple:
-            names, values, held = [], [], set()
-            for name, obj in spec.imports.items():
-                if isinstance(obj, ClusterKeys):
-                    held.add(name)  # joined on the cluster, never sent whole
-                    continue
-                if obj is not None and id(obj) not in scattered:
-                    # on every worker: they all run partitions that read it, and a worker's
-                    # death then loses no import (the only copy of scattered data cannot be rebuilt)
-                    scattered[id(obj)] = client.scatter([obj], hash=False, broadcast=True)[0]
-                names.append(name)
-                values.append(scattered[id(obj)] if obj is not None else None)
-            bare = replace(spec, imports={}, shuffled=frozenset(held))
-            if isinstance(spec.source, FileSegment) and not os.path.isabs(spec.source.path):
-                # a worker's working directory is not this one (--dump-dir ./dump)
-                bare = replace(bare, source=replace(spec.source, path=os.path.abspath(spec.source.path)))
-            return bare, names, values
-
-        plans = []
+        """The partitions of one level on the cluster. What later levels read of them (key sets,
+        facts, child counts) stays there, cut by key hash, and what is decided against it
+        (references, parent rules, a collection's date order) is joined there
+        (checks/shuffle.py); the rest comes back and is merged here in read order."""
+        self._scattered: dict[int, object] = {}  # id(import) -> its future: each import sent once per level
+        self._waiting: dict = {}  # future -> what it is, for errors
         try:
-            for i, sp in enumerate(splits):
-                coll = sp.spec.collection
-                outs, bare = [], None
-                for k, part in enumerate(sp.parts):
-                    bare, names, values = remote_args(part)
-                    outs.append(submit(f"check {coll} {k} {tag}", _remote_part, bare, self.topic, B, names, *values))
-                fields = bucketed_fields(bare)
-                partials = [submit(f"partial {coll} {k}", _pick, o, "partial") for k, o in enumerate(outs)]
-                for k, f in enumerate(partials):
-                    waiting[f] = f"partition {k} of {coll}" if len(outs) > 1 else f"the pass over {coll}"
-                unions = {f: [submit(f"keys {coll} {f} {b}", _union, *[submit("pick", _pick, o, "keys", f, b) for o in outs])
-                              for b in range(B)] for f in fields}
-                joins = {}
-                for r in joined_rules(bare, fields):
-                    held = unions[r.to_field] if r.to == coll else sp.spec.imports[("keys", r.to, r.to_field)].futures
-                    joins[r.id] = [submit(f"join {r.id} {b}", _join, held[b],
-                                          *[submit("pick", _pick, o, "refs", r.id, b) for o in outs]) for b in range(B)]
-                orders = []
-                rids = order_rules(bare)
-                for b in range(B if rids else 0):
-                    parents = [submit("pick", _pick, o, "parents", b) for o in outs]
-                    kids = [submit("pick", _pick, o, "children", rid, b) for rid in rids for o in outs]
-                    orders.append(submit(f"order {coll} {b}", _order_join, coll, rids, len(outs), *parents, *kids))
-                    waiting[orders[-1]] = f"bucket {b} of {coll}'s date-order join"
-                for f, futs in unions.items():
-                    waiting.update({u: f"bucket {b} of {coll}.{f}'s key set" for b, u in enumerate(futs)})
-                for rid, futs in joins.items():
-                    waiting.update({j: f"bucket {b} of rule {rid}'s reference join" for b, j in enumerate(futs)})
-                uniq = None
-                if sp.uniques is not None:
-                    bare_u, names, values = remote_args(sp.uniques)
-                    # the unique-only pass reads the collection a second time: not counted on its bar again
-                    uniq = submit(f"uniques {coll}", _remote, bare_u, None, names, *values)
-                    waiting[uniq] = f"the unique-key pass of {coll}"
-                plans.append((partials, unions, joins, orders, uniq, fields))
-            self._wait(waiting, progress)
-            merged = []
-            for sp, (partials, unions, joins, orders, uniq, fields) in zip(splits, plans):
-                parts = client.gather(partials)
-                joined = {}
-                for rid, futs in joins.items():
-                    per_part = joined[rid] = [[] for _ in parts]
-                    for got in client.gather(futs):
-                        for k, rows in enumerate(got):
-                            per_part[k].extend(rows)
-                for got in client.gather(orders):
-                    for rid, found in got.items():
-                        per_part = joined.setdefault(rid, [[] for _ in parts])
-                        for k, rows in enumerate(found):
-                            per_part[k].extend(rows)
-                res = merge(sp, parts, client.gather(uniq) if uniq is not None else None, tuple(fields), joined)
-                for f in fields:
-                    if f in sp.spec.export_keys:
-                        res.keys[f] = ClusterKeys(unions[f])
-                merged.append(res)
+            plans = [self._submit(sp) for sp in splits]
+            self._wait(self._waiting, progress)
+            return [self._assemble(sp, plan) for sp, plan in zip(splits, plans)]
         except BaseException as exc:
             try:
-                client.cancel(list(waiting))
+                self.client.cancel(list(self._waiting))
             except Exception:  # noqa: BLE001 - a lost scheduler has nothing left to cancel
                 pass
             if isinstance(exc, (FluxaError, KeyboardInterrupt)) or exc is self._task_error:
@@ -251,8 +171,113 @@ class DaskPool:
             # scattering, submitting or gathering failed: the cluster's fault, not a task's
             self._lost(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", exc)
         finally:
-            scattered.clear()
-        return merged
+            self._scattered, self._waiting = {}, {}
+
+    def _task(self, what: str | None, fn, *args):
+        """A task of this run; ``what`` names it in errors (None: a piece picked out of another)."""
+        fut = self.client.submit(fn, *args, pure=False, key=f"fluxa-{fn.__name__.strip('_')}-{uuid.uuid4().hex}")
+        if what is not None:
+            self._waiting[fut] = what
+        return fut
+
+    def _remote_args(self, spec: PassSpec) -> tuple:
+        """The spec as a task takes it: imports held on the cluster named in ``shuffled``, the
+        others scattered to every worker (they all run partitions that read them, and a worker's
+        death then loses none: the only copy of scattered data cannot be rebuilt)."""
+        names, values, held = [], [], set()
+        for name, obj in spec.imports.items():
+            if isinstance(obj, OnCluster):
+                held.add(name)  # joined on the cluster, never sent whole
+                continue
+            if obj is not None and id(obj) not in self._scattered:
+                self._scattered[id(obj)] = self.client.scatter([obj], hash=False, broadcast=True)[0]
+            names.append(name)
+            values.append(self._scattered[id(obj)] if obj is not None else None)
+        bare = replace(spec, imports={}, shuffled=frozenset(held))
+        if isinstance(spec.source, FileSegment) and not os.path.isabs(spec.source.path):
+            # a worker's working directory is not this one (--dump-dir ./dump)
+            bare = replace(bare, source=replace(spec.source, path=os.path.abspath(spec.source.path)))
+        return bare, names, values
+
+    def _submit(self, sp: Split) -> dict:
+        """Every task of one split: its partitions, the buckets of what it exports, its joins."""
+        coll, B, task = sp.spec.collection, self.buckets, self._task
+        outs, bare = [], None
+        for k, part in enumerate(sp.parts):
+            bare, names, values = self._remote_args(part)
+            outs.append(task(None, _remote_part, bare, self.topic, B, names, *values))
+
+        def pieces(*path):  # one piece of every partition's output
+            return [task(None, _pick, o, *path) for o in outs]
+
+        one = len(outs) == 1
+        plan: dict = {"partials": [task(f"the pass over {coll}" if one else f"partition {k} of {coll}", _pick, o,
+                                        "partial") for k, o in enumerate(outs)], "joins": [], "uniques": None}
+        fields = plan["fields"] = bucketed_fields(bare)
+        plan["keys"] = {f: [task(f"bucket {b} of {coll}.{f}'s key set", _union, *pieces("keys", f, b))
+                            for b in range(B)] for f in fields}
+        if bare.export_facts:
+            plan["facts"] = [task(f"bucket {b} of {coll}'s facts", _union_facts, *pieces("facts", b)) for b in range(B)]
+        plan["counts"] = {f: [task(f"bucket {b} of the {coll} counted per {f}", _union_counts, *pieces("counts", f, b))
+                              for b in range(B)] for f in bare.count_children}
+        for r in joined_rules(bare, fields):
+            if isinstance(r, ReferenceRule):
+                held = plan["keys"][r.to_field] if r.to == coll else sp.spec.imports[("keys", r.to, r.to_field)].futures
+                fn = _join
+            else:
+                held, fn = sp.spec.imports[("facts", r.parent_collection)].futures, _parent_join
+            plan["joins"].append({r.id: [task(f"bucket {b} of rule {r.id}'s join", fn, r, coll, held[b],
+                                              *pieces("refs", r.id, b)) for b in range(B)]})
+        rids = order_rules(bare)
+        for b in range(B if rids else 0):
+            kids = [p for rid in rids for p in pieces("children", rid, b)]
+            plan["joins"].append({"": [task(f"bucket {b} of {coll}'s date-order join", _order_join, coll, rids,
+                                            len(outs), *pieces("parents", b), *kids)]})
+        if sp.uniques is not None:
+            bare_u, names, values = self._remote_args(sp.uniques)
+            # the unique-only pass reads the collection a second time: not counted on its bar again
+            plan["uniques"] = task(f"the unique-key pass of {coll}", _remote, bare_u, None, names, *values)
+        return plan
+
+    def _assemble(self, sp: Split, plan: dict) -> PassResult:
+        """The split's PassResult: partials merged with what the joins found; what the cluster
+        holds handed out as OnCluster handles."""
+        gather = self.client.gather
+        parts = gather(plan["partials"])
+        joined: dict = {}
+        for job in plan["joins"]:
+            for rid, futs in job.items():
+                for got in gather(futs):
+                    # a reference or parent join answers per partition; the date-order join per rule
+                    for r, per_part in (got.items() if rid == "" else [(rid, got)]):
+                        into = joined.setdefault(r, [[] for _ in parts])
+                        for k, rows in enumerate(per_part):
+                            into[k].extend(rows)
+        uniq = gather(plan["uniques"]) if plan["uniques"] is not None else None
+        held = tuple(plan["fields"]) + tuple(plan["counts"])
+        res = merge(sp, parts, uniq, held, joined)
+        for f in plan["fields"]:
+            if f in sp.spec.export_keys:
+                res.keys[f] = OnCluster(plan["keys"][f])
+        if "facts" in plan:
+            res.facts = OnCluster(plan["facts"])
+        for f, futs in plan["counts"].items():
+            res.child_counts[f] = OnCluster(futs)
+        return res
+
+    def counter_violations(self, rule, facts, counts) -> list[tuple]:
+        """A counter rule over facts and child counts held on the cluster, bucket by bucket
+        (collection_rules.counter_violations' rows, in id-hash order as one process gives them)."""
+        futs = [self.client.submit(_counter_join, rule, facts.futures[b], counts.futures[b] if counts else None,
+                                   pure=False) for b in range(len(facts.futures))]
+        try:
+            got = self.client.gather(futs)
+        except Exception as exc:  # noqa: BLE001 - a task's or the cluster's failure: the run is not complete
+            if isinstance(exc, FluxaError):
+                raise
+            self._lost(f"the counter rule {rule.id}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                       exc)
+        return sorted((row for rows in got for row in rows), key=lambda r: r[0])
 
     def _wait(self, waiting: dict, progress) -> None:
         """Until every future of the level has finished, advancing the bars as workers report."""
@@ -397,6 +422,30 @@ def _order_join(collection: str, rule_ids: list, n: int, *pieces) -> dict:
     """One bucket of the date-order join: ``n`` partitions' parent rows, then per rule their child rows."""
     return order_join(collection, list(pieces[:n]),
                       {rid: list(pieces[n + k * n:n + (k + 1) * n]) for k, rid in enumerate(rule_ids)})
+
+
+def _union(*pieces):
+    return union(pieces)
+
+
+def _union_facts(*pieces):
+    return union_facts([p for p in pieces if p is not None])
+
+
+def _union_counts(*pieces):
+    return union_counts(pieces)
+
+
+def _join(rule, collection: str, keys, *pieces):
+    return join(rule, collection, keys, pieces)
+
+
+def _parent_join(rule, collection: str, facts, *pieces):
+    return parent_join(rule, collection, facts, pieces)
+
+
+def _counter_join(rule, facts, counts):
+    return counter_join(rule, facts, counts if counts is not None else union_counts([]))
 
 
 def _progress(worker, topic: str, collection: str, n: int) -> None:

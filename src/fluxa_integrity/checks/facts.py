@@ -70,6 +70,24 @@ class Facts:
             col = batch.values(f)
             nums.extend([int(v) if isinstance(v, int) and not isinstance(v, bool) else NONE for v in col])
 
+    def extend(self, other: "Facts") -> None:
+        """Append another unfrozen table's rows (a later partition's, or a bucket's piece)."""
+        self.ids.extend(other.ids)
+        self._h.extend(other._h)
+        for f, cols in self._cols.items():
+            for dst, src in zip(cols, other._cols[f]):
+                dst.extend(src)
+
+    def take(self, rows: np.ndarray) -> "Facts":
+        """The unfrozen rows ``rows`` (ascending) as a table of their own, in read order."""
+        out = Facts(self.fields)
+        out.ids = [self.ids[i] for i in rows.tolist()]
+        out._h.frombytes(np.frombuffer(self._h, dtype=np.int64)[rows].tobytes())
+        for f, cols in self._cols.items():
+            for dst, src in zip(out._cols[f], cols):
+                dst.frombytes(np.frombuffer(src, dtype=np.int64)[rows].tobytes())
+        return out
+
     def freeze(self) -> "Facts":
         if self.frozen:
             return self

@@ -206,11 +206,8 @@ def merge(sp: Split, partials: list[Partial], uniques: Partial | None = None, he
         sc.keys[f] = ks
     if sc.facts is not None:
         for p in partials:
-            sc.facts.ids.extend(p.facts.ids)
-            sc.facts._h.extend(p.facts._h)
-            for f, cols in sc.facts._cols.items():
-                for dst, src in zip(cols, p.facts._cols[f]):
-                    dst.extend(src)
+            if p.facts is not None:  # None: taken to the cluster, held there by key hash
+                sc.facts.extend(p.facts)
     sc.pending = [x for p in partials for x in p.pending]
     if sc.self_order is not None:
         for p in partials:
@@ -221,5 +218,6 @@ def merge(sp: Split, partials: list[Partial], uniques: Partial | None = None, he
             add_joined(sc.findings, r, spec.collection, joined[r.id])
     seconds = max([p.seconds for p in partials] + ([uniques.seconds] if uniques else []))
     res = sc.finish(seconds)
-    res.child_counts = {f: sum((p.child_counts[f] for p in partials), Counter()) for f in spec.count_children}
+    res.child_counts = {f: sum((p.child_counts[f] for p in partials), Counter()) for f in spec.count_children
+                        if f not in held}
     return res

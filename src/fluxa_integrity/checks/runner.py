@@ -34,8 +34,8 @@ from ..policy.models import Policy
 from ..policy.rules import (CopiedFieldRule, CorruptionRule, CountDropRule, CounterRule, DeletionsRule,
                             FieldOrderRule, FieldRule, MigrationRule, ReferenceRule, SyncRule,
                             TimestampOrderRule)
-from .collection_rules import (audit_deletion_findings, corruption_findings, count_drop_findings,
-                               counter_findings, sync_extra_findings)
+from .collection_rules import (add_counter_violations, audit_deletion_findings, corruption_findings,
+                               count_drop_findings, counter_violations, sync_extra_findings)
 from .findings import DEFAULT_SAMPLES, Findings, FindingResult
 from .partitions import Split, assemble_one, jobs, run_partition, split, tasks_of
 from .scan import PassResult, PassSpec, run_pass
@@ -327,6 +327,9 @@ def _run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions,
             for c in level:  # a referenced collection that does not exist has no keys at all
                 for f in keys_needed.get(c, ()):
                     imports.setdefault(("keys", c, f), _empty_keyset())
+        # counter rules: on a Dask run the facts and counts are on the cluster, so decided there
+        counted = {(coll, r.id): _counter_violations(r, results.get(coll), results.get(r.child_collection), pool)
+                   for coll, rules in active.items() for r in rules if isinstance(r, CounterRule) and coll in results}
     except BaseException:
         if client is not None:
             client.close()
@@ -350,9 +353,7 @@ def _run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions,
         counts_now[coll] = full_count
         for r in rules:
             if isinstance(r, CounterRule):
-                counter_findings(r, coll, res.facts,
-                                 results[r.child_collection].child_counts.get(r.child_field, Counter())
-                                 if r.child_collection in results else Counter(), extra)
+                add_counter_violations(r, coll, counted[(coll, r.id)], extra)
             elif isinstance(r, CountDropRule):
                 count_drop_findings(r, coll, full_count, (baselines or {}).get(coll), extra)
             elif isinstance(r, DeletionsRule):
@@ -415,6 +416,14 @@ def _refresh_mirror(client, store, uri: str | None, db_name: str, active: dict, 
     copied = sorted(c for c in active if c in existing and not any(isinstance(r, SyncRule) for r in active[c]))
     mirror.refresh(client, store, copied, progress)
     return mirror, mirror.old_exports()
+
+
+def _counter_violations(rule: CounterRule, parent: PassResult, child: PassResult | None, pool) -> list[tuple]:
+    facts = parent.facts
+    counts = child.child_counts.get(rule.child_field) if child is not None else None
+    if getattr(facts, "on_cluster", False):  # held by key hash on a Dask cluster
+        return pool.counter_violations(rule, facts, counts)
+    return counter_violations(rule, facts, counts or Counter())
 
 
 def _empty_keyset():

@@ -28,9 +28,10 @@ from ..policy.rules import (CopiedFieldRule, DeletionsRule, ReferenceRule, SyncR
 from .columns import Batch
 from .deps import Deps
 from .document_rules import compile_document_rule, compile_screen, dangling_message, reference_items
-from .facts import NONE, Facts, from_ms
+from .facts import NONE, Facts
 from .findings import DEFAULT_SAMPLES, Findings, FindingResult
 from .keyset import HashCounter, KeySet
+from .parent_rules import child_column, extra, verdict
 from .self_order import SelfOrder
 from .shuffle import RefRows
 from .values import MISSING, MissingType, doc_time, get_path, key_hash, key_hashes, normalise_key
@@ -379,6 +380,29 @@ class _Scanner:
             rows.add(hashes, [col[o] for o in owners.tolist()], [items[j] for j in range(len(hashes))],
                      users[owners], b.when()[owners])
 
+    def _send_children(self, rule, b: Batch) -> None:
+        """Every child of the batch that names a parent and has a value to compare, with its
+        evidence, for the parent's facts held elsewhere."""
+        refs, child = b.ref_hashes(rule.parent_ref), child_column(rule, b)
+        keep = np.flatnonzero((refs != NONE) & (child != NONE))
+        if not len(keep):
+            return
+        dated = isinstance(rule, TimestampOrderRule)
+        rows = self.outbox.get(rule.id)
+        if rows is None:
+            rows = self.outbox[rule.id] = RefRows(dated)
+        uf = self.spec.user_field
+        users = b.ref_hashes(uf)[keep] if uf else np.full(len(keep), NONE, dtype=np.int64)
+        raw = b.oid_bytes("_id")
+        ids = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 12)[keep].tobytes() if raw else \
+            [b.values("_id")[i] for i in keep.tolist()]
+        values = None
+        if not dated:
+            raw = b.oid_bytes(rule.field)
+            values = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 12)[keep].tobytes() if raw else \
+                [b.values(rule.field)[i] for i in keep.tolist()]
+        rows.add(refs[keep], ids, values, users, b.when()[keep], child[keep])
+
     def _unique(self, rule: UniqueRule, seen: dict, docs: list[dict]) -> None:
         for d in docs:
             vals = [get_path(d, f) for f in rule.fields]
@@ -402,9 +426,11 @@ class _Scanner:
 
     def _parent_rule(self, rule, b: Batch, rows_cache: dict) -> None:
         facts: Facts | None = self.spec.imports.get(("facts", rule.parent_collection))
+        if facts is None and ("facts", rule.parent_collection) in self.spec.shuffled:
+            self._send_children(rule, b)
+            return
         if facts is None:
             return
-        coll = self.spec.collection
         key = (rule.parent_collection, rule.parent_ref)
         rows = rows_cache.get(key)
         if rows is None:
@@ -414,39 +440,19 @@ class _Scanner:
             if present.any():
                 rows[present] = facts.rows(refs[present])
             rows = rows_cache[key] = rows
-        is_order = isinstance(rule, TimestampOrderRule)
         if self.deps is not None:  # every child that names a parent, found or not: a parent may come or go
-            child_value = b.ms(rule.field) if is_order else b.hashes(rule.field)
+            child_value = child_column(rule, b)
             refs = b.ref_hashes(rule.parent_ref)
             keep = (refs != NONE) & (child_value != NONE)  # a child without a value never violates
             self.deps.parents(rule, refs[keep], child_value[keep])
-        ok = rows >= 0  # a missing parent is the reference rule's finding
-        if not ok.any():
+        if not (rows >= 0).any():  # a missing parent is the reference rule's finding
             return
-        at = np.where(ok, rows, 0)
-        column = facts.ms(rule.parent_field) if is_order else facts.value_hash(rule.parent_field)
-        parent = column[at]
-        ok &= parent != NONE
-        if is_order:
-            child = b.ms(rule.field)  # NONE: a missing or mistyped date is the type rule's finding
-            ok &= child != NONE
-            if rule.relation == "not_before":
-                bad, variant, word = ok & (child < parent), "before_parent", "before"
-            elif rule.relation == "not_after":
-                bad, variant, word = ok & (child > parent), "after_parent", "after"
-            else:
-                return
-            extra = lambda row: {"parent": facts.ids[row], "parent_value": from_ms(column[row])}  # noqa: E731
-            message = f"{coll}.{rule.field} is {word} {rule.parent_collection}.{rule.parent_field}"
-        else:
-            child = b.hashes(rule.field)  # NONE when absent (not compared); a null never matches
-            bad, variant = ok & (child != NONE) & (child != parent), "mismatch"
-            extra = lambda row: {"parent": facts.ids[row]}  # noqa: E731
-            message = f"{coll}.{rule.field} differs from {rule.parent_collection}.{rule.parent_field}"
-        if bad.any():
+        got = verdict(rule, self.spec.collection, facts, rows, child_column(rule, b))
+        if got is not None and got[0].any():
+            bad, variant, message = got
             values = b.values(rule.field)
             for i in np.flatnonzero(bad).tolist():
-                self._add(rule, variant, message, b.docs[i], values[i], extra(int(rows[i])))
+                self._add(rule, variant, message, b.docs[i], values[i], extra(rule, facts, int(rows[i])))
 
     def _sync(self, rule: SyncRule, b: Batch) -> None:
         coll = self.spec.collection

@@ -25,11 +25,15 @@ from array import array
 import numpy as np
 from bson import ObjectId
 
-from ..policy.rules import ReferenceRule, SyncRule, TimestampOrderRule
-from .facts import NONE, from_ms, to_ms
+from bson.tz_util import utc as bson_utc
+
+from ..policy.rules import CopiedFieldRule, ReferenceRule, SyncRule, TimestampOrderRule
+from .collection_rules import counter_violations
+from .facts import NONE, Facts, from_ms, to_ms
 from .findings import Findings
 from .document_rules import dangling_message
 from .keyset import KeySet
+from .parent_rules import extra as parent_extra, verdict
 from .self_order import add_rows
 from .values import MISSING
 
@@ -82,18 +86,27 @@ class ObjectColumn:
 class RefRows:
     """References to look up in a key set held elsewhere, one row each, in read order."""
 
-    __slots__ = ("h", "seq", "users", "when", "ids", "values")
+    __slots__ = ("h", "seq", "users", "when", "cmp", "ids", "values", "dated")
 
-    def __init__(self) -> None:
+    def __init__(self, dated: bool = False) -> None:
         self.h, self.seq, self.users, self.when = array("q"), array("q"), array("q"), array("q")
+        self.cmp = array("q")  # a parent rule's child side (parent_rules.child_column), NONE otherwise
         self.ids, self.values = ObjectColumn(), ObjectColumn()
+        # the values are dates, kept as their ms in ``cmp`` (a date-order rule's child date)
+        self.dated = dated
 
     def __len__(self) -> int:
         return len(self.h)
 
-    def add(self, hashes: np.ndarray, ids, values, users: np.ndarray, when: np.ndarray) -> None:
-        """``ids``/``values``: 12 bytes per row when all ObjectIds, else a list of objects."""
+    def add(self, hashes: np.ndarray, ids, values, users: np.ndarray, when: np.ndarray,
+            cmp: np.ndarray | None = None) -> None:
+        """``ids``/``values``: 12 bytes per row when all ObjectIds, else a list of objects
+        (``values`` None when ``dated``: they are ``cmp``)."""
         start = len(self.h)
+        if values is None:
+            values = bytes(12 * len(hashes))  # placeholders: the dates are in cmp
+        self.cmp.frombytes((np.full(len(hashes), NONE, dtype=np.int64) if cmp is None
+                            else np.ascontiguousarray(cmp, dtype=np.int64)).tobytes())
         self.h.frombytes(np.ascontiguousarray(hashes, dtype=np.int64).tobytes())
         self.seq.frombytes(np.arange(start, start + len(hashes), dtype=np.int64).tobytes())
         self.users.frombytes(np.ascontiguousarray(users, dtype=np.int64).tobytes())
@@ -115,8 +128,8 @@ class RefRows:
                  np.array([NONE if d is None else to_ms(d) for d in dates], dtype=np.int64))
 
     def _take(self, rows: np.ndarray) -> "RefRows":
-        out = RefRows()
-        for name in ("h", "seq", "users", "when"):
+        out = RefRows(self.dated)
+        for name in ("h", "seq", "users", "when", "cmp"):
             getattr(out, name).frombytes(np.frombuffer(getattr(self, name), dtype=np.int64)[rows].tobytes())
         out.ids, out.values = self.ids.take(rows), self.values.take(rows)
         return out
@@ -126,13 +139,15 @@ class RefRows:
         of = np.remainder(np.frombuffer(self.h, dtype=np.int64), buckets)
         return [self._take(np.flatnonzero(of == b)) for b in range(buckets)]
 
-    def rows(self, which: np.ndarray) -> list[tuple]:
-        """``(seq, _id, value, user hash or None, time or None)`` of the rows ``which``."""
+    def rows(self, which: np.ndarray, variant: str, message: str, extra=None) -> list[tuple]:
+        """Evidence of the rows ``which``, as ``self_order.add_rows`` takes it: ``(seq, variant,
+        message, _id, value, user hash or None, time or None, extra(row) or None)``."""
         out = []
         for r in which.tolist():
             user, when = self.users[r], self.when[r]
-            out.append((self.seq[r], self.ids.get(r), self.values.get(r), None if user == NONE else user,
-                        None if when == NONE else from_ms(when)))
+            value = from_ms(self.cmp[r]).replace(tzinfo=bson_utc) if self.dated else self.values.get(r)
+            out.append((self.seq[r], variant, message, self.ids.get(r), value, None if user == NONE else user,
+                        None if when == NONE else from_ms(when), extra(r) if extra is not None else None))
         return out
 
 
@@ -152,10 +167,68 @@ def union(pieces) -> KeySet:
     return ks.freeze()
 
 
-def join(keys: KeySet, pieces) -> list[list[tuple]]:
-    """Per piece (a partition's rows of this bucket), the rows whose key ``keys`` lacks."""
-    return [p.rows(np.flatnonzero(~keys.contains(np.frombuffer(p.h, dtype=np.int64)))) if len(p) else []
-            for p in pieces]
+def join(rule: ReferenceRule, collection: str, keys: KeySet, pieces) -> list[list[tuple]]:
+    """Per piece (a partition's rows of this bucket), the evidence of the references ``keys``
+    lacks: the rule's dangling finding."""
+    message = dangling_message(rule, collection)
+    return [p.rows(np.flatnonzero(~keys.contains(np.frombuffer(p.h, dtype=np.int64))), "dangling", message)
+            if len(p) else [] for p in pieces]
+
+
+def parent_join(rule, collection: str, facts: Facts, pieces) -> list[list[tuple]]:
+    """Per piece, the evidence of the children that break a parent rule against this bucket of
+    the parent's facts (parent_rules.verdict, as a single pass decides it)."""
+    out = []
+    for p in pieces:
+        if not len(p):
+            out.append([])
+            continue
+        rows = facts.rows(np.frombuffer(p.h, dtype=np.int64))
+        got = verdict(rule, collection, facts, rows, np.frombuffer(p.cmp, dtype=np.int64))
+        if got is None or not got[0].any():
+            out.append([])
+            continue
+        bad, variant, message = got
+        out.append(p.rows(np.flatnonzero(bad), variant, message, lambda r: parent_extra(rule, facts, int(rows[r]))))
+    return out
+
+
+def split_facts(facts: Facts, buckets: int) -> list[Facts]:
+    """A partition's facts (unfrozen, in read order) cut by id hash."""
+    return [facts.take(rows) for rows in _by_bucket(np.frombuffer(facts._h, dtype=np.int64), buckets)]
+
+
+def union_facts(pieces) -> Facts:
+    """One bucket of a collection's facts, from every partition's piece, in partition order."""
+    pieces = list(pieces)
+    out = Facts(pieces[0].fields) if pieces else Facts([])
+    for p in pieces:
+        out.extend(p)
+    return out.freeze()
+
+
+def split_counts(counts, buckets: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A partition's children per parent ({id hash: n}) cut by id hash, as (hashes, counts)."""
+    keys = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+    n = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
+    return [(keys[rows], n[rows]) for rows in _by_bucket(keys, buckets)]
+
+
+def union_counts(pieces) -> tuple[np.ndarray, np.ndarray]:
+    """One bucket of the children counted per parent, summed over every partition."""
+    pieces = list(pieces)
+    if not pieces:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    keys = np.concatenate([k for k, _ in pieces])
+    n = np.concatenate([c for _, c in pieces])
+    uniq, at = np.unique(keys, return_inverse=True)
+    return uniq, np.bincount(at, weights=n, minlength=len(uniq)).astype(np.int64)
+
+
+def counter_join(rule, facts: Facts, counts: tuple[np.ndarray, np.ndarray]) -> list[tuple]:
+    """One bucket of a counter rule: collection_rules.counter_violations on it."""
+    keys, n = counts
+    return counter_violations(rule, facts, dict(zip(keys.tolist(), n.tolist())))
 
 
 # -- what a pass sends and keeps ---------------------------------------------------------------
@@ -169,10 +242,14 @@ def bucketed_fields(spec) -> list[str]:
     return sorted(set(spec.export_keys) | own)
 
 
-def joined_rules(spec, fields: list[str]) -> list[ReferenceRule]:
-    """The reference rules of a pass decided by the join: those whose target is held by bucket."""
-    return [r for r in spec.rules if isinstance(r, ReferenceRule) and (
-        (r.to == spec.collection and r.to_field in fields) or ("keys", r.to, r.to_field) in spec.shuffled)]
+def joined_rules(spec, fields: list[str]) -> list:
+    """The rules of a pass decided by the join: references whose target key set is held by
+    bucket, and parent rules whose parent's facts are."""
+    coll = spec.collection
+    return [r for r in spec.rules if (isinstance(r, ReferenceRule) and (
+        (r.to == coll and r.to_field in fields) or ("keys", r.to, r.to_field) in spec.shuffled)) or (
+        isinstance(r, (TimestampOrderRule, CopiedFieldRule)) and r.parent_collection != coll
+        and ("facts", r.parent_collection) in spec.shuffled)]
 
 
 def order_rules(spec) -> list[str]:
@@ -184,16 +261,21 @@ def take_out(partial, spec, buckets: int) -> dict:
     """A finished partition's key sets, references and date-order rows, cut into buckets and
     taken out of the partial (which then holds only what the client merges): ``{"keys": {field:
     [keys per bucket]}, "refs": {rule id: [RefRows per bucket]}, "parents": [rows per bucket by
-    id hash] or None, "children": {rule id: [rows per bucket by parent-reference hash]}}``."""
+    id hash] or None, "children": {rule id: [rows per bucket by parent-reference hash]}, "facts":
+    [facts per bucket] or None, "counts": {field: [(hashes, counts) per bucket]}}``."""
     fields = bucketed_fields(spec)
     keys = {f: split_keys(partial.keys.pop(f), buckets) for f in fields}
     refs = {}
     for r in joined_rules(spec, fields):
         rows = partial.outbox.pop(r.id, None) or RefRows()
-        if r.to == spec.collection:
+        if isinstance(r, ReferenceRule) and r.to == spec.collection:
             rows.add_pending([p for p in partial.pending if p.rule.id == r.id])
         refs[r.id] = rows.split(buckets)
     partial.pending = [p for p in partial.pending if p.rule.id not in refs]
+    facts = None
+    if partial.facts is not None:
+        facts, partial.facts = split_facts(partial.facts, buckets), None
+    counts = {f: split_counts(partial.child_counts.pop(f), buckets) for f in list(partial.child_counts)}
     parents, children, so = None, {}, partial.self_order
     if so is not None:
         partial.self_order = None
@@ -203,7 +285,7 @@ def take_out(partial, spec, buckets: int) -> dict:
             child = np.frombuffer(so.cols[r.id][1], dtype=np.int64)
             of = np.where((ref != NONE) & (child != NONE), np.remainder(ref, buckets), -1)
             children[r.id] = [so.take(np.flatnonzero(of == b)) for b in range(buckets)]
-    return {"keys": keys, "refs": refs, "parents": parents, "children": children}
+    return {"keys": keys, "refs": refs, "parents": parents, "children": children, "facts": facts, "counts": counts}
 
 
 def _by_bucket(h: np.ndarray, buckets: int) -> list[np.ndarray]:
@@ -234,14 +316,7 @@ def order_join(collection: str, parents: list, children: dict) -> dict:
 
 
 def add_joined(findings: Findings, rule, collection: str, per_part: list[list[tuple]]) -> None:
-    """What the join found for one rule, partition by partition in read order: dangling
-    references (``join``'s rows) or dates out of order (``order_join``'s)."""
+    """What the join found for one rule (dangling references, dates out of order, fields that
+    differ from the parent's), partition by partition in read order."""
     for rows in per_part:
-        rows = sorted(rows, key=lambda r: r[0])
-        if isinstance(rule, ReferenceRule):
-            if rows:
-                acc = findings.get(rule, "dangling", dangling_message(rule, collection))
-                for _seq, _id, value, user, when in rows:
-                    acc.add(_id, value, user, when)
-        else:
-            add_rows(findings, rule, rows)
+        add_rows(findings, rule, sorted(rows, key=lambda r: r[0]))
