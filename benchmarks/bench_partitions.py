@@ -96,7 +96,7 @@ class _Tree:
         return round(sum(self.cpu.values()), 2), round(self.peak / 2**20)
 
 
-def one(directory: str, workers: int) -> dict:
+def one(directory: str, workers: int, dask: bool = False) -> dict:
     from fluxa_integrity.checks.runner import RunOptions, run_checks
     from fluxa_integrity.checks.sources import BackupFiles
     from fluxa_integrity.policy import default_policy
@@ -104,11 +104,12 @@ def one(directory: str, workers: int) -> dict:
     files = BackupFiles.of_dump(Path(directory), "bench")
     tree = _Tree()
     t0 = time.perf_counter()
-    report = run_checks(None, "bench", default_policy(), RunOptions(workers=workers), files=files)
+    report = run_checks(None, "bench", default_policy(),
+                        RunOptions(workers=workers, dask="local" if dask else None), files=files)
     secs = time.perf_counter() - t0
     cpu, tree_rss = tree.finish()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"workers": workers, "docs": report.total_docs, "seconds": round(secs, 2),
+    return {"workers": workers, "dask": dask, "docs": report.total_docs, "seconds": round(secs, 2),
             "docs_per_s": round(report.total_docs / secs), "peak_rss_mb_main": round(rss / 1024),
             "peak_rss_mb_all_processes": tree_rss, "cpu_seconds_all_processes": cpu,
             "findings": sorted([f.rule_id, f.variant, f.count, f.affected_users] for f in report.findings)}
@@ -154,12 +155,15 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts to measure")
     ap.add_argument("--repeat", type=int, default=1, help="measure each worker count this many times, "
                     "alternating; the best run of each counts (a shared machine's load comes and goes)")
+    ap.add_argument("--dask", action="store_true", help="also run each worker count above 1 on a Dask LocalCluster "
+                    "(key sets, facts and counts held on the cluster by key hash): its time, and the peak RSS of "
+                    "the process that runs the check - what the client holds")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--limit", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     out = Path(args.dir)
     if args.one:
-        print(json.dumps(one(str(out), args.one)))
+        print(json.dumps(one(str(out), args.one, args.dask)))
         return
     if args.limit:
         print(json.dumps(limit(str(out), args.limit)))
@@ -176,7 +180,7 @@ def main() -> None:
         print(f"dump written in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     counts = json.loads(meta.read_text())["counts"]
     size = sum(p.stat().st_size for p in (out / "bench").iterdir())
-    rows, every, limits = {}, [], {}
+    rows, every, limits, dask_rows = {}, [], {}, {}
     counts_w = [int(x) for x in args.workers.split(",")]
     for _ in range(args.repeat):
         for w in counts_w:  # the machine's limit for w processes, then the check with w workers
@@ -194,6 +198,14 @@ def main() -> None:
             print(json.dumps({k: v for k, v in row.items() if k != "findings"}), file=sys.stderr)
             if w not in rows or row["seconds"] < rows[w]["seconds"]:
                 rows[w] = row
+            if args.dask and w > 1:
+                got = subprocess.run([sys.executable, __file__, "--dir", str(out), "--one", str(w), "--dask"],
+                                     capture_output=True, text=True, check=True).stdout
+                row = json.loads(got.strip().splitlines()[-1])
+                every.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k != "findings"}), file=sys.stderr)
+                if f"dask{w}" not in dask_rows or row["seconds"] < dask_rows[f"dask{w}"]["seconds"]:
+                    dask_rows[f"dask{w}"] = row
     base, lbase = rows[min(rows)], limits[min(limits)]
     speedup = {w: round(base["seconds"] / r["seconds"], 2) for w, r in rows.items()}
     machine = {w: round(lbase["seconds"] / r["seconds"], 2) for w, r in limits.items()}
@@ -205,6 +217,8 @@ def main() -> None:
         # decoding split the same way, no rules: what this machine gives any program for w processes
         "machine_speedup": machine, "machine_runs": limits,
         "speedup_over_machine": {w: round(speedup[w] / machine[w], 2) for w in speedup},
+        "dask_runs": {k: {x: v for x, v in r.items() if x != "findings"} for k, r in dask_rows.items()},
+        "dask_speedup": {k: round(base["seconds"] / r["seconds"], 2) for k, r in dask_rows.items()},
         "findings_identical": all(r["findings"] == base["findings"] for r in every),
         "findings": len(base["findings"]),
     }))

@@ -214,6 +214,10 @@ class _Items:
         w = int(self.which[j])
         return self.col[int(self.owners[j])] if w < 0 else self.extra[w]
 
+    def all(self) -> list:
+        col, extra = self.col, self.extra
+        return [col[o] if w < 0 else extra[w] for o, w in zip(self.owners.tolist(), self.which.tolist())]
+
 
 class _Scanner:
     """Evaluates one collection's rules batch by batch, a column at a time (columns.py): per
@@ -376,9 +380,7 @@ class _Scanner:
             values = b.oid_bytes(rule.field) or items
             rows.add(hashes, ids, values, users, b.when())
         else:
-            col = b.values("_id")
-            rows.add(hashes, [col[o] for o in owners.tolist()], [items[j] for j in range(len(hashes))],
-                     users[owners], b.when()[owners])
+            rows.add(hashes, b.values_at("_id", owners), items.all(), users[owners], b.when()[owners])
 
     def _send_children(self, rule, b: Batch) -> None:
         """Every child of the batch that names a parent and has a value to compare, with its
@@ -393,15 +395,8 @@ class _Scanner:
             rows = self.outbox[rule.id] = RefRows(dated)
         uf = self.spec.user_field
         users = b.ref_hashes(uf)[keep] if uf else np.full(len(keep), NONE, dtype=np.int64)
-        raw = b.oid_bytes("_id")
-        ids = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 12)[keep].tobytes() if raw else \
-            [b.values("_id")[i] for i in keep.tolist()]
-        values = None
-        if not dated:
-            raw = b.oid_bytes(rule.field)
-            values = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 12)[keep].tobytes() if raw else \
-                [b.values(rule.field)[i] for i in keep.tolist()]
-        rows.add(refs[keep], ids, values, users, b.when()[keep], child[keep])
+        values = None if dated else b.values_at(rule.field, keep)
+        rows.add(refs[keep], b.values_at("_id", keep), values, users, b.when()[keep], child[keep])
 
     def _unique(self, rule: UniqueRule, seen: dict, docs: list[dict]) -> None:
         for d in docs:

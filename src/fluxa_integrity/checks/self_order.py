@@ -71,7 +71,7 @@ class SelfOrder:
         out = SelfOrder(self.rules)
         for name in ("h", "users", "when"):
             getattr(out, name).frombytes(np.frombuffer(getattr(self, name), dtype=np.int64)[rows].tobytes())
-        out.raw = bytearray(np.frombuffer(bytes(self.raw), dtype=np.uint8).reshape(-1, 12)[rows].tobytes())
+        out.raw = bytearray(np.frombuffer(self.raw, dtype=np.uint8).reshape(-1, 12)[rows].tobytes())
         if self.other_ids:
             at = np.searchsorted(rows, list(self.other_ids))
             out.other_ids = {k: v for (row, v), k in zip(self.other_ids.items(), at.tolist())
