@@ -1,16 +1,19 @@
 """The check engine's passes and partitions on a Dask cluster (``check run --dask``), the other
 executor beside the run's own worker processes (``runner._Pool``), with the same interface:
-``run(splits, progress)`` evaluates the splits of one dependency level and merges each
-collection's partitions in read order on this machine; ``close()`` ends it.
+``run(splits, progress)`` evaluates the splits of one dependency level; ``close()`` ends it.
 
 Shape: ``local`` starts a ``LocalCluster`` of ``workers`` processes (one thread each, no
 dashboard) for the run and closes it at the end; ``tcp://HOST:PORT`` connects a client to a
-scheduler someone else runs (docs/scale.md) and leaves the cluster as it found it. A task is
-``_remote(kind, spec, topic, names, *imports)``: the PassSpec without its imports, which travel
-as futures - the key sets and facts a level imports are scattered once per level to every
-worker (each runs partitions that read them), not pickled into every partition's task. A task
-returns a ``PassResult`` (a whole pass) or a ``Partial``; the partials are gathered here and
-merged by ``checks.partitions.merge``, so the findings are exactly those of the local executor.
+scheduler someone else runs (docs/scale.md) and leaves the cluster as it found it. Every piece
+of a split is a partition task (``_remote_part``: ``partitions.run_partition``, then
+``shuffle.take_out``), and what a level exports never comes back here: its key sets, facts and
+child counts are cut into ``buckets`` by key hash and each bucket put together on one worker
+(``OnCluster``: the futures are all the client keeps), and the rules that read them - references,
+parent rules, a collection's date order, counter rules - are decided by bucket tasks on the
+cluster (checks/shuffle.py). Only the partials' small rest (findings' accumulators, watermarks)
+and the joins' violations are gathered and merged here by ``partitions.merge``, in read order,
+so the findings are exactly those of the local executor. Imports that are not held by bucket
+(a sync rule's whole key set) are scattered to every worker once per level.
 Progress: a task's ``progress(collection, n)`` becomes a worker event on a topic of this run's
 own (``Worker.log_event``); the client's subscription queues it and ``run`` advances the bars.
 ``distributed`` is imported only when a pool is made: a run without ``--dask`` does not pay
@@ -20,8 +23,8 @@ Failure behaviour: a bad ``--dask`` value, an unreachable scheduler (connect tim
 ``CONNECT_TIMEOUT``), a cluster without workers or with workers lacking this package raise
 FluxaError before any task runs. Once tasks run, an error raised by a task (a server error, a
 damaged backup file, a backup path a worker cannot read) is re-raised here as itself. A worker
-that dies is replaced (by its nanny) and its tasks rerun by Dask - the imports survive it, since
-every worker holds them, and a task only reads - so the run completes with the same findings.
+that dies is replaced (by its nanny) and its tasks rerun by Dask: a bucket it held is computed
+again from its lineage (every task only reads), so the run completes with the same findings.
 A task that killed ``distributed.scheduler.allowed-failures`` workers, a lost scheduler, inputs
 lost with every worker, or ``WORKER_WAIT`` seconds without any worker raise ``ClusterLost``.
 Either way the remaining tasks are cancelled, nothing is merged, and the run is not complete

@@ -19,6 +19,11 @@ any number of partitions) the findings are identical to a single pass, samples i
 server the ranges are read in ``_id`` order rather than natural order: counts, ids, affected
 users and dates are identical, the samples may be other documents of the same finding.
 
+On a Dask cluster (checks/dask_pool.py) the key sets, facts, child counts and date-order rows
+do not reach ``merge()``: they are held on the cluster by key hash and the rules that read them
+are joined there (checks/shuffle.py); ``merge()`` gets the joins' violations (``joined``) and
+adds them in read order.
+
 Failure behaviour: a partition that fails fails the pass (the error propagates; nothing is
 merged or recorded as complete).
 """
