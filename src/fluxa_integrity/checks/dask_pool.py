@@ -44,11 +44,11 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from ..errors import FluxaError
-from ..policy.rules import ReferenceRule
+from ..policy.rules import ReferenceRule, UniqueRule
 from .partitions import Partial, Split, merge, run_partition
 from .scan import PassResult, PassSpec
 from .shuffle import (bucketed_fields, counter_join, join, joined_rules, order_join, order_rules, parent_join, take_out,
-                      union, union_counts, union_facts)
+                      union, union_counts, union_facts, unique_join)
 from .sources import FileSegment
 
 CONNECT_TIMEOUT = 5  # seconds to reach a scheduler
@@ -196,7 +196,7 @@ class DaskPool:
                 self._scattered[id(obj)] = self.client.scatter([obj], hash=False, broadcast=True)[0]
             names.append(name)
             values.append(self._scattered[id(obj)] if obj is not None else None)
-        bare = replace(spec, imports={}, shuffled=frozenset(held))
+        bare = replace(spec, imports={}, shuffled=frozenset(held), join_uniques=True)
         if isinstance(spec.source, FileSegment) and not os.path.isabs(spec.source.path):
             # a worker's working directory is not this one (--dump-dir ./dump)
             bare = replace(bare, source=replace(spec.source, path=os.path.abspath(spec.source.path)))
@@ -224,6 +224,10 @@ class DaskPool:
         plan["counts"] = {f: [task(f"bucket {b} of the {coll} counted per {f}", _union_counts, *pieces("counts", f, b))
                               for b in range(B)] for f in bare.count_children}
         for r in joined_rules(bare, fields):
+            if isinstance(r, UniqueRule):  # nothing held: the keys meet each other
+                plan["joins"].append({r.id: [task(f"bucket {b} of rule {r.id}'s join", _unique_join, r, coll,
+                                                  *pieces("refs", r.id, b)) for b in range(B)]})
+                continue
             if isinstance(r, ReferenceRule):
                 held = plan["keys"][r.to_field] if r.to == coll else sp.spec.imports[("keys", r.to, r.to_field)].futures
                 fn = _join
@@ -445,6 +449,10 @@ def _join(rule, collection: str, keys, *pieces):
 
 def _parent_join(rule, collection: str, facts, *pieces):
     return parent_join(rule, collection, facts, pieces)
+
+
+def _unique_join(rule, collection: str, *pieces):
+    return unique_join(rule, collection, pieces)
 
 
 def _counter_join(rule, facts, counts):

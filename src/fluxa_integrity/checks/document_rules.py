@@ -22,11 +22,12 @@ from bson import Decimal128, Int64, ObjectId, Timestamp
 from bson.binary import Binary
 from bson.regex import Regex
 
-from ..policy.rules import FieldOrderRule, FieldRule, MigrationRule, ReferenceRule
+from ..policy.rules import FieldOrderRule, FieldRule, MigrationRule, ReferenceRule, UniqueRule
 from .columns import Batch
 from .facts import to_ms
 from .formats import FORMATS
-from .values import MISSING, NONE, NUMBER_TYPES, MissingType, bson_type, get_path, type_matches
+from .values import (MISSING, NONE, NUMBER_TYPES, MissingType, bson_type, get_path, key_hash, normalise_key,
+                     type_matches)
 
 Violation = tuple[str, object, str]
 Check = Callable[[dict], list[Violation]]
@@ -248,6 +249,22 @@ def reference_items(rule: ReferenceRule, collection: str, doc: dict) -> tuple[li
 
 def dangling_message(rule: ReferenceRule, collection: str) -> str:
     return f"{collection}.{rule.field} -> {rule.to}.{rule.to_field}: no such document"
+
+
+def unique_keys(rule: UniqueRule, docs: list[dict]):
+    """``(index, key hash, value)`` of each document a unique rule compares, in read order."""
+    for i, d in enumerate(docs):
+        vals = [get_path(d, f) for f in rule.fields]
+        if rule.ignore_missing and all(v is MISSING for v in vals):
+            continue
+        key = key_hash(tuple(None if v is MISSING else normalise_key(v, rule.case_insensitive) for v in vals)) \
+            if len(vals) > 1 else key_hash(None if vals[0] is MISSING else normalise_key(vals[0], rule.case_insensitive))
+        yield i, key, vals[0] if len(vals) == 1 else vals
+
+
+def unique_message(rule: UniqueRule, collection: str) -> str:
+    return (f"{collection}.{'+'.join(rule.fields)} is not unique"
+            + (" (case-insensitive)" if rule.case_insensitive else ""))
 
 
 def compile_document_rule(rule, collection: str) -> Check | None:

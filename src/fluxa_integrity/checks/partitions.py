@@ -98,9 +98,10 @@ def assemble(splits: list[Split], got: dict) -> list[PassResult]:
     return [assemble_one(sp, i, got) for i, sp in enumerate(splits)]
 
 
-def split(spec: PassSpec, parts: int, min_docs: int, db=None) -> Split:
+def split(spec: PassSpec, parts: int, min_docs: int, db=None, uniques_pass: bool = True) -> Split:
     """Up to ``parts`` partitions of at least ``min_docs`` documents each. ``db``: the server's
-    database handle when the pass reads a server (``spec.source`` None)."""
+    database handle when the pass reads a server (``spec.source`` None). ``uniques_pass``
+    False: the unique rules stay in the partitions (a Dask run joins their keys by hash)."""
     if parts <= 1:
         return Split(spec, [spec])
     if isinstance(spec.source, FileSegment) and spec.source.start == 0 and spec.source.end is None:
@@ -118,7 +119,7 @@ def split(spec: PassSpec, parts: int, min_docs: int, db=None) -> Split:
     if len(pieces) == 1:
         return Split(spec, [spec])
     uniques = [r for r in spec.rules if isinstance(r, UniqueRule)]
-    if not uniques:
+    if not uniques or not uniques_pass:
         return Split(spec, pieces)
     others = [r for r in spec.rules if not isinstance(r, UniqueRule)]
     only = replace(spec, rules=uniques, export_keys=[], export_facts=[], count_children=[], watermark_field=None)

@@ -306,8 +306,9 @@ def _run_checks(uri: str | None, db_name: str, policy: Policy, opts: RunOptions,
             specs = [spec_for(c) for c in level if c in existing]
             for s in specs:
                 progress.start(s.collection, files.count(s.collection) if files is not None else fast_count(db, s.collection))
+            # on Dask a unique rule's keys are joined by hash, not read again by a pass of their own
             splits = [split(s, parts if partition else 1, opts.min_partition_docs,
-                            db if files is None else None) for s in specs]
+                            db if files is None else None, uniques_pass=opts.dask is None) for s in specs]
             if mirror is not None:
                 from .changes_run import CollectionStats, evaluate
 

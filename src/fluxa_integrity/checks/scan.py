@@ -27,14 +27,15 @@ from ..policy.rules import (CopiedFieldRule, DeletionsRule, ReferenceRule, SyncR
                             UniqueRule)
 from .columns import Batch
 from .deps import Deps
-from .document_rules import compile_document_rule, compile_screen, dangling_message, reference_items
+from .document_rules import (compile_document_rule, compile_screen, dangling_message, reference_items, unique_keys,
+                             unique_message)
 from .facts import NONE, Facts
 from .findings import DEFAULT_SAMPLES, Findings, FindingResult
 from .keyset import HashCounter, KeySet
 from .parent_rules import child_column, extra, verdict
 from .self_order import SelfOrder
 from .shuffle import RefRows
-from .values import MISSING, MissingType, doc_time, get_path, key_hash, key_hashes, normalise_key
+from .values import MISSING, MissingType, doc_time, get_path, key_hash, key_hashes
 
 NoneType = type(None)
 
@@ -72,6 +73,8 @@ class PassSpec:
     # import keys ("keys", collection, field) held on a Dask cluster by key hash (checks/shuffle.py):
     # the pass does not look these references up, it writes them out (``outbox``) for the join
     shuffled: frozenset = frozenset()
+    # unique rules' keys written out for the cluster's join too, instead of a dict in this pass
+    join_uniques: bool = False
 
 
 @dataclass
@@ -292,7 +295,7 @@ class _Scanner:
         for rule in self.refs:
             self._references(rule, b)
         for rule, seen in self.uniques.values():
-            self._unique(rule, seen, docs)
+            self._unique(rule, seen, b)
         rows: dict = {}  # (parent collection, reference field) -> facts rows, shared by the rules
         for rule in self.parent_rules:
             self._parent_rule(rule, b, rows)
@@ -314,7 +317,8 @@ class _Scanner:
     def _watermark(self, b: Batch) -> None:
         col = b.values(self.spec.watermark_field)
         if b.types(self.spec.watermark_field) == {datetime}:
-            top = max(col)
+            # the ms column other rules read anyway (when(), date rules): no Python max over dates
+            top = col[int(np.argmax(b.ms(self.spec.watermark_field)))]
         else:
             dates = [v for v in col if isinstance(v, datetime)]
             if not dates:
@@ -398,26 +402,36 @@ class _Scanner:
         values = None if dated else b.values_at(rule.field, keep)
         rows.add(refs[keep], b.values_at("_id", keep), values, users, b.when()[keep], child[keep])
 
-    def _unique(self, rule: UniqueRule, seen: dict, docs: list[dict]) -> None:
-        for d in docs:
-            vals = [get_path(d, f) for f in rule.fields]
-            if rule.ignore_missing and all(v is MISSING for v in vals):
-                continue
-            key = key_hash(tuple(None if v is MISSING else normalise_key(v, rule.case_insensitive) for v in vals)) \
-                if len(vals) > 1 else key_hash(None if vals[0] is MISSING else normalise_key(vals[0], rule.case_insensitive))
+    def _unique(self, rule: UniqueRule, seen: dict, b: Batch) -> None:
+        if self.spec.join_uniques:  # decided on the cluster by key hash (shuffle.unique_join)
+            self._send_keys(rule, b)
+            return
+        for i, key, value in unique_keys(rule, b.docs):
+            d = b.docs[i]
             first = seen.get(key)
-            value = vals[0] if len(vals) == 1 else vals
             if first is None:
                 seen[key] = (d.get("_id"), value, self._user(d), doc_time(d), False)
                 continue
-            acc = self.findings.get(rule, "duplicate",
-                                    f"{self.spec.collection}.{'+'.join(rule.fields)} is not unique"
-                                    + (" (case-insensitive)" if rule.case_insensitive else ""))
+            acc = self.findings.get(rule, "duplicate", unique_message(rule, self.spec.collection))
             _id, fvalue, fuser, ftime, reported = first
             if not reported:  # the first holder of the value is part of the duplicate group too
                 acc.add(_id, fvalue, fuser, ftime, {"group": str(key)})
                 seen[key] = (_id, fvalue, fuser, ftime, True)
             acc.add(d.get("_id"), value, self._user(d), doc_time(d), {"group": str(key)})
+
+    def _send_keys(self, rule: UniqueRule, b: Batch) -> None:
+        """Every document's unique key, with its evidence, for the cluster's join."""
+        got = list(unique_keys(rule, b.docs))
+        if not got:
+            return
+        rows = self.outbox.get(rule.id)
+        if rows is None:
+            rows = self.outbox[rule.id] = RefRows()
+        at = np.array([i for i, _, _ in got], dtype=np.int64)
+        uf = self.spec.user_field
+        users = b.ref_hashes(uf)[at] if uf else np.full(len(at), NONE, dtype=np.int64)
+        rows.add(np.array([k for _, k, _ in got], dtype=np.int64), b.values_at("_id", at), [v for _, _, v in got],
+                 users, b.when()[at])
 
     def _parent_rule(self, rule, b: Batch, rows_cache: dict) -> None:
         facts: Facts | None = self.spec.imports.get(("facts", rule.parent_collection))

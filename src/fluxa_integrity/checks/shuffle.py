@@ -27,11 +27,11 @@ from bson import ObjectId
 
 from bson.tz_util import utc as bson_utc
 
-from ..policy.rules import CopiedFieldRule, ReferenceRule, SyncRule, TimestampOrderRule
+from ..policy.rules import CopiedFieldRule, ReferenceRule, SyncRule, TimestampOrderRule, UniqueRule
 from .collection_rules import counter_violations
 from .facts import NONE, Facts, from_ms, to_ms
 from .findings import Findings
-from .document_rules import dangling_message
+from .document_rules import dangling_message, unique_message
 from .keyset import KeySet
 from .parent_rules import extra as parent_extra, verdict
 from .self_order import add_rows
@@ -196,6 +196,37 @@ def parent_join(rule, collection: str, facts: Facts, pieces) -> list[list[tuple]
     return out
 
 
+def unique_join(rule: UniqueRule, collection: str, pieces) -> list[list[tuple]]:
+    """One bucket of a unique rule: every partition's keys of the bucket (``pieces``, in
+    partition order), grouped; the members of each group seen more than once, filed under the
+    partition and place where a single pass reports them - the first holder when the second
+    arrives, just before it, every later member at its own place - so ``add_joined`` adds them
+    in the single pass's order."""
+    out: list[list[tuple]] = [[] for _ in pieces]
+    live = [(k, p) for k, p in enumerate(pieces) if len(p)]
+    if not live:
+        return out
+    h = np.concatenate([np.frombuffer(p.h, dtype=np.int64) for _, p in live])
+    part = np.concatenate([np.full(len(p), k, dtype=np.int64) for k, p in live])
+    row = np.concatenate([np.arange(len(p), dtype=np.int64) for _, p in live])
+    order = np.lexsort((row, part, h))  # by key, then read order (partition, place in it)
+    h, part, row = h[order], part[order], row[order]
+    starts = np.flatnonzero(np.concatenate([[True], h[1:] != h[:-1]]))
+    sizes = np.diff(np.append(starts, len(h)))
+    message = unique_message(rule, collection)
+    for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+        group = {"group": str(int(h[start]))}
+        second = (int(part[start + 1]), int(row[start + 1]))
+        for m in range(start, start + size):
+            k, r = int(part[m]), int(row[m])
+            p = pieces[k]
+            where, when_k = ((p.seq[r], 1), k) if m > start else ((pieces[second[0]].seq[second[1]], 0), second[0])
+            user, when = p.users[r], p.when[r]
+            out[when_k].append((where, "duplicate", message, p.ids.get(r), p.values.get(r),
+                                None if user == NONE else user, None if when == NONE else from_ms(when), group))
+    return out
+
+
 def split_facts(facts: Facts, buckets: int) -> list[Facts]:
     """A partition's facts (unfrozen, in read order) cut by id hash."""
     return [facts.take(rows) for rows in _by_bucket(np.frombuffer(facts._h, dtype=np.int64), buckets)]
@@ -247,12 +278,12 @@ def bucketed_fields(spec) -> list[str]:
 
 def joined_rules(spec, fields: list[str]) -> list:
     """The rules of a pass decided by the join: references whose target key set is held by
-    bucket, and parent rules whose parent's facts are."""
+    bucket, parent rules whose parent's facts are, and unique rules when the pass sends its keys."""
     coll = spec.collection
     return [r for r in spec.rules if (isinstance(r, ReferenceRule) and (
         (r.to == coll and r.to_field in fields) or ("keys", r.to, r.to_field) in spec.shuffled)) or (
         isinstance(r, (TimestampOrderRule, CopiedFieldRule)) and r.parent_collection != coll
-        and ("facts", r.parent_collection) in spec.shuffled)]
+        and ("facts", r.parent_collection) in spec.shuffled) or (isinstance(r, UniqueRule) and spec.join_uniques)]
 
 
 def order_rules(spec) -> list[str]:
