@@ -26,19 +26,25 @@ def counter_findings(rule: CounterRule, collection: str, facts: Facts | None, co
 
 def counter_violations(rule: CounterRule, facts: Facts | None, counts: Counter) -> list[tuple]:
     """``(id hash, _id, counter value, children counted)`` of each parent whose counter is wrong,
-    in id-hash order (a Dask run evaluates this per key-hash bucket and sorts the union)."""
+    in id-hash order (a Dask run evaluates this per key-hash bucket and sorts the union). Compared
+    in numpy: a Python loop over every parent was ~0.8 s of a run's serial end at 100k parents."""
     if facts is None:
         return []
     facts.freeze()
-    values, present = facts.number(rule.field), facts.value_hash(rule.field)
-    out = []
-    for row, h in enumerate(facts.hashes.tolist()):
-        if present[row] == NONE:
-            continue  # a missing counter is the migration rule's finding
-        value, actual = values[row], counts.get(h, 0)
-        if value == NONE or value != actual:  # NONE: the counter is not an integer at all
-            out.append((h, facts.ids[row], int(value) if value != NONE else "not an integer", actual))
-    return out
+    hashes, values, present = facts.hashes, facts.number(rule.field), facts.value_hash(rule.field)
+    keys = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+    n = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
+    order = np.argsort(keys)
+    keys, n = keys[order], n[order]
+    actual = np.zeros(len(hashes), dtype=np.int64)
+    if len(keys):
+        at = np.minimum(np.searchsorted(keys, hashes), len(keys) - 1)
+        hit = keys[at] == hashes
+        actual[hit] = n[at[hit]]
+    # a missing counter is the migration rule's finding; NONE: the counter is not an integer at all
+    bad = (present != NONE) & ((values == NONE) | (values != actual))
+    return [(int(hashes[row]), facts.ids[row], int(values[row]) if values[row] != NONE else "not an integer",
+             int(actual[row])) for row in np.flatnonzero(bad).tolist()]
 
 
 def add_counter_violations(rule: CounterRule, collection: str, rows: list[tuple], out: Findings) -> None:
