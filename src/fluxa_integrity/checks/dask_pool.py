@@ -215,7 +215,7 @@ class DaskPool:
 
         one = len(outs) == 1
         plan: dict = {"partials": [task(f"the pass over {coll}" if one else f"partition {k} of {coll}", _pick, o,
-                                        "partial") for k, o in enumerate(outs)], "joins": [], "uniques": None}
+                                        "partial") for k, o in enumerate(outs)], "joins": []}
         fields = plan["fields"] = bucketed_fields(bare)
         plan["keys"] = {f: [task(f"bucket {b} of {coll}.{f}'s key set", _union, *pieces("keys", f, b))
                             for b in range(B)] for f in fields}
@@ -240,10 +240,6 @@ class DaskPool:
             kids = [p for rid in rids for p in pieces("children", rid, b)]
             plan["joins"].append({"": [task(f"bucket {b} of {coll}'s date-order join", _order_join, coll, rids,
                                             len(outs), *pieces("parents", b), *kids)]})
-        if sp.uniques is not None:
-            bare_u, names, values = self._remote_args(sp.uniques)
-            # the unique-only pass reads the collection a second time: not counted on its bar again
-            plan["uniques"] = task(f"the unique-key pass of {coll}", _remote, bare_u, None, names, *values)
         return plan
 
     def _assemble(self, sp: Split, plan: dict) -> PassResult:
@@ -260,9 +256,8 @@ class DaskPool:
                         into = joined.setdefault(r, [[] for _ in parts])
                         for k, rows in enumerate(per_part):
                             into[k].extend(rows)
-        uniq = gather(plan["uniques"]) if plan["uniques"] is not None else None
         held = tuple(plan["fields"]) + tuple(plan["counts"])
-        res = merge(sp, parts, uniq, held, joined)
+        res = merge(sp, parts, None, held, joined)  # unique rules too are joined (no pass of their own)
         for f in plan["fields"]:
             if f in sp.spec.export_keys:
                 res.keys[f] = OnCluster(plan["keys"][f])
@@ -396,8 +391,8 @@ def _package_version() -> str:
     return version("fluxa-integrity")
 
 
-def _remote(spec: PassSpec, topic: str | None, names: list, *imports) -> Partial:
-    """A task: one partition, with its imports (resolved from futures)."""
+def _remote(spec: PassSpec, topic: str, names: list, *imports) -> Partial:
+    """One partition, with its imports (resolved from futures)."""
     from distributed import get_worker
 
     worker = get_worker()
@@ -407,8 +402,7 @@ def _remote(spec: PassSpec, topic: str | None, names: list, *imports) -> Partial
                          "at that path on the worker",
                          "mount the backup repository at the same path on every worker (a shared filesystem), "
                          "or check the backup with local workers (--workers N): docs/scale.md")
-    report = partial(_progress, worker, topic) if topic is not None else None
-    return run_partition(spec, report)
+    return run_partition(spec, partial(_progress, worker, topic))
 
 
 def _remote_part(spec: PassSpec, topic: str, buckets: int, names: list, *imports) -> dict:
