@@ -58,9 +58,10 @@ def run(
     dask: Optional[str] = typer.Option(None, "--dask", help="Run the partitions on Dask: 'local' starts a cluster of "
                                        "--workers processes for this run, tcp://HOST:PORT uses a running scheduler "
                                        "(its workers need this package, and a backup's files at the same path)."),
-    key_buckets: Optional[int] = typer.Option(None, "--key-buckets", min=1, help="With --dask: key sets stay on "
-                                              "the cluster, cut into this many buckets by key hash, and references "
-                                              "are joined there (default: one per worker)."),
+    key_buckets: Optional[int] = typer.Option(None, "--key-buckets", min=1, help="With --dask: key sets, facts, "
+                                              "counts and unique keys stay on the cluster in this many buckets by "
+                                              "key hash, and the rules are joined there; raise it when a bucket "
+                                              "outgrows a worker's memory (default: one per worker)."),
     backup: Optional[str] = typer.Option(None, "--backup", help="Check this backup's files (id or unique prefix) "
                                          "instead of the live database; no server is used."),
     dump_dir: Optional[Path] = typer.Option(None, "--dump-dir", help="Check a plain mongodump directory (--db picks "
