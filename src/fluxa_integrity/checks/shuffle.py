@@ -1,19 +1,21 @@
-"""Key sets held by key hash, and reference lookups joined against them: the distributed hash
-join that lets a Dask run check references whose key set outgrows one machine (issue 13, item 4;
-checks/dask_pool.py runs it, docs/scale.md says what it buys).
+"""What a Dask run exports held by key hash, and the rules that read it joined there: the
+distributed hash join that lets a check's key sets, facts and counts outgrow one machine
+(issue 13, item 4; checks/dask_pool.py runs it, docs/checks.md "What stays on the cluster").
 
-Shape: a partition's key set is cut into ``buckets`` pieces by ``hash mod buckets``; bucket
-``b`` of the collection's key set is the union of every partition's piece ``b`` (``union``),
-held by one worker and never sent to the client. A pass that reads a collection whose
-reference target is held that way does not look its references up: it writes one row per
-reference into ``RefRows`` (the hash, the document's ``_id``, the value, the user's hash and
-the document's time - the evidence a finding needs - about 50 bytes a row), cut into the same
-buckets. ``join`` looks bucket ``b``'s rows up in bucket ``b``'s key set and returns only the
-rows that dangle. References to the same collection (a reply to its parent message) are first
-looked up inside the partition, as a single pass does; only those not found there (the
-partition's pending references) go to the join. The rows keep their read order (``seq``), so
-the client adds the dangling ones partition by partition in read order and the findings,
-samples included, are those of a single pass.
+Shape: a finished partition (``take_out``) cuts into ``buckets`` pieces by ``hash mod buckets``
+its key sets (``split_keys``), its per-id facts (``split_facts``), its children counted per
+parent (``split_counts``), its same-collection date-order rows (by id hash as parents, by
+reference hash as children) and the rows it wrote for rules it could not decide alone
+(``RefRows``): one per reference or unique key, with the evidence a finding needs (the hash,
+the document's ``_id``, the value, the user's hash, the document's time, a parent rule's child
+value), about 50-60 bytes a row. Bucket ``b`` of each is put together from every partition
+(``union``, ``union_facts``, ``union_counts``) and held by one worker. The joins - ``join``
+(references against key sets), ``parent_join`` (parent rules against facts), ``order_join``,
+``unique_join`` and ``counter_join`` - run bucket by bucket and return only violations, each
+with its place in its partition, so the client adds them partition by partition in read order
+(``add_joined``) and the findings, samples included, are a single pass's. References to the
+same collection are first looked up inside the partition, as a single pass does; only those
+not found there go to the join.
 
 Failure behaviour: none of its own; the executor reruns a lost task from its inputs.
 """
@@ -24,14 +26,13 @@ from array import array
 
 import numpy as np
 from bson import ObjectId
-
 from bson.tz_util import utc as bson_utc
 
 from ..policy.rules import CopiedFieldRule, ReferenceRule, SyncRule, TimestampOrderRule, UniqueRule
 from .collection_rules import counter_violations
+from .document_rules import dangling_message, unique_message
 from .facts import NONE, Facts, from_ms, to_ms
 from .findings import Findings
-from .document_rules import dangling_message, unique_message
 from .keyset import KeySet
 from .parent_rules import extra as parent_extra, verdict
 from .self_order import add_rows
