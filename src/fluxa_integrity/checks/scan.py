@@ -25,7 +25,7 @@ from ..errors import FluxaError
 from ..mongo.connection import connect
 from ..policy.rules import (CopiedFieldRule, DeletionsRule, ReferenceRule, SyncRule, TimestampOrderRule,
                             UniqueRule)
-from .columns import Batch
+from .columns import NULL_HASH, Batch
 from .deps import Deps
 from .document_rules import (compile_document_rule, compile_screen, dangling_message, reference_items, unique_keys,
                              unique_message)
@@ -335,9 +335,14 @@ class _Scanner:
         if not special:  # one plain value per document: no violation of its own, look each up
             owners, items, hashes = None, col, b.hashes(rule.field)
         else:  # absent, null or array values: the rule's per-document half decides them
-            odd = [i for i, v in enumerate(col) if type(v) in special]
-            plain = np.ones(b.n, dtype=bool)
-            plain[odd] = False
+            if special <= {MissingType, NoneType}:  # from the hash column: absent NONE, null NULL_HASH
+                h = b.hashes(rule.field)
+                plain = (h != NONE) & (h != NULL_HASH)
+                odd = np.flatnonzero(~plain).tolist()
+            else:
+                odd = [i for i, v in enumerate(col) if type(v) in special]
+                plain = np.ones(b.n, dtype=bool)
+                plain[odd] = False
             extra_owners, extra_items = [], []
             for i in odd:
                 bad, its = reference_items(rule, coll, b.docs[i])
