@@ -67,13 +67,14 @@ class Batch:
             raw = self._oids[path] = b"".join(map(_oid_bytes, self.values(path)))
         return raw
 
-    def values_at(self, path: str, rows: np.ndarray):
-        """The values of ``rows``: their 12 bytes back to back when all are ObjectIds, else a list."""
+    def values_at(self, path: str, rows: np.ndarray | None = None):
+        """The values of ``rows`` (None: all): their 12 bytes back to back when all are
+        ObjectIds, else a list."""
         raw = self.oid_bytes(path)
         if raw is not None:
-            return np.frombuffer(raw, dtype=np.uint8).reshape(-1, 12)[rows].tobytes()
+            return raw if rows is None else np.frombuffer(raw, dtype=np.uint8).reshape(-1, 12)[rows].tobytes()
         col = self.values(path)
-        return [col[i] for i in rows.tolist()]
+        return col if rows is None else [col[i] for i in rows.tolist()]
 
     def hashes(self, path: str) -> np.ndarray:
         """key_hash of each value (null included: NULL_HASH), NONE where the field is absent."""

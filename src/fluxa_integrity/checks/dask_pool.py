@@ -156,14 +156,33 @@ class DaskPool:
     def run(self, splits: list[Split], progress) -> list[PassResult]:
         """The partitions of one level on the cluster. What later levels read of them (key sets,
         facts, child counts) stays there, cut by key hash, and what is decided against it
-        (references, parent rules, a collection's date order) is joined there
+        (references, parent rules, a collection's date order, unique keys) is joined there
         (checks/shuffle.py); the rest comes back and is merged here in read order."""
+        def level():
+            plans = [self._submit(sp) for sp in splits]
+            self._wait(progress)
+            return [self._assemble(sp, plan) for sp, plan in zip(splits, plans)]
+
+        return self._guarded(level)
+
+    def counter_violations(self, rule, facts, counts) -> list[tuple]:
+        """A counter rule over facts and child counts held on the cluster, bucket by bucket
+        (collection_rules.counter_violations' rows, in id-hash order as one process gives them)."""
+        def buckets():
+            futs = [self._task(f"bucket {b} of counter rule {rule.id}", _counter_join, rule, held,
+                               counts.futures[b] if counts else None) for b, held in enumerate(facts.futures)]
+            self._wait(None)
+            return self.client.gather(futs)
+
+        return sorted((row for rows in self._guarded(buckets) for row in rows), key=lambda r: r[0])
+
+    def _guarded(self, work):
+        """``work()``, its tasks' failures turned into the run's: a task's own error as itself,
+        the cluster's as ClusterLost; the remaining tasks cancelled either way."""
         self._scattered: dict[int, object] = {}  # id(import) -> its future: each import sent once per level
         self._waiting: dict = {}  # future -> what it is, for errors
         try:
-            plans = [self._submit(sp) for sp in splits]
-            self._wait(self._waiting, progress)
-            return [self._assemble(sp, plan) for sp, plan in zip(splits, plans)]
+            return work()
         except BaseException as exc:
             try:
                 self.client.cancel(list(self._waiting))
@@ -267,22 +286,9 @@ class DaskPool:
             res.child_counts[f] = OnCluster(futs)
         return res
 
-    def counter_violations(self, rule, facts, counts) -> list[tuple]:
-        """A counter rule over facts and child counts held on the cluster, bucket by bucket
-        (collection_rules.counter_violations' rows, in id-hash order as one process gives them)."""
-        futs = [self.client.submit(_counter_join, rule, facts.futures[b], counts.futures[b] if counts else None,
-                                   pure=False) for b in range(len(facts.futures))]
-        try:
-            got = self.client.gather(futs)
-        except Exception as exc:  # noqa: BLE001 - a task's or the cluster's failure: the run is not complete
-            if isinstance(exc, FluxaError):
-                raise
-            self._lost(f"the counter rule {rule.id}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                       exc)
-        return sorted((row for rows in got for row in rows), key=lambda r: r[0])
-
-    def _wait(self, waiting: dict, progress) -> None:
-        """Until every future of the level has finished, advancing the bars as workers report."""
+    def _wait(self, progress) -> None:
+        """Until every task of this step has finished, advancing the bars as workers report."""
+        waiting = self._waiting
         done_q: queue.Queue = queue.Queue()
         for fut in waiting:
             fut.add_done_callback(done_q.put)
@@ -350,7 +356,8 @@ class DaskPool:
                 _when, msg = self.events.get_nowait()
             except queue.Empty:
                 return
-            progress.advance(msg["c"], msg["n"])
+            if progress is not None:
+                progress.advance(msg["c"], msg["n"])
 
     def close(self) -> None:
         try:

@@ -15,6 +15,7 @@ import numpy as np
 
 from .columns import Batch
 from .keyset import sorted_queries
+from .object_column import take_int64
 from .values import MISSING, MissingType, get_path, key_hash
 
 NONE = np.iinfo(np.int64).min  # "no value of this kind" in a column
@@ -82,10 +83,8 @@ class Facts:
         """The unfrozen rows ``rows`` (ascending) as a table of their own, in read order."""
         out = Facts(self.fields)
         out.ids = [self.ids[i] for i in rows.tolist()]
-        out._h.frombytes(np.frombuffer(self._h, dtype=np.int64)[rows].tobytes())
-        for f, cols in self._cols.items():
-            for dst, src in zip(out._cols[f], cols):
-                dst.frombytes(np.frombuffer(src, dtype=np.int64)[rows].tobytes())
+        out._h = take_int64(self._h, rows)
+        out._cols = {f: tuple(take_int64(c, rows) for c in cols) for f, cols in self._cols.items()}
         return out
 
     def freeze(self) -> "Facts":

@@ -377,35 +377,34 @@ class _Scanner:
                 self.findings.get(rule, "dangling", where).add(
                     d.get("_id"), item, self._user(d), doc_time(d))
 
-    def _send(self, rule: ReferenceRule, b: Batch, hashes: np.ndarray, owners, items) -> None:
-        """Every reference of the batch, with its evidence, for a key set held elsewhere."""
+    def _out(self, rule, b: Batch, at, hashes: np.ndarray, values, cmp=None, dated: bool = False) -> None:
+        """Rows ``at`` of the batch (None: every document) into the rule's outbox with their
+        evidence, for a join on the cluster (checks/shuffle.py)."""
         rows = self.outbox.get(rule.id)
         if rows is None:
-            rows = self.outbox[rule.id] = RefRows()
+            rows = self.outbox[rule.id] = RefRows(dated)
         uf = self.spec.user_field
         users = b.ref_hashes(uf) if uf else np.full(b.n, NONE, dtype=np.int64)
+        when = b.when()
+        if at is not None:
+            users, when = users[at], when[at]
+        rows.add(hashes, b.values_at("_id", at), values, users, when, cmp)
+
+    def _send(self, rule: ReferenceRule, b: Batch, hashes: np.ndarray, owners, items) -> None:
+        """Every reference of the batch, with its evidence, for a key set held elsewhere."""
         if owners is None:  # one plain value per document
-            ids = b.oid_bytes("_id") or b.values("_id")
-            values = b.oid_bytes(rule.field) or items
-            rows.add(hashes, ids, values, users, b.when())
+            self._out(rule, b, None, hashes, b.values_at(rule.field))
         else:
-            rows.add(hashes, b.values_at("_id", owners), items.all(), users[owners], b.when()[owners])
+            self._out(rule, b, owners, hashes, items.all())
 
     def _send_children(self, rule, b: Batch) -> None:
         """Every child of the batch that names a parent and has a value to compare, with its
         evidence, for the parent's facts held elsewhere."""
         refs, child = b.ref_hashes(rule.parent_ref), child_column(rule, b)
         keep = np.flatnonzero((refs != NONE) & (child != NONE))
-        if not len(keep):
-            return
-        dated = isinstance(rule, TimestampOrderRule)
-        rows = self.outbox.get(rule.id)
-        if rows is None:
-            rows = self.outbox[rule.id] = RefRows(dated)
-        uf = self.spec.user_field
-        users = b.ref_hashes(uf)[keep] if uf else np.full(len(keep), NONE, dtype=np.int64)
-        values = None if dated else b.values_at(rule.field, keep)
-        rows.add(refs[keep], b.values_at("_id", keep), values, users, b.when()[keep], child[keep])
+        if len(keep):
+            dated = isinstance(rule, TimestampOrderRule)  # the value is the date, kept as its ms
+            self._out(rule, b, keep, refs[keep], None if dated else b.values_at(rule.field, keep), child[keep], dated)
 
     def _unique(self, rule: UniqueRule, seen: dict, b: Batch) -> None:
         if self.spec.join_uniques:  # decided on the cluster by key hash (shuffle.unique_join)
@@ -427,16 +426,9 @@ class _Scanner:
     def _send_keys(self, rule: UniqueRule, b: Batch) -> None:
         """Every document's unique key, with its evidence, for the cluster's join."""
         got = list(unique_keys(rule, b.docs))
-        if not got:
-            return
-        rows = self.outbox.get(rule.id)
-        if rows is None:
-            rows = self.outbox[rule.id] = RefRows()
-        at = np.array([i for i, _, _ in got], dtype=np.int64)
-        uf = self.spec.user_field
-        users = b.ref_hashes(uf)[at] if uf else np.full(len(at), NONE, dtype=np.int64)
-        rows.add(np.array([k for _, k, _ in got], dtype=np.int64), b.values_at("_id", at), [v for _, _, v in got],
-                 users, b.when()[at])
+        if got:
+            self._out(rule, b, np.array([i for i, _, _ in got], dtype=np.int64),
+                      np.array([k for _, k, _ in got], dtype=np.int64), [v for _, _, v in got])
 
     def _parent_rule(self, rule, b: Batch, rows_cache: dict) -> None:
         facts: Facts | None = self.spec.imports.get(("facts", rule.parent_collection))

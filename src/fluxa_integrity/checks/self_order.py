@@ -4,8 +4,8 @@ its own collection (a reply is not older than the message it answers).
 Shape: one row per document in read order, in flat int64 arrays - the ``_id``'s 63-bit hash,
 the user's hash and the document's time, and per rule the parent reference's hash, the child
 date and the document's own parent-side date (epoch ms) - plus the ``_id`` itself as 12 raw bytes
-when it is an ObjectId (a dict entry otherwise). About 40 + 24 per rule bytes per document, where
-a dict of Python objects would cost ~200. A parent may be read after its child, so the rule is
+when it is an ObjectId (a dict entry otherwise: object_column.py). About 40 + 24 per rule bytes
+per document, where a dict of Python objects would cost ~200. A parent may be read after its child, so the rule is
 decided at the end of the pass: one argsort of the id hashes and one searchsorted per rule.
 Rows are appended a batch's columns at a time (columns.py), with the key sets' stable id hash.
 
@@ -18,39 +18,31 @@ from __future__ import annotations
 from array import array
 
 import numpy as np
-from bson import ObjectId
 
 from ..policy.rules import TimestampOrderRule
 from .columns import Batch
 from .facts import NONE, from_ms
 from .findings import Findings
 from .keyset import sorted_queries
-from .values import MISSING
+from .object_column import ObjectColumn, take_int64
 
 
 class SelfOrder:
     def __init__(self, rules: list[TimestampOrderRule]):
         self.rules = rules
         self.h, self.users, self.when = array("q"), array("q"), array("q")
-        self.raw = bytearray()  # 12 bytes per row: the ObjectId, zeros for other _id types
-        self.other_ids: dict[int, object] = {}
+        self.ids = ObjectColumn()
         self.cols = {r.id: (array("q"), array("q"), array("q")) for r in rules}  # ref hash, child ms, own ms
         self.seq: np.ndarray | None = None  # a piece's rows' places in their partition (None: in order)
 
     def add_batch(self, batch: Batch, users: np.ndarray) -> None:
         """Append one row per document of the batch, a column at a time; ``users`` holds each
         document's user hash (NONE for none). Ids hash with ``key_hash`` (the batch's column)."""
-        ids = batch.values("_id")
-        base = len(self.h)
-        if batch.types("_id") == {ObjectId}:
-            self.raw += batch.oid_bytes("_id")
+        raw = batch.oid_bytes("_id")
+        if raw is not None:
+            self.ids.extend_oids(raw)
         else:
-            for k, _id in enumerate(ids):
-                if type(_id) is ObjectId:
-                    self.raw += _id.binary
-                else:
-                    self.other_ids[base + k] = None if _id is MISSING else _id
-                    self.raw += bytes(12)
+            self.ids.extend(batch.values("_id"))
         self.h.frombytes(batch.hashes("_id").tobytes())
         self.users.frombytes(np.ascontiguousarray(users, dtype=np.int64).tobytes())
         self.when.frombytes(batch.when().tobytes())
@@ -61,24 +53,16 @@ class SelfOrder:
             own.frombytes(batch.ms(r.parent_field).tobytes())
 
     def _id(self, row: int):
-        if row in self.other_ids:
-            return self.other_ids[row]
-        return ObjectId(bytes(self.raw[12 * row:12 * row + 12]))
+        return self.ids.get(row)
 
     # -- pieces (a Dask run joins them by key hash: checks/shuffle.py) -------------------------
     def take(self, rows: np.ndarray) -> "SelfOrder":
         """The rows ``rows`` (ascending) as a table of their own; ``seq`` keeps their read order."""
         out = SelfOrder(self.rules)
         for name in ("h", "users", "when"):
-            getattr(out, name).frombytes(np.frombuffer(getattr(self, name), dtype=np.int64)[rows].tobytes())
-        out.raw = bytearray(np.frombuffer(self.raw, dtype=np.uint8).reshape(-1, 12)[rows].tobytes())
-        if self.other_ids:
-            at = np.searchsorted(rows, list(self.other_ids))
-            out.other_ids = {k: v for (row, v), k in zip(self.other_ids.items(), at.tolist())
-                             if k < len(rows) and rows[k] == row}
-        for rid, cols in self.cols.items():
-            for dst, src in zip(out.cols[rid], cols):
-                dst.frombytes(np.frombuffer(src, dtype=np.int64)[rows].tobytes())
+            setattr(out, name, take_int64(getattr(self, name), rows))
+        out.ids = self.ids.take(rows)
+        out.cols = {rid: tuple(take_int64(c, rows) for c in cols) for rid, cols in self.cols.items()}
         out.seq = self.row_seq()[rows]
         return out
 
@@ -87,12 +71,10 @@ class SelfOrder:
 
     def extend(self, other: "SelfOrder") -> None:
         """Append another table's rows (a later partition's, or a bucket's piece)."""
-        offset = len(self.h)
         self.h.extend(other.h)
         self.users.extend(other.users)
         self.when.extend(other.when)
-        self.raw += other.raw
-        self.other_ids.update({offset + k: v for k, v in other.other_ids.items()})
+        self.ids.extend_column(other.ids)
         for rid, cols in self.cols.items():
             for dst, part in zip(cols, other.cols[rid]):
                 dst.extend(part)

@@ -25,7 +25,6 @@ from __future__ import annotations
 from array import array
 
 import numpy as np
-from bson import ObjectId
 from bson.tz_util import utc as bson_utc
 
 from ..policy.rules import CopiedFieldRule, ReferenceRule, SyncRule, TimestampOrderRule, UniqueRule
@@ -34,57 +33,14 @@ from .document_rules import dangling_message, unique_message
 from .facts import NONE, Facts, from_ms, to_ms
 from .findings import Findings
 from .keyset import KeySet
+from .object_column import ObjectColumn, take_int64
 from .parent_rules import extra as parent_extra, verdict
 from .self_order import add_rows
-from .values import MISSING, _oid_bytes
 
-_ZERO_ID = bytes(12)
-
-
-class ObjectColumn:
-    """Values in read order: 12 raw bytes each when an ObjectId (nearly every ``_id`` and
-    reference), in a dict by row otherwise - a tenth of the memory of a list of objects."""
-
-    __slots__ = ("raw", "others", "n")
-
-    def __init__(self) -> None:
-        self.raw = bytearray()
-        self.others: dict[int, object] = {}
-        self.n = 0
-
-    def extend_oids(self, raw: bytes) -> None:
-        self.raw += raw
-        self.n += len(raw) // 12
-
-    def extend(self, values) -> None:
-        if values and set(map(type, values)) == {ObjectId}:  # the common case: at C speed
-            self.extend_oids(b"".join(map(_oid_bytes, values)))
-            return
-        for v in values:
-            if type(v) is ObjectId:
-                self.raw += v.binary
-            else:
-                self.others[self.n] = None if v is MISSING else v
-                self.raw += _ZERO_ID
-            self.n += 1
-
-    def get(self, row: int):
-        if row in self.others:
-            return self.others[row]
-        return ObjectId(bytes(self.raw[12 * row:12 * row + 12]))
-
-    def take(self, rows: np.ndarray) -> "ObjectColumn":
-        """The values of ``rows`` (ascending), in that order."""
-        out = ObjectColumn()
-        out.raw = bytearray(np.frombuffer(self.raw, dtype=np.uint8).reshape(-1, 12)[rows].tobytes()) \
-            if len(rows) else bytearray()
-        out.n = len(rows)
-        if self.others:
-            at = np.searchsorted(rows, list(self.others))
-            for (row, v), k in zip(self.others.items(), at.tolist()):
-                if k < len(rows) and rows[k] == row:
-                    out.others[k] = v
-        return out
+def _by_bucket(h: np.ndarray, buckets: int) -> list[np.ndarray]:
+    """The rows of each bucket (``hash mod buckets``), ascending."""
+    of = np.remainder(h, buckets)
+    return [np.flatnonzero(of == b) for b in range(buckets)]
 
 
 class RefRows:
@@ -134,14 +90,13 @@ class RefRows:
     def _take(self, rows: np.ndarray) -> "RefRows":
         out = RefRows(self.dated)
         for name in ("h", "seq", "users", "when", "cmp"):
-            getattr(out, name).frombytes(np.frombuffer(getattr(self, name), dtype=np.int64)[rows].tobytes())
+            setattr(out, name, take_int64(getattr(self, name), rows))
         out.ids, out.values = self.ids.take(rows), self.values.take(rows)
         return out
 
     def split(self, buckets: int) -> list["RefRows"]:
         """The rows cut by ``hash mod buckets``, each piece in read order."""
-        of = np.remainder(np.frombuffer(self.h, dtype=np.int64), buckets)
-        return [self._take(np.flatnonzero(of == b)) for b in range(buckets)]
+        return [self._take(rows) for rows in _by_bucket(np.frombuffer(self.h, dtype=np.int64), buckets)]
 
     def rows(self, which: np.ndarray, variant: str, message: str, extra=None) -> list[tuple]:
         """Evidence of the rows ``which``, as ``self_order.add_rows`` takes it: ``(seq, variant,
@@ -159,8 +114,7 @@ def split_keys(ks: KeySet, buckets: int) -> list[np.ndarray]:
     """A key set's sorted keys cut by ``hash mod buckets`` (each piece still sorted, unique)."""
     ks.freeze()
     keys = ks._chunks[0] if ks._chunks else np.empty(0, dtype=np.int64)
-    of = np.remainder(keys, buckets)
-    return [keys[of == b] for b in range(buckets)]
+    return [keys[rows] for rows in _by_bucket(keys, buckets)]
 
 
 def union(pieces) -> KeySet:
@@ -321,11 +275,6 @@ def take_out(partial, spec, buckets: int) -> dict:
             of = np.where((ref != NONE) & (child != NONE), np.remainder(ref, buckets), -1)
             children[r.id] = [so.take(np.flatnonzero(of == b)) for b in range(buckets)]
     return {"keys": keys, "refs": refs, "parents": parents, "children": children, "facts": facts, "counts": counts}
-
-
-def _by_bucket(h: np.ndarray, buckets: int) -> list[np.ndarray]:
-    of = np.remainder(h, buckets)
-    return [np.flatnonzero(of == b) for b in range(buckets)]
 
 
 def order_join(collection: str, parents: list, children: dict) -> dict:
